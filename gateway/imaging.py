@@ -1,0 +1,98 @@
+"""Image decoding and ImageNet preprocessing, with errors that say what is wrong with the input.
+
+Runs in a worker thread (Pillow releases the GIL while decoding), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+RESIZE = 256
+CROP = 224
+
+
+class ImageError(ValueError):
+    """The upload is not an image this gateway can classify; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode an upload to RGB, refusing empty, truncated, oversized and unsupported images."""
+    if not data:
+        raise ImageError("the request body is empty; send an image (JPEG, PNG or WebP)", status=400)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            image_format = image.format
+            if image_format not in ALLOWED_FORMATS:
+                raise ImageError(
+                    f"unsupported image format {image_format or 'unknown'}; send JPEG, PNG or WebP", status=415
+                )
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(
+                    f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}", status=413
+                )
+            if image_format == "JPEG":
+                image.draft("RGB", (RESIZE * 2, RESIZE * 2))  # decode at reduced scale: much cheaper
+            image.load()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"image refused as a decompression bomb: {exc}", status=413) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError("the body is not a readable image (JPEG, PNG or WebP expected)", status=415) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"the image is corrupt or truncated: {exc}", status=422) from exc
+    if getattr(image, "is_animated", False):
+        image.seek(0)  # classify the first frame of an animation
+    return _to_rgb(image)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: scale to 8 bits rather than clipping.
+        array = np.asarray(image, dtype=np.float32)
+        peak = float(array.max()) or 1.0
+        image = Image.fromarray(np.clip(array / peak * 255.0, 0, 255).astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image, mask=image.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def preprocess(image: Image.Image) -> np.ndarray:
+    """torchvision's ImageNet eval transform: resize short side to 256, centre-crop 224, normalise.
+
+    Returns a float32 CHW array.
+    """
+    width, height = image.size
+    scale = RESIZE / min(width, height)
+    resized = image.resize((max(CROP, round(width * scale)), max(CROP, round(height * scale))),
+                           Image.Resampling.BILINEAR)
+    left = (resized.width - CROP) // 2
+    top = (resized.height - CROP) // 2
+    cropped = resized.crop((left, top, left + CROP, top + CROP))
+    array = np.asarray(cropped, dtype=np.float32) / 255.0
+    array = (array - IMAGENET_MEAN) / IMAGENET_STD
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def image_to_tensor(data: bytes, max_pixels: int) -> np.ndarray:
+    """Bytes of an upload to the model's input tensor, shape (3, 224, 224)."""
+    return preprocess(decode_image(data, max_pixels))

@@ -1,0 +1,1 @@
+"""The ResNet pool and the Triton model-repository builder."""

@@ -1,0 +1,180 @@
+"""Build the Triton model repository: the ResNet pool as ONNX, configured for GPU and CPU Triton.
+
+Each model gets ``<name>/1/model.onnx`` and two configurations:
+
+- ``config.pbtxt``: the onnxruntime backend on the GPU (the NGC Triton container);
+- ``configs/cpu.pbtxt``: the python backend running the same ONNX file with onnxruntime on the CPU
+  (the ``nvidia-pytriton`` wheel's server, which has only the python backend), chosen with
+  ``tritonserver --model-config-name=cpu``.
+
+So one repository serves both flavours. Beside the models: ``labels.txt``, ``pool.yaml`` (the
+pool for the gateway) and ``manifest.json`` (what was built, and with which weights).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import socket
+import warnings
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from ..labels import LabelsError, load_labels, torchvision_labels
+from ..pool import ModelPool, ModelSpec, dump_pool
+from .resnet import RESNETS, build_resnet
+
+logger = logging.getLogger(__name__)
+
+WeightsChoice = Literal["auto", "pretrained", "random"]
+DEFAULT_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+MAX_BATCH_SIZE = 8
+PAPER_POOL = Path(__file__).resolve().parent.parent / "pools" / "paper-v100.yaml"
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def _load_weights(name: str, choice: WeightsChoice):
+    """Build the model; returns it and the weights it got ("imagenet1k_v1" or "random")."""
+    import torch
+
+    model = build_resnet(name)
+    if choice == "random":
+        return model, "random"
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)
+    try:
+        state = torch.hub.load_state_dict_from_url(RESNETS[name].weights_url, progress=False, check_hash=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to fetch means no pretrained weights here
+        if choice == "pretrained":
+            raise BuildError(f"cannot fetch pretrained weights for {name}: {exc}") from exc
+        logger.warning("%s: pretrained weights unavailable (%s); using random weights", name, exc)
+        return model, "random"
+    finally:
+        socket.setdefaulttimeout(previous)
+    model.load_state_dict(state, strict=True)
+    return model, "imagenet1k_v1"
+
+
+def _export_onnx(model, path: Path) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        # The TorchScript-based exporter: it needs no onnxscript and gives a dynamic batch axis simply.
+        torch.onnx.export(
+            model, (torch.zeros(1, 3, 224, 224),), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=17, dynamo=False,
+        )
+
+
+def _config(name: str, weights: str, flavour: Literal["gpu", "cpu"]) -> str:
+    if flavour == "gpu":
+        runtime = 'platform: "onnxruntime_onnx"\ninstance_group [ { count: 1, kind: KIND_GPU } ]'
+    else:
+        runtime = ('backend: "python"\ninstance_group [ { count: 1, kind: KIND_CPU } ]\n'
+                   'parameters { key: "intra_op_threads" value: { string_value: "0" } }')
+    return f"""name: "{name}"
+{runtime}
+max_batch_size: {MAX_BATCH_SIZE}
+input [ {{ name: "{INPUT_NAME}", data_type: TYPE_FP32, dims: [ 3, 224, 224 ] }} ]
+output [ {{ name: "{OUTPUT_NAME}", data_type: TYPE_FP32, dims: [ 1000 ] }} ]
+dynamic_batching {{ max_queue_delay_microseconds: 2000 }}
+parameters {{ key: "weights" value: {{ string_value: "{weights}" }} }}
+parameters {{ key: "architecture" value: {{ string_value: "{name}" }} }}
+"""
+
+
+def _write_model(repository: Path, name: str, weights: str, model) -> None:
+    model_dir = repository / name
+    _export_onnx(model, model_dir / "1" / "model.onnx")
+    shutil.copyfile(Path(__file__).with_name("triton_python_model.py"), model_dir / "1" / "model.py")
+    (model_dir / "configs").mkdir(exist_ok=True)
+    (model_dir / "config.pbtxt").write_text(_config(name, weights, "gpu"))
+    (model_dir / "configs" / "cpu.pbtxt").write_text(_config(name, weights, "cpu"))
+
+
+def _labels(labels_file: Path | None) -> tuple[str, ...]:
+    if labels_file is not None:
+        return load_labels(labels_file)
+    names = torchvision_labels()
+    if names is None:
+        raise LabelsError("torchvision is not importable here: pass --labels with the 1000 ImageNet class names "
+                          "(e.g. ../shared/data/imagenet_classes.txt)")
+    return names
+
+
+def _pool(built: dict[str, str]) -> ModelPool:
+    """The pool for what was built: Table 1's V100 energies where the paper has them.
+
+    ResNet18 is not in Table 1: its energy is ResNet34's figure scaled by their FLOPs, and says so.
+    ``carbon-gateway profile`` replaces all of them with figures measured on the serving hardware.
+    """
+    from ..pool import load_pool
+
+    paper = load_pool(PAPER_POOL)
+    specs = []
+    for name, weights in built.items():
+        arch = RESNETS[name]
+        error = round(100.0 - arch.acc5, 3)
+        note = "" if weights != "random" else (
+            "random weights: error_rate is the architecture's with ImageNet weights; these weights are at chance")
+        if (known := paper.get(name)) is not None:
+            energy, source = known.energy_mj, known.energy_source
+        else:
+            reference = paper.by_name["resnet34"]
+            energy = reference.energy_mj * arch.gflops / RESNETS["resnet34"].gflops
+            source = "estimate: paper Table 1 ResNet34 (V100) scaled by GFLOPs"
+        specs.append(ModelSpec(name=name, energy_mj=round(energy, 4), error_rate=error,
+                               energy_source=source, notes=note))
+    return ModelPool(name="built-resnets", hardware="energy: NVIDIA V100 figures of the paper until profiled",
+                     error_metric="top5", models=tuple(specs))
+
+
+def build_repository(output: Path, models: Sequence[str] = DEFAULT_MODELS, weights: WeightsChoice = "auto",
+                     labels_file: Path | None = None, force: bool = False,
+                     progress: Callable[[str], None] = lambda message: None) -> dict:
+    """Build (or complete) the repository; returns the manifest it wrote."""
+    unknown = [m for m in models if m not in RESNETS]
+    if unknown:
+        raise BuildError(f"unknown model(s) {unknown}; known: {sorted(RESNETS)}")
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    labels = _labels(labels_file)
+    manifest_path = output / "manifest.json"
+    previous = json.loads(manifest_path.read_text()).get("models", {}) if manifest_path.exists() else {}
+    built: dict[str, str] = {}
+    for position, name in enumerate(models, start=1):
+        done = previous.get(name)
+        if (not force and done and (output / name / "1" / "model.onnx").exists()
+                and (weights == "auto" or done["weights"] == _weights_label(weights))):
+            progress(f"[{position}/{len(models)}] {name}: already built ({done['weights']} weights)")
+            built[name] = done["weights"]
+            continue
+        progress(f"[{position}/{len(models)}] {name}: building")
+        model, got = _load_weights(name, weights)
+        _write_model(output, name, got, model)
+        built[name] = got
+        progress(f"[{position}/{len(models)}] {name}: exported with {got} weights")
+    (output / "labels.txt").write_text("\n".join(labels) + "\n")
+    dump_pool(_pool(built), output / "pool.yaml")
+    manifest = {
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "models": {name: {"weights": got, "file": f"{name}/1/model.onnx"} for name, got in built.items()},
+        "flavours": {"gpu": "config.pbtxt (onnxruntime backend, KIND_GPU)",
+                     "cpu": "configs/cpu.pbtxt (python backend + onnxruntime), --model-config-name=cpu"},
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _weights_label(choice: WeightsChoice) -> str:
+    return "imagenet1k_v1" if choice == "pretrained" else "random"

@@ -1,0 +1,36 @@
+"""Triton python-backend model: runs the ONNX file next to it with onnxruntime on the CPU.
+
+Copied as ``model.py`` into each model version by ``carbon-gateway build-models``; it is what the
+CPU Triton (the nvidia-pytriton wheel, which has only the python backend) loads, selected with
+``--model-config-name=cpu``. On a GPU Triton the default ``config.pbtxt`` serves the same
+``model.onnx`` with the onnxruntime backend instead, and this file is ignored.
+"""
+
+import json
+import os
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.input_name = config["input"][0]["name"]
+        self.output_name = config["output"][0]["name"]
+        parameters = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(parameters.get("intra_op_threads", "0") or 0)
+        path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    def execute(self, requests):
+        # One onnxruntime run for everything Triton's dynamic batcher handed over.
+        batches = [pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
+        outputs = self.session.run([self.output_name], {self.input_name: np.concatenate(batches)})[0]
+        splits = np.cumsum([len(b) for b in batches])[:-1]
+        return [
+            pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.output_name, np.ascontiguousarray(part))])
+            for part in np.split(outputs, splits)
+        ]

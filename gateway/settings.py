@@ -1,0 +1,132 @@
+"""Gateway configuration: defaults < environment (``CARBON_GATEWAY_*``) < config file < CLI flags."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_REPOSITORY = Path("model_repository")
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot be used; the message says which setting and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TritonSettings(_Section):
+    url: str | None = Field(default=None, description="host:port of an existing Triton's gRPC endpoint. "
+                            "Unset: start a local Triton on the model repository.")
+    model_repository: Path = DEFAULT_REPOSITORY
+    grpc_port: int = Field(default=8001, ge=1, le=65535, description="gRPC port of the local Triton.")
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    metrics_port: int = Field(default=8002, ge=1, le=65535)
+    startup_timeout_s: float = Field(default=300.0, gt=0)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class CarbonSettings(_Section):
+    source: Literal["static", "trace"] = "static"
+    intensity: float = Field(default=250.0, ge=0, description="Static source: gCO2/kWh.")
+    trace_path: Path | None = None
+    time_column: str = "Time"
+    value_column: str = "Carbon Intensity"
+    speedup: float = Field(default=1.0, gt=0, description="Trace replay: trace seconds per wall second.")
+    start: datetime | None = Field(default=None, description="Trace replay: where in the trace to begin.")
+    poll_interval_s: float = Field(default=60.0, gt=0)
+    window_hours: float = Field(default=24.0, gt=0, description="Observed history that sets C_low/C_high.")
+    c_low: float | None = Field(default=None, ge=0, description="Override the observed C_low.")
+    c_high: float | None = Field(default=None, ge=0, description="Override the observed C_high.")
+    default_intensity: float = Field(default=250.0, ge=0, description="Used until a source answers.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CarbonSettings:
+        if self.source == "trace" and self.trace_path is None:
+            raise ValueError("carbon.source=trace needs carbon.trace_path")
+        if self.c_low is not None and self.c_high is not None and self.c_high <= self.c_low:
+            raise ValueError(f"carbon.c_high ({self.c_high}) must be above carbon.c_low ({self.c_low})")
+        return self
+
+
+class PolicySettings(_Section):
+    name: Literal["interpolation", "fixed"] = "interpolation"
+    model: str | None = Field(default=None, description="The model of the fixed policy.")
+
+
+class LimitSettings(_Section):
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(default=40_000_000, gt=0, description="Larger images are refused (bombs).")
+    max_batch: int = Field(default=8, ge=1, description="Most images in one tensor request.")
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CARBON_GATEWAY_", env_nested_delimiter="__", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    pool_file: Path | None = Field(default=None, description="Pool file; default: <model_repository>/pool.yaml.")
+    labels_file: Path | None = Field(default=None, description="Class names; default: <model_repository>/labels.txt.")
+    top_k: int = Field(default=5, ge=1, le=1000)
+    pue: float = Field(default=1.0, ge=1.0, description="Power usage effectiveness applied to measured energy.")
+    triton: TritonSettings = TritonSettings()
+    carbon: CarbonSettings = CarbonSettings()
+    policy: PolicySettings = PolicySettings()
+    limits: LimitSettings = LimitSettings()
+
+    @property
+    def resolved_pool_file(self) -> Path:
+        return self.pool_file or self.triton.model_repository / "pool.yaml"
+
+    @property
+    def resolved_labels_file(self) -> Path:
+        return self.labels_file or self.triton.model_repository / "labels.txt"
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> GatewaySettings:
+    """Settings from the environment, a YAML config file and explicit overrides, validated as one.
+
+    Raises ``ConfigError`` naming each bad setting.
+    """
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            loaded = yaml.safe_load(Path(config_file).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {config_file} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {config_file} must hold a mapping of settings")
+        values = loaded
+    values = _deep_merge(values, overrides or {})
+    try:
+        return _with_env(values)
+    except ValidationError as exc:
+        problems = "\n".join(
+            f"  - {'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration:\n{problems}") from exc
+
+
+def _with_env(values: dict[str, Any]) -> GatewaySettings:
+    # Environment first, then the file and flags on top, merged per section rather than replaced.
+    env_only = GatewaySettings().model_dump(exclude_unset=True)
+    return GatewaySettings.model_validate(_deep_merge(env_only, values))

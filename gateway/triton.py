@@ -1,0 +1,119 @@
+"""Async gRPC client for Triton: one shared channel, errors mapped to what the gateway can say."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as grpcaio
+from tritonclient.utils import InferenceServerException
+
+logger = logging.getLogger(__name__)
+
+
+class TritonError(RuntimeError):
+    """Base of the errors below; ``status`` is the HTTP status the gateway answers with."""
+
+    status = 502
+
+
+class TritonUnavailable(TritonError):
+    """Triton cannot be reached or timed out."""
+
+    status = 503
+
+
+class ModelNotReady(TritonError):
+    """Triton is up but the model is not loaded or not ready."""
+
+    status = 503
+
+
+class InvalidTensor(TritonError):
+    """Triton rejected the inputs (shape, datatype)."""
+
+    status = 400
+
+
+@dataclass(frozen=True)
+class TensorSignature:
+    input_name: str
+    input_datatype: str
+    input_dims: tuple[int, ...]  # without the batch dimension
+    output_name: str
+    max_batch_size: int
+    parameters: dict[str, str]
+
+
+def _classify(exc: InferenceServerException, model: str | None = None) -> TritonError:
+    status = str(exc.status() or "")
+    message = exc.message() or str(exc)
+    if "UNAVAILABLE" in status or "DEADLINE_EXCEEDED" in status or "CANCELLED" in status:
+        return TritonUnavailable(f"Triton is unreachable: {message}")
+    lowered = message.lower()
+    if "NOT_FOUND" in status or "unknown model" in lowered or "not ready" in lowered or "unavailable" in lowered:
+        return ModelNotReady(f"model {model!r} is not ready in Triton: {message}")
+    if "INVALID_ARG" in status:
+        return InvalidTensor(message)
+    return TritonError(f"Triton error: {message}")
+
+
+class TritonClient:
+    def __init__(self, url: str, request_timeout_s: float = 30.0):
+        self.url = url
+        self.request_timeout_s = request_timeout_s
+        self._client = grpcaio.InferenceServerClient(url=url)
+        self._signatures: dict[tuple[str, str], TensorSignature] = {}
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def server_ready(self) -> bool:
+        try:
+            return bool(await self._client.is_server_ready(client_timeout=2.0))
+        except InferenceServerException:
+            return False
+
+    async def model_ready(self, name: str, version: str = "") -> bool:
+        try:
+            return bool(await self._client.is_model_ready(name, version, client_timeout=2.0))
+        except InferenceServerException:
+            return False
+
+    async def signature(self, name: str, version: str = "") -> TensorSignature:
+        """Input/output names and shapes of a model, read once from its Triton config."""
+        key = (name, version)
+        if key not in self._signatures:
+            try:
+                response = await self._client.get_model_config(name, version, as_json=True, client_timeout=5.0)
+            except InferenceServerException as exc:
+                raise _classify(exc, name) from exc
+            config = response["config"]
+            first_input, first_output = config["input"][0], config["output"][0]
+            self._signatures[key] = TensorSignature(
+                input_name=first_input["name"],
+                input_datatype=first_input["data_type"].removeprefix("TYPE_"),
+                input_dims=tuple(int(d) for d in first_input["dims"]),
+                output_name=first_output["name"],
+                max_batch_size=int(config.get("max_batch_size", 0)),
+                parameters={k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()},
+            )
+        return self._signatures[key]
+
+    async def infer(self, name: str, batch: np.ndarray, version: str = "") -> np.ndarray:
+        """Run a batch through a model; returns its first output."""
+        signature = await self.signature(name, version)
+        tensor = grpcclient.InferInput(signature.input_name, list(batch.shape), signature.input_datatype)
+        tensor.set_data_from_numpy(batch)
+        output = grpcclient.InferRequestedOutput(signature.output_name)
+        try:
+            result = await self._client.infer(
+                name, [tensor], model_version=version, outputs=[output], client_timeout=self.request_timeout_s
+            )
+        except InferenceServerException as exc:
+            error = _classify(exc, name)
+            logger.warning("triton infer on %s failed: %s", name, error)
+            raise error from exc
+        return result.as_numpy(signature.output_name)
