@@ -97,5 +97,5 @@ def _describe(exc: ValidationError, raw: dict) -> str:
 
 
 def dump_pool(pool: ModelPool, path: Path) -> None:
-    data = pool.model_dump(mode="json", exclude_defaults=False)
+    data = pool.model_dump(mode="json", exclude_defaults=True)
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False))

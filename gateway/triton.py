@@ -102,6 +102,9 @@ class TritonClient:
             )
         return self._signatures[key]
 
+    def cached_signature(self, name: str, version: str = "") -> TensorSignature | None:
+        return self._signatures.get((name, version))
+
     async def infer(self, name: str, batch: np.ndarray, version: str = "") -> np.ndarray:
         """Run a batch through a model; returns its first output."""
         signature = await self.signature(name, version)

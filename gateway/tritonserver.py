@@ -56,6 +56,16 @@ def _backend_directory(root: Path, into: Path) -> Path:
     return into
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: have Linux send SIGTERM when the gateway dies, even by SIGKILL."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class LocalTritonServer:
     """A ``tritonserver`` child process on this machine, on the CPU."""
 
@@ -112,7 +122,7 @@ class LocalTritonServer:
         log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         logger.info("starting tritonserver on grpc :%d (repository %s)", self.grpc_port, self.model_repository)
         self.process = subprocess.Popen(self.command(backends), env=env, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+                                        start_new_session=True, preexec_fn=_die_with_parent)
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None

@@ -1,0 +1,40 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from .. import __version__
+from ..runtime import running_service
+from ..settings import GatewaySettings
+from .errors import install_error_handlers
+from .middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from .routes import router
+
+DESCRIPTION = """
+Serves ImageNet classification and, for every request, picks the ResNet to run from the grid's
+carbon intensity *now*: a large, accurate model when the grid is clean, a small one when it is dirty
+(the interpolation selector of Jung, arXiv 2403.15824, mirrored as the paper intends).
+
+Every response says which model ran, the carbon intensity used, the expected error rate, and the
+request's energy and CO2, in its JSON body and in `X-*` headers.
+"""
+
+
+def create_app(settings: GatewaySettings, triton_url: str) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async with running_service(settings, triton_url) as service:
+            app.state.service = service
+            yield
+
+    app = FastAPI(title="Carbon-aware inference gateway", version=__version__, description=DESCRIPTION,
+                  lifespan=lifespan)
+    app.state.settings = settings
+    app.include_router(router)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.limits.max_upload_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    return app

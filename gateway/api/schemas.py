@@ -1,0 +1,103 @@
+"""Response and request payloads of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class PredictionOut(BaseModel):
+    index: int = Field(description="ImageNet class index.")
+    label: str
+    score: float = Field(description="Softmax probability.")
+
+
+class CarbonOut(BaseModel):
+    intensity: float = Field(description="Carbon intensity used for the decision, gCO2eq/kWh.")
+    source: str
+    timestamp: datetime
+    age_seconds: float
+    window_low: float = Field(description="C_low of the selector's window.")
+    window_high: float = Field(description="C_high of the selector's window.")
+    stale: bool = False
+
+
+class EnergyOut(BaseModel):
+    joules: float = Field(description="Energy charged to this request.")
+    source: str = Field(description="How it is known: a meter name, or `pool-estimate`.")
+    measured: bool
+    co2_grams: float = Field(description="energy x carbon intensity x PUE.")
+
+
+class ModelChoice(BaseModel):
+    name: str
+    triton_name: str
+    weights: str = Field(description="`imagenet1k_v1`, `random`, or `unknown`.")
+    expected_error_rate: float = Field(description="Percent, per the pool file.")
+    error_metric: str
+    energy_mj_per_inference: float
+    selected_by: str = Field(description="The policy that chose it, or `client` when pinned.")
+
+
+class ClassifyResponse(BaseModel):
+    model: ModelChoice
+    predictions: list[PredictionOut]
+    carbon: CarbonOut
+    energy: EnergyOut
+    latency_ms: float
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="A stable error code.")
+    detail: str
+
+
+class ModelStatus(BaseModel):
+    name: str
+    triton_name: str
+    ready: bool
+    weights: str
+    energy_mj: float
+    error_rate: float
+    energy_source: str
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    triton_url: str
+    triton_reachable: bool
+    models: list[ModelStatus]
+    carbon: CarbonOut
+    policy: str
+    energy_meter: str
+
+
+class HealthResponse(BaseModel):
+    status: str = "ok"
+    version: str
+
+
+class TensorInput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+
+
+class TensorOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[float]
+
+
+class InferResponse(BaseModel):
+    """KServe v2 inference response, with the gateway's decision in ``parameters``."""
+
+    model_name: str
+    model_version: str = ""
+    id: str | None = None
+    outputs: list[TensorOutput]
+    parameters: dict[str, Any] = {}

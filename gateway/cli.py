@@ -1,0 +1,164 @@
+"""``carbon-gateway``: build the model pool, serve it carbon-aware."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .settings import ConfigError, GatewaySettings, load_settings
+
+app = typer.Typer(help="Carbon-intensity-aware inference gateway in front of Triton.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+logger = logging.getLogger("gateway")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _set(target: dict[str, Any], dotted: str, value: Any) -> None:
+    if value is None:
+        return
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        target = target.setdefault(part, {})
+    target[leaf] = value
+
+
+@app.command()
+def serve(
+    config: Annotated[Optional[Path], typer.Option(help="YAML config file (see README).")] = None,
+    triton: Annotated[Optional[str], typer.Option(help="host:port of a running Triton's gRPC endpoint; "
+                                                  "without it a local CPU Triton is started.")] = None,
+    repository: Annotated[Optional[Path], typer.Option(help="Model repository (local Triton, pool, labels).")] = None,
+    pool: Annotated[Optional[Path], typer.Option(help="Pool file; default <repository>/pool.yaml.")] = None,
+    host: Annotated[Optional[str], typer.Option()] = None,
+    port: Annotated[Optional[int], typer.Option()] = None,
+    carbon_intensity: Annotated[Optional[float], typer.Option(help="Static carbon intensity, gCO2/kWh.")] = None,
+    carbon_trace: Annotated[Optional[Path], typer.Option(help="Replay this CSV trace as live intensity.")] = None,
+    speedup: Annotated[Optional[float], typer.Option(help="Trace replay: trace seconds per wall second.")] = None,
+    c_low: Annotated[Optional[float], typer.Option(help="Selector window low end, gCO2/kWh.")] = None,
+    c_high: Annotated[Optional[float], typer.Option(help="Selector window high end, gCO2/kWh.")] = None,
+    log_level: Annotated[Optional[str], typer.Option()] = None,
+) -> None:
+    """Serve the gateway (starting a local CPU Triton unless --triton is given)."""
+    overrides: dict[str, Any] = {}
+    for dotted, value in (("triton.url", triton), ("triton.model_repository", repository), ("pool_file", pool),
+                          ("host", host), ("port", port), ("carbon.intensity", carbon_intensity),
+                          ("carbon.trace_path", carbon_trace), ("carbon.speedup", speedup),
+                          ("carbon.c_low", c_low), ("carbon.c_high", c_high), ("log_level", log_level)):
+        _set(overrides, dotted, value)
+    if carbon_trace is not None:
+        _set(overrides, "carbon.source", "trace")
+    try:
+        settings = load_settings(config, overrides)
+    except ConfigError as exc:
+        _fail(str(exc))
+    _setup_logging(settings.log_level)
+    from .runtime import CONFIG_ERRORS, load_parts
+
+    try:
+        parts = load_parts(settings)
+    except CONFIG_ERRORS as exc:
+        _fail(str(exc))
+    try:
+        asyncio.run(_serve(settings, [m.backend_name for m in parts.pool.models]))
+    except KeyboardInterrupt:
+        pass
+
+
+async def _serve(settings: GatewaySettings, models: list[str]) -> None:
+    import uvicorn
+
+    from .api import create_app
+    from .tritonserver import LocalTritonServer, TritonServerError
+
+    class Server(uvicorn.Server):
+        # uvicorn re-raises SIGTERM after its shutdown, which would skip stopping the local Triton.
+        @contextlib.contextmanager
+        def capture_signals(self):
+            yield
+
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    server: Server | None = None
+
+    def on_signal() -> None:
+        if server is not None:
+            server.should_exit = True
+        elif main is not None:
+            main.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+
+    local: LocalTritonServer | None = None
+    url = settings.triton.url
+    try:
+        if url is None:
+            log_file = Path("var/log/tritonserver.log")
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            local = LocalTritonServer(settings.triton.model_repository, grpc_port=settings.triton.grpc_port,
+                                      http_port=settings.triton.http_port, metrics_port=settings.triton.metrics_port,
+                                      log_file=log_file)
+            local.start()
+            logger.info("waiting for the local Triton to load %s (log: %s)", ", ".join(models), log_file)
+            await local.wait_ready(models, settings.triton.startup_timeout_s)
+            url = local.grpc_url
+            logger.info("local Triton ready at %s", url)
+        server = Server(uvicorn.Config(create_app(settings, url), host=settings.host, port=settings.port,
+                                               log_level=settings.log_level, access_log=False))
+        logger.info("gateway on http://%s:%d (docs: /docs)", settings.host, settings.port)
+        await server.serve()
+    except TritonServerError as exc:
+        _fail(str(exc))
+    except asyncio.CancelledError:
+        logger.info("interrupted before the gateway started")
+    finally:
+        if local is not None:
+            local.stop()
+
+
+@app.command("build-models")
+def build_models(
+    output: Annotated[Path, typer.Option(help="Repository to write.")] = Path("model_repository"),
+    models: Annotated[str, typer.Option(help="Comma-separated ResNets.")] = "resnet18,resnet34,resnet50,resnet101,resnet152",
+    weights: Annotated[str, typer.Option(help="auto: ImageNet weights if they can be fetched, else random; "
+                                         "pretrained: fail without them; random.")] = "auto",
+    labels: Annotated[Optional[Path], typer.Option(help="ImageNet class names, one per line "
+                                                   "(default: torchvision's, when it imports).")] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild models already in the repository.")] = False,
+) -> None:
+    """Export the ResNet pool to ONNX and write a Triton model repository (GPU and CPU configs)."""
+    _setup_logging("warning")
+    if weights not in ("auto", "pretrained", "random"):
+        _fail("--weights must be auto, pretrained or random")
+    from .labels import LabelsError
+    from .modelzoo.build import BuildError, build_repository
+
+    try:
+        manifest = build_repository(output, [m.strip() for m in models.split(",") if m.strip()], weights,  # type: ignore[arg-type]
+                                    labels, force=force, progress=typer.echo)
+    except (BuildError, LabelsError) as exc:
+        _fail(str(exc))
+    kinds = sorted({entry["weights"] for entry in manifest["models"].values()})
+    typer.echo(f"built {len(manifest['models'])} models in {output} with {' and '.join(kinds)} weights")
+    if "random" in kinds:
+        typer.secho("note: random weights classify at chance; on a connected machine "
+                    "`carbon-gateway build-models --weights pretrained --force` gets ImageNet weights",
+                    fg=typer.colors.YELLOW)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,78 @@
+"""Assemble a ``GatewayService`` from settings: the one place that turns configuration into parts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from .carbon import (CarbonMonitor, CarbonSource, CarbonSourceError, StaticSource, TraceReplaySource,
+                     load_trace)
+from .energy import PoolEstimateMeter
+from .labels import LabelsError, load_labels
+from .pool import ModelPool, PoolError, load_pool
+from .selection import SelectionPolicy, make_policy
+from .service import GatewayService
+from .settings import CarbonSettings, GatewaySettings
+from .triton import TritonClient
+
+
+def make_carbon_source(settings: CarbonSettings) -> CarbonSource:
+    if settings.source == "trace":
+        assert settings.trace_path is not None  # enforced by CarbonSettings
+        trace = load_trace(settings.trace_path, settings.time_column, settings.value_column)
+        return TraceReplaySource(trace, speedup=settings.speedup, start=settings.start,
+                                 history_hours=settings.window_hours)
+    return StaticSource(settings.intensity)
+
+
+def make_monitor(settings: CarbonSettings) -> CarbonMonitor:
+    return CarbonMonitor(make_carbon_source(settings), poll_interval=settings.poll_interval_s,
+                         window_hours=settings.window_hours, c_low=settings.c_low, c_high=settings.c_high,
+                         default_intensity=settings.default_intensity)
+
+
+#: What configuration problems raise; each message names the file or setting at fault.
+CONFIG_ERRORS = (PoolError, LabelsError, CarbonSourceError, ValueError)
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The configured pieces that need no running event loop or network."""
+
+    pool: ModelPool
+    policy: SelectionPolicy
+    labels: tuple[str, ...]
+    monitor: CarbonMonitor
+
+
+def load_parts(settings: GatewaySettings) -> Parts:
+    """Read and validate the pool, policy, labels and carbon source; raises one of ``CONFIG_ERRORS``."""
+    pool = load_pool(settings.resolved_pool_file)
+    return Parts(pool=pool, policy=make_policy(pool, settings.policy.name, settings.policy.model),
+                 labels=load_labels(settings.resolved_labels_file), monitor=make_monitor(settings.carbon))
+
+
+def build_service(settings: GatewaySettings, triton_url: str) -> GatewayService:
+    parts = load_parts(settings)
+    return GatewayService(
+        pool=parts.pool,
+        policy=parts.policy,
+        carbon=parts.monitor,
+        triton=TritonClient(triton_url, settings.triton.request_timeout_s),
+        meter=PoolEstimateMeter(),
+        labels=parts.labels,
+        pue=settings.pue,
+        max_image_pixels=settings.limits.max_image_pixels,
+    )
+
+
+@asynccontextmanager
+async def running_service(settings: GatewaySettings, triton_url: str) -> AsyncIterator[GatewayService]:
+    service = build_service(settings, triton_url)
+    await service.carbon.start()
+    try:
+        yield service
+    finally:
+        await service.carbon.aclose()
+        await service.triton.close()

@@ -1,0 +1,118 @@
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from gateway.carbon import CarbonMonitor, CarbonSourceError, StaticSource, TraceReplaySource, load_trace
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def gb(shared_data):
+    return load_trace(shared_data / "carbon" / "gb_2020_entsoe.csv")
+
+
+def test_gb_trace_loads_with_its_change_of_step(gb):
+    steps = np.diff(gb.times)
+    assert len(gb.times) == 21980 and gb.skipped_rows == 0
+    assert set(np.unique(steps)) <= {900.0, 1800.0}
+    # The last half-hour period is 2020-10-30 23:30; quarter-hours follow from midnight.
+    last_half_hour = datetime.fromtimestamp(gb.times[np.argmax(steps == 900.0) - 1], timezone.utc)
+    assert last_half_hour.isoformat() == "2020-10-30T23:30:00+00:00"
+    assert np.all(steps[: np.argmax(steps == 900.0) - 1] == 1800.0)
+    assert 0 < gb.values.min() < gb.values.max() < 1000
+
+
+def test_ciso_trace_with_configured_columns(shared_data):
+    trace = load_trace(shared_data / "carbon" / "us_ciso_2022_hourly.csv", "timestamp", "avg_CI")
+    # Three hours of 2022 have no data in the file: skipped, not read as zero.
+    assert len(trace.times) == 8757 and trace.skipped_rows == 3
+    assert set(np.unique(np.diff(trace.times))) == {3600.0, 7200.0}
+    assert datetime.fromtimestamp(trace.start, timezone.utc) == datetime(2022, 1, 1, tzinfo=timezone.utc)
+
+
+def test_missing_column_is_named(shared_data):
+    with pytest.raises(CarbonSourceError, match="no column"):
+        load_trace(shared_data / "carbon" / "us_ciso_2022_hourly.csv", "timestamp", "co2")
+
+
+def test_bad_rows_are_skipped_and_counted(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("Time,Carbon Intensity\n2020-01-01 00:00:00,100\nnot a time,5\n"
+                    "2020-01-01 00:30:00,nan\n2020-01-01 01:00:00,-4\n2020-01-01 01:30:00,150\n")
+    trace = load_trace(path)
+    assert list(trace.values) == [100.0, 150.0] and trace.skipped_rows == 3
+
+
+async def test_replay_is_time_compressed_and_loops(gb):
+    clock = FakeClock()
+    source = TraceReplaySource(gb, speedup=1800.0, clock=clock)  # one half-hour period per wall second
+    first = await source.current()
+    assert first.intensity == pytest.approx(gb.values[0]) and first.source == "trace"
+    clock.now += 1.0
+    assert (await source.current()).intensity == pytest.approx(gb.values[1])
+    clock.now += gb.duration / 1800.0  # one full loop later: back to the same period
+    assert (await source.current()).timestamp == datetime.fromtimestamp(gb.times[1], timezone.utc)
+
+
+async def test_replay_start_and_history(gb):
+    start = datetime(2020, 6, 2, tzinfo=timezone.utc)
+    source = TraceReplaySource(gb, speedup=1.0, start=start, history_hours=24, clock=FakeClock())
+    current = await source.current()
+    assert current.timestamp == start
+    history = await source.history()
+    assert len(history) == 49  # 24 h of half-hours, both ends included
+    assert history[0].timestamp.isoformat().startswith("2020-06-01T00:00")
+
+
+async def test_monitor_window_comes_from_observed_history(gb):
+    source = TraceReplaySource(gb, speedup=1.0, start=datetime(2020, 6, 2, tzinfo=timezone.utc), clock=FakeClock())
+    monitor = CarbonMonitor(source, poll_interval=3600)
+    await monitor.start()
+    try:
+        day = gb.values[(gb.times >= datetime(2020, 6, 1, tzinfo=timezone.utc).timestamp())
+                        & (gb.times <= datetime(2020, 6, 2, tzinfo=timezone.utc).timestamp())]
+        state = monitor.state
+        assert (state.window.low, state.window.high) == (pytest.approx(day.min()), pytest.approx(day.max()))
+        assert not state.stale
+    finally:
+        await monitor.aclose()
+
+
+async def test_monitor_bounds_can_be_overridden():
+    monitor = CarbonMonitor(StaticSource(180.0), c_low=100.0, c_high=300.0)
+    await monitor.start()
+    try:
+        assert monitor.state.intensity == 180.0
+        assert (monitor.state.window.low, monitor.state.window.high) == (100.0, 300.0)
+    finally:
+        await monitor.aclose()
+
+
+async def test_monitor_falls_back_to_the_default_when_the_source_fails():
+    class Broken:
+        name = "broken"
+
+        async def current(self):
+            raise CarbonSourceError("down")
+
+        async def history(self):
+            return []
+
+        async def aclose(self):
+            return None
+
+    monitor = CarbonMonitor(Broken(), default_intensity=222.0)
+    await monitor.start()
+    try:
+        assert monitor.state.intensity == 222.0 and monitor.state.stale
+        assert monitor.state.reading.source == "default"
+    finally:
+        await monitor.aclose()

@@ -1,0 +1,91 @@
+"""Session fixtures: the model repository, built once, and a real ``tritonserver`` serving it."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.api import create_app
+from gateway.settings import GatewaySettings, load_settings
+
+PROJECT = Path(__file__).resolve().parent.parent
+SHARED_DATA = PROJECT.parent / "shared" / "data"
+IMAGES = sorted((SHARED_DATA / "images").glob("*.JPEG"))
+LABELS_FILE = SHARED_DATA / "imagenet_classes.txt"
+POOL_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"{SHARED_DATA} is missing: the tests read ../shared/data beside the project")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def model_repository(shared_data: Path) -> Path:
+    """The project's repository, built (or completed) once; offline this means random weights."""
+    from gateway.modelzoo.build import build_repository
+
+    repository = PROJECT / "model_repository"
+    build_repository(repository, POOL_MODELS, weights="auto", labels_file=LABELS_FILE)
+    return repository
+
+
+@pytest.fixture(scope="session")
+async def triton(model_repository: Path, tmp_path_factory) -> AsyncIterator[Any]:
+    """A real tritonserver (the nvidia-pytriton wheel's, CPU, python backend) for the whole session."""
+    from gateway.tritonserver import LocalTritonServer
+
+    log_file = tmp_path_factory.mktemp("triton") / "tritonserver.log"
+    server = LocalTritonServer(model_repository, grpc_port=free_port(), http_port=free_port(),
+                               metrics_port=free_port(), log_file=log_file)
+    server.start()
+    try:
+        await server.wait_ready(POOL_MODELS, timeout_s=300)
+        yield server
+    finally:
+        server.stop()
+
+
+def settings_for(model_repository: Path, **overrides: Any) -> GatewaySettings:
+    values: dict[str, Any] = {"triton": {"model_repository": str(model_repository)}}
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split("__")
+        target = values
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = value
+    return load_settings(None, values)
+
+
+@asynccontextmanager
+async def gateway_client(settings: GatewaySettings, triton_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway app with its lifespan running, reached in-process over ASGI."""
+    app = create_app(settings, triton_url)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=60) as client:
+            yield client
+
+
+@pytest.fixture
+def make_gateway(model_repository: Path, triton) -> Callable[..., Any]:
+    """``async with make_gateway(carbon__intensity=120, ...) as client``: a gateway on the session's Triton."""
+
+    def factory(**overrides: Any):
+        return gateway_client(settings_for(model_repository, **overrides), triton.grpc_url)
+
+    return factory

@@ -1,0 +1,47 @@
+from pathlib import Path
+
+import pytest
+
+from gateway.settings import ConfigError, load_settings
+
+
+def test_defaults():
+    settings = load_settings()
+    assert settings.triton.url is None
+    assert settings.resolved_pool_file == Path("model_repository/pool.yaml")
+    assert settings.carbon.source == "static"
+
+
+def test_file_overrides_environment_and_flags_override_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("CARBON_GATEWAY_PORT", "9000")
+    monkeypatch.setenv("CARBON_GATEWAY_CARBON__INTENSITY", "111")
+    monkeypatch.setenv("CARBON_GATEWAY_CARBON__C_LOW", "50")
+    config = tmp_path / "gateway.yaml"
+    config.write_text("carbon:\n  intensity: 222\ntop_k: 3\n")
+    settings = load_settings(config, {"top_k": 7})
+    assert settings.port == 9000          # environment
+    assert settings.carbon.c_low == 50    # environment, in a section the file also sets
+    assert settings.carbon.intensity == 222  # file beats environment
+    assert settings.top_k == 7            # flags beat file
+
+
+@pytest.mark.parametrize("text, message", [
+    ("port: eighty\n", "port: Input should be a valid integer"),
+    ("carbon:\n  source: trace\n", "carbon.source=trace needs carbon.trace_path"),
+    ("carbon:\n  c_low: 300\n  c_high: 100\n", "must be above carbon.c_low"),
+    ("carbon:\n  intensty: 5\n", "carbon.intensty: Extra inputs are not permitted"),
+    ("pue: 0.5\n", "pue"),
+    ("- a list\n", "must hold a mapping"),
+    ("carbon: [\n", "not valid YAML"),
+])
+def test_broken_config_names_the_setting(tmp_path, text, message):
+    config = tmp_path / "gateway.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    assert message in str(caught.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(tmp_path / "nope.yaml")
