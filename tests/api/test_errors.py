@@ -1,0 +1,97 @@
+"""Bad input gets a specific 4xx, Triton trouble a 503, and the gateway keeps serving."""
+
+import io
+
+import pytest
+from PIL import Image
+
+from ..conftest import IMAGES, free_port, gateway_client, settings_for
+
+JPEG = {"content-type": "image/jpeg"}
+
+
+def gif() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, "GIF")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kwargs, status, code", [
+    ({"content": b"", "headers": JPEG}, 400, "empty_body"),
+    ({"content": b"hello", "headers": JPEG}, 415, "unsupported_image"),
+    ({"content": gif(), "headers": {"content-type": "image/gif"}}, 415, "unsupported_image"),
+    ({"content": b"{}", "headers": {"content-type": "application/json"}}, 415, "unsupported_media_type"),
+    ({"content": IMAGES[0].read_bytes()[:5000], "headers": JPEG}, 422, "invalid_image"),
+    ({"files": {"note": (None, "no file here")}}, 400, "missing_file"),
+])
+async def test_bad_images(make_gateway, kwargs, status, code):
+    async with make_gateway() as client:
+        response = await client.post("/v1/classify", **kwargs)
+        assert (response.status_code, response.json()["error"]) == (status, code)
+        assert response.json()["detail"]
+        # ... and the next good request is served.
+        good = await client.post("/v1/classify", content=IMAGES[0].read_bytes(), headers=JPEG)
+        assert good.status_code == 200
+
+
+async def test_oversized_upload_is_refused(make_gateway):
+    async with make_gateway(limits__max_upload_bytes=50_000) as client:
+        declared = await client.post("/v1/classify", content=b"x" * 60_000, headers=JPEG)
+
+        async def chunks():  # no Content-Length: counted as it streams
+            for _ in range(10):
+                yield b"x" * 10_000
+
+        streamed = await client.post("/v1/classify", content=chunks(), headers=JPEG)
+    assert declared.status_code == 413 and declared.json()["error"] == "payload_too_large"
+    assert streamed.status_code == 413 and streamed.json()["error"] == "payload_too_large"
+
+
+async def test_top_k_out_of_range(make_gateway):
+    async with make_gateway() as client:
+        response = await client.post("/v1/classify?top_k=0", content=IMAGES[0].read_bytes(), headers=JPEG)
+    assert response.status_code == 422 and response.json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"{not json", "not valid JSON"),
+    (b'{"inputs": []}', "exactly one entry"),
+    (b'{"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32"}]}', "inputs[0]"),
+    (b'{"inputs": [{"name": "input", "shape": [1, 3, 2, 2], "datatype": "FP32", "data": [0, 0]}]}', "shape"),
+    (b'{"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "INT8", "data": [0]}]}', "FP32"),
+    (b'{"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32", "data": [1, 2]}]}', "needs"),
+    (b'{"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32", "data": ["a"]}]}', "numbers"),
+])
+async def test_malformed_tensor_requests(make_gateway, body, message):
+    async with make_gateway() as client:
+        response = await client.post("/v2/models/auto/infer", content=body,
+                                     headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert message in response.json()["detail"]
+
+
+async def test_unknown_model_on_the_tensor_route(make_gateway):
+    body = {"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32", "data": [0.0] * 150528}]}
+    async with make_gateway() as client:
+        response = await client.post("/v2/models/vgg16/infer", json=body)
+    assert response.status_code == 404 and response.json()["error"] == "unknown_model"
+    assert "resnet50" in response.json()["detail"]
+
+
+async def test_unknown_route_is_json(make_gateway):
+    async with make_gateway() as client:
+        response = await client.get("/v1/nothing")
+    assert response.status_code == 404 and response.json()["error"] == "not_found"
+
+
+async def test_triton_unreachable_gives_503_and_not_ready(model_repository):
+    settings = settings_for(model_repository, carbon__c_low=100.0, carbon__c_high=300.0)
+    async with gateway_client(settings, f"127.0.0.1:{free_port()}") as client:
+        response = await client.post("/v1/classify", content=IMAGES[0].read_bytes(), headers=JPEG)
+        ready = await client.get("/readyz")
+        health = await client.get("/healthz")
+    assert response.status_code == 503 and response.json()["error"] == "triton_unavailable"
+    assert response.headers["retry-after"]
+    assert ready.status_code == 503
+    assert ready.json()["triton_reachable"] is False and not any(m["ready"] for m in ready.json()["models"])
+    assert health.status_code == 200

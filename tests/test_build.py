@@ -1,0 +1,83 @@
+"""The model repository the builder wrote (built once per session by the ``model_repository`` fixture)."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from gateway.labels import load_labels
+from gateway.modelzoo.build import BuildError, build_repository
+from gateway.pool import load_pool
+
+from .conftest import LABELS_FILE, POOL_MODELS
+
+# torchvision's parameter counts: the architectures here must match them exactly.
+PARAMETERS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
+              "resnet101": 44_549_160, "resnet152": 60_192_808}
+
+
+def test_architectures_match_torchvision_parameter_counts():
+    from gateway.modelzoo.resnet import build_resnet
+
+    assert {n: sum(p.numel() for p in build_resnet(n).parameters()) for n in PARAMETERS} == PARAMETERS
+
+
+def test_each_model_has_onnx_and_both_triton_configs(model_repository):
+    for name in POOL_MODELS:
+        model_dir = model_repository / name
+        assert (model_dir / "1" / "model.onnx").stat().st_size > 10_000_000
+        assert (model_dir / "1" / "model.py").exists()
+        gpu = (model_dir / "config.pbtxt").read_text()
+        cpu = (model_dir / "configs" / "cpu.pbtxt").read_text()
+        assert 'platform: "onnxruntime_onnx"' in gpu and "KIND_GPU" in gpu
+        assert 'backend: "python"' in cpu and "KIND_CPU" in cpu
+        for config in (gpu, cpu):
+            assert f'name: "{name}"' in config and 'key: "weights"' in config
+
+
+def test_manifest_records_the_weights(model_repository):
+    manifest = json.loads((model_repository / "manifest.json").read_text())
+    assert set(manifest["models"]) == set(POOL_MODELS)
+    for name, entry in manifest["models"].items():
+        assert entry["weights"] in ("random", "imagenet1k_v1")
+        config = (model_repository / name / "config.pbtxt").read_text()
+        assert f'string_value: "{entry["weights"]}"' in config
+
+
+def test_onnx_models_have_a_dynamic_batch(model_repository):
+    session = ort.InferenceSession(str(model_repository / "resnet18" / "1" / "model.onnx"))
+    logits = session.run(["logits"], {"input": np.zeros((3, 3, 224, 224), np.float32)})[0]
+    assert logits.shape == (3, 1000)
+
+
+def test_pool_and_labels_are_written(model_repository):
+    pool = load_pool(model_repository / "pool.yaml")
+    assert [m.name for m in pool.by_energy] == list(POOL_MODELS)
+    assert load_labels(model_repository / "labels.txt") == load_labels(LABELS_FILE)
+
+
+def test_unknown_model_is_refused(tmp_path):
+    with pytest.raises(BuildError, match="unknown model"):
+        build_repository(tmp_path, ["resnet9"], labels_file=LABELS_FILE)
+
+
+def test_pretrained_weights_fail_loudly_offline(tmp_path, monkeypatch):
+    import torch
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(BuildError, match="cannot fetch pretrained weights for resnet18"):
+        build_repository(tmp_path, ["resnet18"], weights="pretrained", labels_file=LABELS_FILE)
+
+
+def test_auto_weights_fall_back_to_random_and_say_so(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError("no network")))
+    manifest = build_repository(tmp_path, ["resnet18"], weights="auto", labels_file=LABELS_FILE)
+    assert manifest["models"]["resnet18"]["weights"] == "random"
+    assert "random weights" in load_pool(tmp_path / "pool.yaml").models[0].notes

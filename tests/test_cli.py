@@ -1,0 +1,99 @@
+"""The ``carbon-gateway`` command as a user runs it: real processes, real ports."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import IMAGES, PROJECT, free_port
+
+CLI = [sys.executable, "-m", "gateway.cli"]
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = 300.0) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"gateway exited with {process.returncode}: {process.stdout.read()}")
+        try:
+            response = httpx.get(f"{url}/readyz", timeout=2)
+            if response.status_code == 200:
+                return response
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    pytest.fail("gateway did not become ready")
+
+
+def stop(process: subprocess.Popen) -> str:
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    return output
+
+
+def test_serve_against_a_running_triton(triton, model_repository):
+    port = free_port()
+    process = subprocess.Popen([*CLI, "serve", "--triton", triton.grpc_url, "--repository", str(model_repository),
+                                "--port", str(port), "--carbon-intensity", "100", "--c-low", "100", "--c-high", "300"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=PROJECT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        ready = wait_ready(url, process)
+        assert ready.json()["triton_url"] == triton.grpc_url
+        response = httpx.post(f"{url}/v1/classify", content=IMAGES[0].read_bytes(),
+                              headers={"content-type": "image/jpeg"}, timeout=60)
+        assert response.status_code == 200 and response.headers["x-model"] == "resnet152"
+    finally:
+        output = stop(process)
+    assert process.returncode == 0, output
+    assert "starting tritonserver" not in output  # --triton: no local server
+
+
+def test_serve_embedded_default_starts_and_stops_its_own_triton(model_repository, tmp_path):
+    port, grpc = free_port(), free_port()
+    env = {**os.environ, "CARBON_GATEWAY_TRITON__GRPC_PORT": str(grpc),
+           "CARBON_GATEWAY_TRITON__HTTP_PORT": str(free_port()),
+           "CARBON_GATEWAY_TRITON__METRICS_PORT": str(free_port())}
+    process = subprocess.Popen([*CLI, "serve", "--repository", str(model_repository), "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env)
+    try:
+        ready = wait_ready(f"http://127.0.0.1:{port}", process)
+        assert ready.json()["triton_url"] == f"127.0.0.1:{grpc}"
+        triton_pids = subprocess.run(["pgrep", "-f", f"grpc-port={grpc}"], capture_output=True, text=True).stdout.split()
+        assert triton_pids
+    finally:
+        output = stop(process)
+    assert process.returncode == 0, output
+    time.sleep(0.5)
+    assert subprocess.run(["pgrep", "-f", f"grpc-port={grpc}"], capture_output=True).returncode == 1, \
+        "the local tritonserver outlived the gateway"
+
+
+@pytest.mark.parametrize("config, message", [
+    ("carbon:\n  source: trace\n", "carbon.source=trace needs carbon.trace_path"),
+    ("port: [\n", "not valid YAML"),
+    ("policy:\n  name: fixed\n  model: vgg16\n", "not in the pool"),
+    ("pool_file: /nonexistent/pool.yaml\n", "cannot read pool file"),
+])
+def test_broken_config_exits_with_a_message_not_a_traceback(tmp_path, model_repository, config, message):
+    path = tmp_path / "gateway.yaml"
+    path.write_text(config)
+    result = subprocess.run([*CLI, "serve", "--config", str(path), "--repository", str(model_repository),
+                             "--port", str(free_port())], capture_output=True, text=True, timeout=60, cwd=PROJECT)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_build_models_reports_its_weights(tmp_path):
+    result = subprocess.run([*CLI, "build-models", "--output", str(tmp_path / "repo"), "--models", "resnet18",
+                             "--weights", "random", "--labels", str(PROJECT.parent / "shared/data/imagenet_classes.txt")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "built 1 models" in result.stdout and "random weights" in result.stdout
+    assert (Path(tmp_path) / "repo" / "resnet18" / "1" / "model.onnx").exists()

@@ -1,0 +1,121 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gateway.imaging import CROP, ImageError, decode_image, image_to_tensor, preprocess
+
+LIMIT = 40_000_000
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def jpeg_bytes(shared_data) -> bytes:
+    return (shared_data / "images" / "n02129604_tiger.JPEG").read_bytes()
+
+
+def test_real_jpegs_become_normalised_chw_tensors(shared_data):
+    for path in sorted((shared_data / "images").glob("*.JPEG")):
+        tensor = image_to_tensor(path.read_bytes(), LIMIT)
+        assert tensor.shape == (3, CROP, CROP) and tensor.dtype == np.float32
+        assert tensor.flags["C_CONTIGUOUS"]
+        # ImageNet normalisation keeps values within (0-0.485)/0.229 .. (1-0.406)/0.225
+        assert -2.2 < tensor.min() and tensor.max() < 2.7
+
+
+def test_preprocess_normalises_known_colours():
+    red = preprocess(Image.new("RGB", (300, 400), (255, 0, 0)))
+    assert red[0].mean() == pytest.approx((1 - 0.485) / 0.229, abs=1e-4)
+    assert red[1].mean() == pytest.approx((0 - 0.456) / 0.224, abs=1e-4)
+
+
+def test_preprocess_centre_crops_after_resizing_the_short_side():
+    # A 512x256 image: short side to 256 keeps 512x256, the crop takes x in [144, 368).
+    image = Image.new("RGB", (512, 256), (0, 0, 0))
+    image.paste((255, 255, 255), (0, 0, 140, 256))      # left band, outside the crop
+    image.paste((255, 255, 255), (372, 0, 512, 256))    # right band, outside the crop
+    tensor = preprocess(image)
+    assert tensor.max() == pytest.approx((0 - 0.406) / 0.225, abs=1e-3)  # all black inside the crop
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_png_and_webp_are_accepted(fmt):
+    data = encode(Image.new("RGB", (64, 48), (10, 200, 30)), fmt)
+    assert image_to_tensor(data, LIMIT).shape == (3, CROP, CROP)
+
+
+@pytest.mark.parametrize("image", [
+    Image.new("CMYK", (80, 60), (0, 255, 255, 0)),
+    Image.new("L", (80, 60), 128),
+    Image.new("RGBA", (80, 60), (0, 0, 255, 128)),
+    Image.new("P", (80, 60), 3),
+], ids=["cmyk", "grey", "rgba", "palette"])
+def test_other_modes_are_converted_to_rgb(image):
+    fmt = "JPEG" if image.mode == "CMYK" else "PNG"
+    decoded = decode_image(encode(image, fmt), LIMIT)
+    assert decoded.mode == "RGB"
+
+
+def test_16_bit_greyscale_is_scaled_not_clipped():
+    array = np.linspace(0, 65535, 64 * 64, dtype=np.uint16).reshape(64, 64)
+    image = Image.fromarray(array)
+    assert image.mode == "I;16"
+    data = encode(image, "PNG")
+    decoded = np.asarray(decode_image(data, LIMIT))
+    assert decoded.min() == 0 and decoded.max() == 255 and len(np.unique(decoded)) > 200
+
+
+def test_animated_webp_uses_the_first_frame():
+    frames = [Image.new("RGB", (32, 32), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    decoded = decode_image(buffer.getvalue(), LIMIT)
+    assert decoded.getpixel((5, 5)) == (255, 0, 0)
+
+
+@pytest.mark.parametrize("data, status, message", [
+    (b"", 400, "empty"),
+    (b"definitely not an image", 415, "not a readable image"),
+    (encode(Image.new("RGB", (8, 8)), "GIF"), 415, "unsupported image format GIF"),
+    (encode(Image.new("RGB", (8, 8)), "BMP"), 415, "unsupported image format BMP"),
+])
+def test_unusable_bodies_are_refused(data, status, message):
+    with pytest.raises(ImageError) as caught:
+        decode_image(data, LIMIT)
+    assert caught.value.status == status and message in str(caught.value)
+
+
+def test_truncated_jpeg_is_refused(jpeg_bytes):
+    with pytest.raises(ImageError) as caught:
+        decode_image(jpeg_bytes[: len(jpeg_bytes) // 2], LIMIT)
+    assert caught.value.status == 422 and "truncated" in str(caught.value)
+
+
+def test_corrupt_jpeg_is_refused(jpeg_bytes):
+    sof = jpeg_bytes.find(b"\xff\xc0")
+    corrupt = jpeg_bytes[: sof + 200] + bytes(5000) + jpeg_bytes[sof + 5200:]  # entropy data zeroed
+    with pytest.raises(ImageError) as caught:
+        decode_image(corrupt, LIMIT)
+    assert caught.value.status == 422 and "corrupt" in str(caught.value)
+
+
+def test_jpeg_with_zero_dimensions_is_refused(jpeg_bytes):
+    sof = jpeg_bytes.find(b"\xff\xc0")
+    corrupt = jpeg_bytes[: sof + 5] + bytes(4) + jpeg_bytes[sof + 9:]
+    with pytest.raises(ImageError) as caught:
+        decode_image(corrupt, LIMIT)
+    assert caught.value.status == 415
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    bomb = encode(Image.new("1", (8000, 6000)), "PNG")  # 48 Mpx, a few kB on the wire
+    assert len(bomb) < 100_000
+    with pytest.raises(ImageError) as caught:
+        decode_image(bomb, LIMIT)
+    assert caught.value.status == 413 and "8000x6000" in str(caught.value)
