@@ -1,0 +1,37 @@
+# Two commands matter:  `make run`  (set up, build the pool, serve)  and  `make test`.
+VENV    ?= .venv
+PYTHON  ?= python3
+SHARED  ?= ../shared/data
+TORCH   ?= torch==2.13.0
+PORT    ?= 8080
+SPEEDUP ?= 360
+PY      := $(VENV)/bin/python
+CLI     := $(VENV)/bin/carbon-gateway
+LABELS  := $(if $(wildcard $(SHARED)/imagenet_classes.txt),--labels $(SHARED)/imagenet_classes.txt,)
+TRACE   := $(wildcard $(SHARED)/carbon/gb_2020_entsoe.csv)
+CARBON  := $(if $(TRACE),--carbon-trace $(TRACE) --speedup $(SPEEDUP),)
+
+.PHONY: setup models run test clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)" -e ".[build,local-triton,test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+models: setup
+	$(CLI) build-models $(LABELS)
+
+## Set everything up, build the ResNet pool, start a local CPU Triton and the gateway on :$(PORT).
+## With ../shared/data present, the GB 2020 carbon trace is replayed live ($(SPEEDUP)x) so the model changes.
+run: models
+	$(CLI) serve --port $(PORT) $(CARBON)
+
+## Set everything up and run the whole test suite (it builds the pool and starts a real tritonserver).
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) var model_repository/*/ model_repository/*.yaml model_repository/*.json model_repository/*.txt
