@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -15,10 +16,16 @@ from gateway.api import create_app
 from gateway.settings import GatewaySettings, load_settings
 
 PROJECT = Path(__file__).resolve().parent.parent
-SHARED_DATA = PROJECT.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("CARBON_GATEWAY_SHARED_DATA", PROJECT.parent / "shared" / "data"))
 IMAGES = sorted((SHARED_DATA / "images").glob("*.JPEG"))
 LABELS_FILE = SHARED_DATA / "imagenet_classes.txt"
 POOL_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+
+def pytest_configure(config) -> None:
+    if not IMAGES:
+        raise pytest.UsageError(f"no sample images under {SHARED_DATA}/images: the tests read ../shared/data beside "
+                                "the project (or set CARBON_GATEWAY_SHARED_DATA)")
 
 
 def free_port() -> int:
