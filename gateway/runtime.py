@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from .carbon import (CarbonMonitor, CarbonSource, CarbonSourceError, StaticSource, TraceReplaySource,
-                     load_trace)
+from .carbon import (CarbonMonitor, CarbonSource, CarbonSourceError, ElectricityMapsSource, StaticSource,
+                     TraceReplaySource, UkCarbonIntensitySource, WattTimeSource, load_trace)
 from .energy import PoolEstimateMeter
 from .labels import LabelsError, load_labels
 from .pool import ModelPool, PoolError, load_pool
@@ -23,13 +23,24 @@ def make_carbon_source(settings: CarbonSettings) -> CarbonSource:
         trace = load_trace(settings.trace_path, settings.time_column, settings.value_column)
         return TraceReplaySource(trace, speedup=settings.speedup, start=settings.start,
                                  history_hours=settings.window_hours)
+    if settings.source == "uk":
+        return UkCarbonIntensitySource(settings.uk, http=settings.http)
+    if settings.source == "electricitymaps":
+        return ElectricityMapsSource(settings.electricitymaps, http=settings.http)
+    if settings.source == "watttime":
+        return WattTimeSource(settings.watttime, http=settings.http)
     return StaticSource(settings.intensity)
 
 
 def make_monitor(settings: CarbonSettings) -> CarbonMonitor:
+    c_low, c_high = settings.c_low, settings.c_high
+    if settings.source == "watttime":  # a 0-100 percentile, whatever the observed range
+        c_low, c_high = (0.0 if c_low is None else c_low), (100.0 if c_high is None else c_high)
     return CarbonMonitor(make_carbon_source(settings), poll_interval=settings.poll_interval_s,
-                         window_hours=settings.window_hours, c_low=settings.c_low, c_high=settings.c_high,
-                         default_intensity=settings.default_intensity)
+                         window_hours=settings.window_hours, c_low=c_low, c_high=c_high,
+                         default_intensity=settings.default_intensity, max_age=settings.max_age_s,
+                         window_basis=settings.window_basis, forecast_interval=settings.forecast_interval_s,
+                         startup_timeout=settings.startup_timeout_s)
 
 
 #: What configuration problems raise; each message names the file or setting at fault.

@@ -10,6 +10,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .carbon import ElectricityMapsConfig, HttpSettings, UkCarbonIntensityConfig, WattTimeConfig
+
 DEFAULT_REPOSITORY = Path("model_repository")
 
 
@@ -33,23 +35,45 @@ class TritonSettings(_Section):
 
 
 class CarbonSettings(_Section):
-    source: Literal["static", "trace"] = "static"
+    """Where the carbon intensity comes from and how outages and the selector's window are handled.
+
+    See ``gateway.carbon.monitor`` for the outage policy and the choice of ``window_basis``.
+    """
+
+    source: Literal["static", "trace", "uk", "electricitymaps", "watttime"] = "static"
     intensity: float = Field(default=250.0, ge=0, description="Static source: gCO2/kWh.")
-    trace_path: Path | None = None
+    trace_path: Path | None = Field(default=None, description="Trace replay: a .csv or .json file.")
     time_column: str = "Time"
     value_column: str = "Carbon Intensity"
     speedup: float = Field(default=1.0, gt=0, description="Trace replay: trace seconds per wall second.")
     start: datetime | None = Field(default=None, description="Trace replay: where in the trace to begin.")
+    uk: UkCarbonIntensityConfig = UkCarbonIntensityConfig()
+    electricitymaps: ElectricityMapsConfig = ElectricityMapsConfig()
+    watttime: WattTimeConfig = WattTimeConfig()
+    http: HttpSettings = Field(default=HttpSettings(), description="Timeouts and retries of the HTTP providers.")
     poll_interval_s: float = Field(default=60.0, gt=0)
-    window_hours: float = Field(default=24.0, gt=0, description="Observed history that sets C_low/C_high.")
+    forecast_interval_s: float = Field(default=1800.0, gt=0, description="How often the forecast is refetched.")
+    max_age_s: float | None = Field(default=None, ge=0, description="How long the last good value outlives "
+                                    "failing polls before the forecast or default replaces it; "
+                                    "default: 3 poll intervals.")
+    startup_timeout_s: float = Field(default=10.0, gt=0, description="Longest startup waits for a first value.")
+    window_basis: Literal["history", "forecast"] = Field(
+        default="history", description="C_low/C_high from the observed last window_hours, or from the "
+                                        "provider's forecast for the next window_hours.")
+    window_hours: float = Field(default=24.0, gt=0, description="Span of the window that sets C_low/C_high.")
     c_low: float | None = Field(default=None, ge=0, description="Override the observed C_low.")
     c_high: float | None = Field(default=None, ge=0, description="Override the observed C_high.")
-    default_intensity: float = Field(default=250.0, ge=0, description="Used until a source answers.")
+    default_intensity: float = Field(default=250.0, ge=0, description="Used when nothing better is known.")
 
     @model_validator(mode="after")
     def _consistent(self) -> CarbonSettings:
         if self.source == "trace" and self.trace_path is None:
             raise ValueError("carbon.source=trace needs carbon.trace_path")
+        if self.source == "electricitymaps" and not (self.electricitymaps.zone and self.electricitymaps.auth_token):
+            raise ValueError("carbon.source=electricitymaps needs carbon.electricitymaps.zone and .auth_token")
+        watttime = self.watttime
+        if self.source == "watttime" and not (watttime.username and watttime.password and watttime.region):
+            raise ValueError("carbon.source=watttime needs carbon.watttime.username, .password and .region")
         if self.c_low is not None and self.c_high is not None and self.c_high <= self.c_low:
             raise ValueError(f"carbon.c_high ({self.c_high}) must be above carbon.c_low ({self.c_low})")
         return self

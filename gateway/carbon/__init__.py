@@ -1,17 +1,53 @@
-"""Carbon-intensity sources and the background monitor that keeps the current value."""
+"""Carbon-intensity sources and the background monitor that keeps the current value.
 
-from .base import CarbonReading, CarbonSource, CarbonSourceError
-from .monitor import CarbonMonitor, CarbonState
+One module per provider, each a small class implementing ``CarbonSource``:
+
+* ``static``: a fixed value;
+* ``trace``: a CSV/JSON trace replayed as live, optionally time-compressed;
+* ``uk``: the GB Carbon Intensity API (national or regional, with history and forecast);
+* ``electricitymaps``: Electricity Maps v3 (latest, history, forecast);
+* ``watttime``: WattTime v3 signal index (marginal emissions, as a 0-100 percentile).
+"""
+
+from ._http import HttpSettings
+from .base import GRAMS_PER_KWH, CarbonReading, CarbonSource, CarbonSourceError
+from .electricitymaps import ElectricityMapsConfig, ElectricityMapsSource
 from .static import StaticSource
 from .trace import TraceReplaySource, load_trace
+from .uk import UkCarbonIntensityConfig, UkCarbonIntensitySource
+from .watttime import WattTimeConfig, WattTimeSource
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .monitor import CarbonMonitor, CarbonState
+
+
+def __getattr__(name: str) -> Any:
+    # The monitor needs ``gateway.selection``, which needs ``gateway.settings``, which needs the provider
+    # configs above: importing the monitor lazily keeps ``gateway.settings -> gateway.carbon`` acyclic.
+    if name in ("CarbonMonitor", "CarbonState"):
+        from . import monitor
+
+        return getattr(monitor, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
+    "GRAMS_PER_KWH",
     "CarbonMonitor",
     "CarbonReading",
     "CarbonSource",
     "CarbonSourceError",
     "CarbonState",
+    "ElectricityMapsConfig",
+    "ElectricityMapsSource",
+    "HttpSettings",
     "StaticSource",
     "TraceReplaySource",
+    "UkCarbonIntensityConfig",
+    "UkCarbonIntensitySource",
+    "WattTimeConfig",
+    "WattTimeSource",
     "load_trace",
 ]

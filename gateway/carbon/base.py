@@ -7,18 +7,35 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class CarbonSourceError(RuntimeError):
-    """A source could not produce a trustworthy reading (network, HTTP status, garbage payload)."""
+    """A source could not produce a trustworthy reading (network, HTTP status, garbage payload).
+
+    ``retry_after`` is set when the provider asked us to wait (HTTP 429 ``Retry-After``), in seconds.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+#: The unit of average (attributional) intensities, which most providers and traces report.
+GRAMS_PER_KWH = "gCO2eq/kWh"
 
 
 class CarbonReading(BaseModel):
-    """One carbon-intensity value, in gCO2eq/kWh, for the period starting at ``timestamp``."""
+    """One carbon-intensity value for the period starting at ``timestamp``.
+
+    ``intensity`` is in ``unit``: gCO2eq/kWh for every source except WattTime, whose signal index is
+    a 0-100 percentile of *marginal* emissions (``marginal=True``).
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    intensity: float = Field(ge=0, description="Carbon intensity, gCO2eq/kWh.")
+    intensity: float = Field(ge=0, allow_inf_nan=False, description="Carbon intensity, in `unit`.")
     timestamp: datetime = Field(description="Start of the period the value is for (UTC).")
     source: str = Field(description="Which provider produced the value.")
     forecast: bool = False
+    unit: str = GRAMS_PER_KWH
+    marginal: bool = Field(default=False, description="Marginal (not average) emissions.")
 
 
 @runtime_checkable
@@ -33,6 +50,10 @@ class CarbonSource(Protocol):
 
     async def history(self) -> list[CarbonReading]:
         """Values already observed before now, oldest first (may be empty)."""
+        ...
+
+    async def forecast(self) -> list[CarbonReading]:
+        """Predicted values from the current period on, oldest first (empty when not offered)."""
         ...
 
     async def aclose(self) -> None: ...

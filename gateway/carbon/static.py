@@ -21,5 +21,8 @@ class StaticSource:
     async def history(self) -> list[CarbonReading]:
         return []
 
+    async def forecast(self) -> list[CarbonReading]:
+        return []
+
     async def aclose(self) -> None:
         return None

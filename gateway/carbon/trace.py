@@ -1,13 +1,21 @@
-"""Replay a recorded carbon-intensity trace as if it were live, optionally time-compressed."""
+"""Replay a recorded carbon-intensity trace as if it were live, optionally time-compressed.
+
+Traces are CSV (a header row naming the columns) or JSON: a list of records, or an object whose
+``data`` holds that list. In JSON, a column may be a dotted path, so a saved UK Carbon Intensity
+API response replays with ``time_column: from`` and ``value_column: intensity.actual``.
+"""
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,34 +60,68 @@ def _parse_time(text: str) -> float:
 
 
 def load_trace(path: Path, time_column: str = "Time", value_column: str = "Carbon Intensity") -> Trace:
-    """Load a CSV trace; rows with an unreadable time or value are skipped and counted."""
+    """Load a CSV or JSON (by suffix ``.json``) trace; unreadable times or values are skipped and counted."""
     path = Path(path)
     try:
-        handle = path.open(newline="")
-    except OSError as exc:
-        raise CarbonSourceError(f"cannot read trace {path}: {exc.strerror}") from exc
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CarbonSourceError(f"cannot read trace {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+    if path.suffix.lower() == ".json":
+        rows = _json_rows(path, text, time_column, value_column)
+    else:
+        rows = _csv_rows(path, text, time_column, value_column)
+    return _build_trace(path, rows)
+
+
+def _csv_rows(path: Path, text: str, time_column: str, value_column: str) -> Iterator[tuple[Any, Any]]:
+    reader = csv.DictReader(text.splitlines())
+    missing = {time_column, value_column} - set(reader.fieldnames or ())
+    if missing:
+        raise CarbonSourceError(f"trace {path} has no column(s) {sorted(missing)}; it has {reader.fieldnames}")
+    return ((row[time_column], row[value_column]) for row in reader)
+
+
+_MISSING = object()
+
+
+def _lookup(record: Any, dotted: str) -> Any:
+    for key in dotted.split("."):
+        if not isinstance(record, dict) or key not in record:
+            return _MISSING
+        record = record[key]
+    return record
+
+
+def _json_rows(path: Path, text: str, time_column: str, value_column: str) -> list[tuple[Any, Any]]:
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise CarbonSourceError(f"trace {path} is not valid JSON: {exc}") from exc
+    records = document.get("data") if isinstance(document, dict) else document
+    if not isinstance(records, list):
+        raise CarbonSourceError(f"trace {path} must hold a list of records, or an object with one under `data`")
+    rows = [(_lookup(record, time_column), _lookup(record, value_column)) for record in records]
+    if records and all(t is _MISSING or v is _MISSING for t, v in rows):
+        raise CarbonSourceError(f"trace {path} has no record with both {time_column!r} and {value_column!r}")
+    return rows
+
+
+def _build_trace(path: Path, rows: Iterable[tuple[Any, Any]]) -> Trace:
     times: list[float] = []
     values: list[float] = []
     skipped = 0
-    with handle:
-        reader = csv.DictReader(handle)
-        missing = {time_column, value_column} - set(reader.fieldnames or ())
-        if missing:
-            raise CarbonSourceError(
-                f"trace {path} has no column(s) {sorted(missing)}; it has {reader.fieldnames}"
-            )
-        for row in reader:
-            try:
-                moment = _parse_time(row[time_column])
-                value = float(row[value_column])
-            except (TypeError, ValueError):
-                skipped += 1
-                continue
-            if not math.isfinite(value) or value < 0:
-                skipped += 1
-                continue
-            times.append(moment)
-            values.append(value)
+    for raw_time, raw_value in rows:
+        try:
+            moment = _parse_time(str(raw_time)) if isinstance(raw_time, str) else float(raw_time)
+            value = float(raw_value)
+        except (TypeError, ValueError):
+            skipped += 1
+            continue
+        if not math.isfinite(value) or value < 0:
+            skipped += 1
+            continue
+        times.append(moment)
+        values.append(value)
     if not times:
         raise CarbonSourceError(f"trace {path} holds no usable rows")
     order = np.argsort(np.asarray(times), kind="stable")
@@ -112,9 +154,9 @@ class TraceReplaySource:
         duration = self.trace.duration
         return self.trace.start + (offset % duration if duration > 0 else 0.0)
 
-    def _reading(self, period_start: float, value: float) -> CarbonReading:
+    def _reading(self, period_start: float, value: float, forecast: bool = False) -> CarbonReading:
         return CarbonReading(intensity=value, timestamp=datetime.fromtimestamp(period_start, timezone.utc),
-                             source=self.name)
+                             source=self.name, forecast=forecast)
 
     async def current(self) -> CarbonReading:
         return self._reading(*self.trace.value_at(self.trace_time()))
@@ -124,6 +166,16 @@ class TraceReplaySource:
         times, values = self.trace.times, self.trace.values
         mask = (times >= now - self.history_hours * 3600) & (times <= now)
         return [self._reading(float(t), float(v)) for t, v in zip(times[mask], values[mask])]
+
+    async def forecast(self) -> list[CarbonReading]:
+        """The trace's own next ``history_hours``: a perfect forecast, for trying the forecast window.
+
+        It does not wrap past the end of the trace.
+        """
+        period_start, _ = self.trace.value_at(self.trace_time())
+        times, values = self.trace.times, self.trace.values
+        mask = (times >= period_start) & (times < period_start + self.history_hours * 3600)
+        return [self._reading(float(t), float(v), forecast=True) for t, v in zip(times[mask], values[mask])]
 
     async def aclose(self) -> None:
         return None
