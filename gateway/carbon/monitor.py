@@ -119,6 +119,11 @@ class CarbonMonitor:
         return self._state
 
     @property
+    def next_poll_in(self) -> float:
+        """Seconds between the last poll and the next: ``poll_interval``, or longer when rate-limited."""
+        return self._next_poll_in
+
+    @property
     def forecast(self) -> tuple[CarbonReading, ...]:
         """The last forecast fetched, oldest first (empty when none)."""
         return self._forecast

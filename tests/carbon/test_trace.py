@@ -116,3 +116,51 @@ async def test_monitor_falls_back_to_the_default_when_the_source_fails():
         assert monitor.state.reading.source == "default"
     finally:
         await monitor.aclose()
+
+
+def test_json_trace_with_dotted_columns_matches_the_csv(gb, tmp_path):
+    import json
+
+    from .payloads import uk_national, uk_period
+
+    moments = [datetime.fromtimestamp(t, timezone.utc) for t in gb.times[:48]]
+    path = tmp_path / "uk_response.json"  # a saved UK API response, replayed as a trace
+    path.write_text(json.dumps(uk_national(*(uk_period(m, v + 1, v) for m, v in zip(moments, gb.values[:48])))))
+    trace = load_trace(path, "from", "intensity.actual")
+    assert list(trace.values) == pytest.approx(list(gb.values[:48])) and list(trace.times) == list(gb.times[:48])
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps([{"t": 1_600_000_000, "ci": 120}, {"t": 1_600_001_800, "ci": None},
+                                 {"t": "2020-09-13T12:56:40Z", "ci": 90}]))
+    trace = load_trace(plain, "t", "ci")
+    assert list(trace.values) == [120.0, 90.0] and trace.skipped_rows == 1
+
+
+@pytest.mark.parametrize("text, message", [("{", "not valid JSON"), ('{"rows": []}', "list of records"),
+                                           ('[{"Time": 1}]', "no record with both")])
+def test_bad_json_traces_are_named(tmp_path, text, message):
+    path = tmp_path / "t.json"
+    path.write_text(text)
+    with pytest.raises(CarbonSourceError, match=message):
+        load_trace(path)
+
+
+async def test_replay_forecast_crosses_the_change_of_step(gb):
+    source = TraceReplaySource(gb, start=datetime(2020, 10, 30, 23, 0, tzinfo=timezone.utc), history_hours=1.5,
+                               clock=FakeClock())
+    forecast = await source.forecast()
+    assert [r.timestamp.strftime("%H:%M") for r in forecast] == ["23:00", "23:30", "00:00", "00:15"]  # end excluded
+    assert all(r.forecast for r in forecast)
+
+
+async def test_monitor_window_from_the_trace_forecast(gb):
+    start = datetime(2020, 6, 2, tzinfo=timezone.utc)
+    source = TraceReplaySource(gb, start=start, clock=FakeClock())
+    monitor = CarbonMonitor(source, window_basis="forecast")
+    await monitor.start()
+    try:
+        ahead = gb.values[(gb.times >= start.timestamp()) & (gb.times < start.timestamp() + 24 * 3600)]
+        state = monitor.state
+        assert state.window_basis == "forecast"
+        assert (state.window.low, state.window.high) == (pytest.approx(ahead.min()), pytest.approx(ahead.max()))
+    finally:
+        await monitor.aclose()
