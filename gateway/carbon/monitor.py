@@ -237,7 +237,8 @@ class CarbonMonitor:
             if index + 1 < len(points):
                 end = points[index + 1].timestamp
             else:  # the last period lasts as long as the one before it
-                end = point.timestamp + (point.timestamp - points[index - 1].timestamp if index else timedelta(hours=1))
+                step = point.timestamp - points[index - 1].timestamp if index else timedelta(hours=1)
+                end = point.timestamp + step
             if point.timestamp <= moment < end:
                 return point
         return None
