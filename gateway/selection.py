@@ -1,46 +1,82 @@
 """Selection policies: which model of the pool serves a request, given the carbon intensity.
 
-The interpolation policy is the paper's heuristic with the direction the paper's text intends
-(see ``../shared/papers/README.md``): the equation read literally maps the dirtiest grid to the
-most energy-hungry model, so the intensity axis is mirrored,
+- ``fixed``: always one model (the paper's baselines).
+- ``interpolation``: the paper's heuristic with the direction the paper's text intends (see
+  ``../shared/papers/README.md``): the equation read literally maps the dirtiest grid to the most
+  energy-hungry model, so the intensity axis is mirrored,
 
-    (C_high - C) / (C_high - C_low) = (E_selected - E_low) / (E_high - E_low)
+      (C_high - C) / (C_high - C_low) = (E_selected - E_low) / (E_high - E_low)
 
-which picks E_high at C_low and E_low at C_high. The model whose energy per inference is
-nearest to E_selected serves the request.
+  which picks E_high at C_low and E_low at C_high; the model whose energy per inference is nearest
+  to E_selected serves the request.
+- ``carbon-price``: the least ``error + price * grams`` per request, the Lagrangian of "least error
+  within a CO2 budget" (``gateway.budget``); with the price the offline optimum finds on a trace it
+  *is* that optimum, up to one split period.
+- ``online-budget``: the same rule, its price re-solved from the budget left in the current period,
+  the provider's forecast and the grams already spent (``advance`` / ``plan`` / ``observe``).
 
-Each policy works on arrays of intensities, so the gateway (one value) and trace replay
-(millions of values) run the same code.
+Every policy works on arrays of intensities, so the gateway (one value) and trace replay (millions
+of requests in thousands of periods) run the same code. Common options: a latency SLO (slow models
+are never candidates), per-request ``Constraints`` (a minimum accuracy, a latency bound) and
+hysteresis against flapping.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
 
+from .budget import Allocation, choose_on_hull, grams_per_mj, hull_slopes, lower_hull
 from .pool import ModelPool, ModelSpec
+from .settings import PolicySettings
 
 
 @dataclass(frozen=True)
 class CarbonWindow:
-    """The range of carbon intensity (gCO2/kWh) the selector maps onto the pool's energy range."""
+    """The range of carbon intensity (gCO2/kWh) the selector maps onto the pool's energy range.
 
-    low: float
-    high: float
+    ``low`` and ``high`` may be arrays (one window per intensity, as trace replay's trailing window).
+    """
+
+    low: float | np.ndarray
+    high: float | np.ndarray
 
     @property
-    def degenerate(self) -> bool:
-        return not self.high > self.low
+    def degenerate(self) -> bool | np.ndarray:
+        return ~(np.asarray(self.high) > np.asarray(self.low))
+
+
+class Constraints(BaseModel):
+    """Per-request limits on the chosen model (e.g. from a request header)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_accuracy: float | None = Field(default=None, ge=0, le=100,
+                                       description="Least accuracy, percent: 100 - the pool's error rate.")
+    max_latency_ms: float | None = Field(default=None, gt=0,
+                                         description="Slowest model latency accepted (unknown latency passes).")
+
+    def allows(self, spec: ModelSpec) -> bool:
+        if self.min_accuracy is not None and 100.0 - spec.error_rate < self.min_accuracy - 1e-9:
+            return False
+        return self.max_latency_ms is None or spec.latency_ms is None or spec.latency_ms <= self.max_latency_ms
+
+
+class NoEligibleModel(LookupError):
+    """No model of the pool meets a request's constraints."""
 
 
 @runtime_checkable
 class SelectionPolicy(Protocol):
     name: str
 
-    def select_indices(self, intensities: npt.ArrayLike, window: CarbonWindow) -> np.ndarray:
+    def select_indices(self, intensities: npt.ArrayLike, window: CarbonWindow,
+                       constraints: Constraints | None = None) -> np.ndarray:
         """For each intensity, the index into ``self.candidates`` of the chosen model."""
         ...
 
@@ -49,43 +85,109 @@ class SelectionPolicy(Protocol):
         """The models the policy may choose, as ``select_indices`` numbers them."""
         ...
 
-    def select(self, intensity: float, window: CarbonWindow) -> ModelSpec:
+    def select(self, intensity: float, window: CarbonWindow, constraints: Constraints | None = None) -> ModelSpec:
         """The model for one request."""
         ...
 
 
 class _PolicyBase:
-    name = "base"
+    """Shared machinery: candidates, the latency SLO, per-request constraints and hysteresis.
 
-    def __init__(self, pool: ModelPool):
+    Subclasses implement ``choose``: a pure, vectorised map from intensities to candidate indices
+    that is non-increasing in energy as intensity rises.
+    """
+
+    name = "base"
+    #: Drop a model whose energy equals a more accurate one's (it can never be the better choice).
+    _dedupe_equal_energy = True
+
+    def __init__(self, pool: ModelPool, *, max_latency_ms: float | None = None, hysteresis: float = 0.0):
         self.pool = pool
+        self.max_latency_ms = max_latency_ms
+        self.hysteresis = hysteresis
+        fast = [s for s in pool.by_energy if max_latency_ms is None or s.latency_ms is None
+                or s.latency_ms <= max_latency_ms]
+        if not fast:
+            raise ValueError(f"no model of pool {pool.name!r} meets the latency SLO of {max_latency_ms} ms")
+        self._candidates = tuple(s for i, s in enumerate(fast) if i == 0 or not self._dedupe_equal_energy
+                                 or s.energy_mj != fast[i - 1].energy_mj)  # by_energy: most accurate first
+        self._energies = np.array([s.energy_mj for s in self._candidates], dtype=np.float64)
+        self._errors = np.array([s.error_rate for s in self._candidates], dtype=np.float64)
+        self._last: int | None = None
 
     @property
     def candidates(self) -> tuple[ModelSpec, ...]:
-        return self.pool.by_energy
+        return self._candidates
 
-    def select_indices(self, intensities: npt.ArrayLike, window: CarbonWindow) -> np.ndarray:
+    def choose(self, intensities: np.ndarray, window: CarbonWindow) -> np.ndarray:
         raise NotImplementedError
 
-    def select(self, intensity: float, window: CarbonWindow) -> ModelSpec:
-        """The model for one request: the live gateway's entry point."""
-        return self.candidates[int(self.select_indices(intensity, window).reshape(-1)[0])]
+    def select_indices(self, intensities: npt.ArrayLike, window: CarbonWindow,
+                       constraints: Constraints | None = None) -> np.ndarray:
+        """For each intensity, the index into ``candidates`` of the chosen model.
+
+        With hysteresis the policy has state: the intensities are taken as consecutive
+        observations (a trace in time order; one value per call in the gateway).
+        """
+        c = np.asarray(intensities, dtype=np.float64)
+        chosen = self.choose(c, window)
+        if self.hysteresis > 0:
+            chosen = self._damp(c, window, chosen)
+        if constraints is not None:
+            chosen = self._constrain(chosen, constraints)
+        return chosen
+
+    def select(self, intensity: float, window: CarbonWindow, constraints: Constraints | None = None) -> ModelSpec:
+        """The model for one request: the live gateway's entry point.
+
+        Raises ``NoEligibleModel`` when no model meets ``constraints``.
+        """
+        return self.candidates[int(self.select_indices(intensity, window, constraints).reshape(-1)[0])]
+
+    def _damp(self, c: np.ndarray, window: CarbonWindow, chosen: np.ndarray) -> np.ndarray:
+        """Schmitt trigger: change model only if it would still change with the intensity moved
+        ``hysteresis`` g/kWh back towards the current model's side."""
+        bigger = self.choose(c - self.hysteresis, window).reshape(-1)  # as if cleaner: at least as big
+        smaller = self.choose(c + self.hysteresis, window).reshape(-1)  # as if dirtier: at most as big
+        out = chosen.reshape(-1).copy()
+        last = self._last
+        for t in range(out.size):
+            if last is not None:
+                out[t] = min(max(last, int(smaller[t])), int(bigger[t]))
+            last = int(out[t])
+        self._last = last
+        return out.reshape(chosen.shape)
+
+    def _constrain(self, chosen: np.ndarray, constraints: Constraints) -> np.ndarray:
+        """Replace each disallowed choice by the allowed model nearest in energy (ties: the more accurate)."""
+        allowed = np.array([constraints.allows(s) for s in self.candidates])
+        if not allowed.any():
+            raise NoEligibleModel(f"no model meets {constraints.model_dump(exclude_none=True)}")
+        if allowed.all():
+            return chosen
+        options = np.flatnonzero(allowed)
+        distance = np.abs(self._energies[options][np.newaxis, :] - self._energies[chosen.reshape(-1)][:, np.newaxis])
+        # Among equally near options prefer the more energy (more accurate): the last minimum.
+        nearest = options[distance.shape[1] - 1 - np.argmin(distance[:, ::-1], axis=1)]
+        return np.where(allowed[chosen], chosen, nearest.reshape(chosen.shape)).astype(np.intp)
 
 
 class FixedPolicy(_PolicyBase):
     """Always the same model: the baselines of the paper's evaluation."""
 
     name = "fixed"
+    _dedupe_equal_energy = False
 
-    def __init__(self, pool: ModelPool, model: str):
-        super().__init__(pool)
+    def __init__(self, pool: ModelPool, model: str, **options):
+        super().__init__(pool, **options)
         names = [spec.name for spec in self.candidates]
         if model not in names:
-            raise ValueError(f"fixed policy: model {model!r} is not in the pool {names}")
+            raise ValueError(f"fixed policy: model {model!r} is not in the pool {names}"
+                             + (" (or misses the latency SLO)" if model in pool.by_name else ""))
         self.model = model
         self._index = names.index(model)
 
-    def select_indices(self, intensities: npt.ArrayLike, window: CarbonWindow) -> np.ndarray:
+    def choose(self, intensities: np.ndarray, window: CarbonWindow) -> np.ndarray:
         return np.full(np.shape(intensities), self._index, dtype=np.intp)
 
 
@@ -103,29 +205,17 @@ class InterpolationPolicy(_PolicyBase):
 
     name = "interpolation"
 
-    def __init__(self, pool: ModelPool):
-        super().__init__(pool)
-        by_energy = pool.by_energy
-        # Keep the first (most accurate) model of each run of equal energies.
-        keep = [i for i, spec in enumerate(by_energy) if i == 0 or spec.energy_mj != by_energy[i - 1].energy_mj]
-        self._candidates = tuple(by_energy[i] for i in keep)
-        self._energies = np.array([spec.energy_mj for spec in self._candidates], dtype=np.float64)
-
-    @property
-    def candidates(self) -> tuple[ModelSpec, ...]:
-        return self._candidates
-
     def target_energy(self, intensities: npt.ArrayLike, window: CarbonWindow) -> np.ndarray:
         """E_selected of the (mirrored) interpolation formula, in mJ."""
         c = np.asarray(intensities, dtype=np.float64)
+        low, high = np.asarray(window.low, dtype=np.float64), np.asarray(window.high, dtype=np.float64)
         e_low, e_high = self._energies[0], self._energies[-1]
-        if window.degenerate:
-            fraction = np.full(c.shape, 0.5)
-        else:
-            fraction = np.clip((window.high - c) / (window.high - window.low), 0.0, 1.0)
+        span = high - low
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fraction = np.where(span > 0, np.clip((high - c) / np.where(span > 0, span, 1.0), 0.0, 1.0), 0.5)
         return e_low + fraction * (e_high - e_low)
 
-    def select_indices(self, intensities: npt.ArrayLike, window: CarbonWindow) -> np.ndarray:
+    def choose(self, intensities: np.ndarray, window: CarbonWindow) -> np.ndarray:
         target = self.target_energy(intensities, window)
         energies = self._energies
         upper = np.clip(np.searchsorted(energies, target, side="left"), 0, len(energies) - 1)
@@ -134,12 +224,117 @@ class InterpolationPolicy(_PolicyBase):
         return np.where(take_lower, lower, upper).astype(np.intp)
 
 
-def make_policy(pool: ModelPool, name: str, model: str | None = None) -> SelectionPolicy:
-    """Build the configured policy."""
-    if name == "interpolation":
-        return InterpolationPolicy(pool)
-    if name == "fixed":
-        if not model:
-            raise ValueError("the fixed policy needs a model name")
-        return FixedPolicy(pool, model)
-    raise ValueError(f"unknown selection policy {name!r} (known: interpolation, fixed)")
+class CarbonPricePolicy(_PolicyBase):
+    """Serve the model minimising ``error_rate + price * grams of CO2`` for each request.
+
+    ``price`` is in error-rate points (%) per gram of CO2 per request. Only models on the lower
+    convex hull of (energy, error) are ever chosen; the window is not used. For the price that
+    ``gateway.budget.Allocation`` finds on a trace this is the least-error policy within that budget.
+    """
+
+    name = "carbon-price"
+
+    def __init__(self, pool: ModelPool, price: float, *, pue: float = 1.0, **options):
+        super().__init__(pool, **options)
+        if not price >= 0:
+            raise ValueError(f"carbon price must be >= 0, got {price}")
+        self.price = float(price)
+        self.pue = pue
+        self._hull = lower_hull(self._energies, self._errors)
+        self._slopes = hull_slopes(self._energies[self._hull], self._errors[self._hull])
+
+    @property
+    def hull(self) -> tuple[ModelSpec, ...]:
+        """The models this policy can choose, by increasing energy."""
+        return tuple(self._candidates[i] for i in self._hull)
+
+    def allocation(self, intensities: npt.ArrayLike, counts: npt.ArrayLike) -> Allocation:
+        """The exact CO2/error frontier for serving ``counts`` requests at ``intensities`` on the hull."""
+        return Allocation(intensities, counts, self._energies[self._hull], self._errors[self._hull], self.pue)
+
+    def choose(self, intensities: np.ndarray, window: CarbonWindow) -> np.ndarray:
+        return self._hull[choose_on_hull(self._slopes, self.price, intensities, self.pue)]
+
+
+class OnlineBudgetPolicy(CarbonPricePolicy):
+    """A CO2 budget per period, met online from the past and a forecast.
+
+    The caller drives it with three calls (trace replay does exactly this each period):
+
+    - ``advance(now)``: at each poll; renews the budget when ``now`` (epoch s) enters a new period;
+    - ``plan(intensities, counts)``: with the forecast for the rest of the budget period (first
+      entry: now) and the requests expected in each step; sets the price at which that forecast
+      spends exactly the budget left (no more);
+    - ``observe(intensity, model, count)``: after serving, charges the grams spent.
+
+    Between plans it behaves as ``carbon-price``. With an exact forecast the period's budget is
+    never exceeded; when the budget is spent (or cannot be met) it serves the least-energy model.
+    """
+
+    name = "online-budget"
+
+    def __init__(self, pool: ModelPool, budget_g: float, *, period_hours: float = 24.0, pue: float = 1.0,
+                 **options):
+        super().__init__(pool, 0.0, pue=pue, **options)
+        if not budget_g > 0 or not period_hours > 0:
+            raise ValueError("online-budget needs budget_g > 0 and period_hours > 0")
+        self.budget_g = float(budget_g)
+        self.period_s = float(period_hours) * 3600.0
+        self.spent_g = 0.0
+        self._period: int | None = None
+
+    @property
+    def remaining_g(self) -> float:
+        return self.budget_g - self.spent_g
+
+    def period_end(self, now: float) -> float:
+        """Epoch seconds at which the budget period holding ``now`` ends."""
+        return (math.floor(now / self.period_s) + 1) * self.period_s
+
+    def advance(self, now: float) -> bool:
+        """Enter the budget period holding ``now``; True (and the budget renewed) if it is a new one."""
+        period = math.floor(now / self.period_s)
+        if period == self._period:
+            return False
+        self._period, self.spent_g = period, 0.0
+        return True
+
+    def plan(self, intensities: npt.ArrayLike, counts: npt.ArrayLike) -> float:
+        """Set and return the price that fits the forecast into the budget left."""
+        if self.remaining_g <= 0:
+            self.price = math.inf
+        else:
+            self.price = self.allocation(intensities, counts).price_for_budget(self.remaining_g)
+        return self.price
+
+    def observe(self, intensity: float, model: ModelSpec | str, count: float = 1.0) -> float:
+        """Charge ``count`` requests served by ``model`` at ``intensity``; returns the grams charged."""
+        spec = model if isinstance(model, ModelSpec) else self.pool.by_name[model]
+        grams = float(count) * spec.energy_mj * float(grams_per_mj(intensity, self.pue))
+        self.spent_g += grams
+        if self.remaining_g <= 0:
+            self.price = math.inf
+        return grams
+
+
+POLICIES = ("interpolation", "fixed", "carbon-price", "online-budget")
+
+
+def make_policy(pool: ModelPool, settings: PolicySettings | str, model: str | None = None, *,
+                pue: float = 1.0) -> SelectionPolicy:
+    """Build the configured policy from ``settings`` (or, the older way, a name and a fixed model)."""
+    if isinstance(settings, str):
+        if settings not in POLICIES:
+            raise ValueError(f"unknown selection policy {settings!r} (known: {', '.join(POLICIES)})")
+        settings = PolicySettings(name=settings, model=model)  # type: ignore[arg-type]
+    options = {"max_latency_ms": settings.max_latency_ms, "hysteresis": settings.hysteresis}
+    if settings.name == "interpolation":
+        return InterpolationPolicy(pool, **options)
+    if settings.name == "fixed":
+        assert settings.model is not None  # enforced by PolicySettings
+        return FixedPolicy(pool, settings.model, **options)
+    if settings.name == "carbon-price":
+        assert settings.price is not None
+        return CarbonPricePolicy(pool, settings.price, pue=pue, **options)
+    assert settings.budget_g is not None
+    return OnlineBudgetPolicy(pool, settings.budget_g, period_hours=settings.period_hours, pue=pue, **options)
