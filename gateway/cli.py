@@ -160,5 +160,72 @@ def build_models(
                     fg=typer.colors.YELLOW)
 
 
+@app.command("replay")
+def replay(
+    carbon_trace: Annotated[Path, typer.Option(help="Carbon-intensity CSV trace.")],
+    requests: Annotated[Path, typer.Option(help="Request trace: whitespace table with timestamp and count columns.")],
+    pool: Annotated[Path, typer.Option(help="Pool file (energy and error per model).")],
+    out: Annotated[Path, typer.Option(help="Directory for results.csv/json, periods.csv and the plots.")] = Path("var/replay"),
+    start: Annotated[Optional[str], typer.Option(help="First period, ISO date/time (UTC).")] = None,
+    end: Annotated[Optional[str], typer.Option(help="End, exclusive, ISO date/time (UTC).")] = None,
+    time_column: Annotated[str, typer.Option()] = "Time",
+    value_column: Annotated[str, typer.Option()] = "Carbon Intensity",
+    total_requests: Annotated[float, typer.Option(help="Requests over the replayed range.")] = 100e6,
+    pue: Annotated[float, typer.Option()] = 1.0,
+    window_hours: Annotated[float, typer.Option(help="Heuristic's trailing C_low/C_high window; 0: whole range.")] = 24.0,
+    baseline: Annotated[str, typer.Option(help="Model the carbon-emission efficiency compares against.")] = "resnet50",
+    hysteresis: Annotated[float, typer.Option(help="g/kWh; > 0 adds an interpolation+hysteresis run.")] = 0.0,
+    forecast: Annotated[Optional[list[str]], typer.Option(help="Online policy forecasts: perfect, persistence.")] = None,
+    frontier_points: Annotated[int, typer.Option(help="Budgets swept for the online frontier.")] = 6,
+    plots: Annotated[bool, typer.Option(help="Draw timeline.png and pareto.png.")] = True,
+) -> None:
+    """Replay a carbon trace and a request trace through every policy; print and write the results."""
+    import sys
+
+    from pydantic import ValidationError
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from .carbon import CarbonSourceError
+    from .pool import PoolError
+    from .replay import ReplayConfig, run_study, write_outputs
+
+    try:
+        config = ReplayConfig(carbon_trace=carbon_trace, requests=requests, pool=pool, start=start, end=end,
+                              time_column=time_column, value_column=value_column, total_requests=total_requests,
+                              pue=pue, window_hours=window_hours, baseline=baseline, hysteresis=hysteresis,
+                              forecasts=tuple(forecast or ("perfect", "persistence")),
+                              frontier_points=frontier_points)
+        with Progress(transient=True) as bar:
+            def progress(total: int):
+                task = bar.add_task("online policy: calibrating budgets", total=total)
+                return lambda: bar.advance(task)
+
+            study = run_study(config, progress)
+        written = write_outputs(study, out, plots)
+    except (ValidationError, PoolError, CarbonSourceError, ValueError, OSError) as exc:
+        _fail(str(exc))
+    except ImportError as exc:
+        _fail(f"{exc}; install the plots extra (pip install -e '.[plots]') or pass --no-plots")
+    report = study.report
+    table = Table(title=f"{report.periods} periods {report.first_period:%Y-%m-%d} .. {report.last_period:%Y-%m-%d}, "
+                        f"{report.requests:,.0f} requests; efficiency vs {config.baseline}")
+    for column in ("policy", "CO2 g", "energy kWh", "mean error %", "acc. gain %", "extra CO2 g", "efficiency",
+                   "switches"):
+        table.add_column(column, justify="left" if column == "policy" else "right")
+    for r in report.results:
+        table.add_row(r.policy, f"{r.co2_g:,.0f}", f"{r.energy_kwh:,.1f}", f"{r.mean_error:.3f}",
+                      f"{r.accuracy_gain_pct:.2f}", f"{r.extra_co2_g:,.0f}",
+                      "-" if r.efficiency is None else f"{r.efficiency:.5f}", str(r.switches))
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    console.print(table)
+    for c in report.comparisons:
+        console.print(f"{c.policy}: at the heuristic's CO2, error -{c.error_saved_points:.3f} points "
+                      f"({c.error_saved_pct:.1f}%); at its mean error, CO2 -{c.co2_saved_g:,.0f} g "
+                      f"({c.co2_saved_pct:.1f}%)")
+    console.print("wrote " + ", ".join(str(p) for p in written))
+
+
 if __name__ == "__main__":
     app()

@@ -101,3 +101,172 @@ def test_make_policy_rejects_unknown_names():
         make_policy(load_pool(PAPER_POOL), "greedy")
     with pytest.raises(ValueError, match="not in the pool"):
         make_policy(load_pool(PAPER_POOL), "fixed", "vgg16")
+
+
+# --- budget policies, constraints, hysteresis --------------------------------------------------------
+
+from gateway.budget import Allocation, lower_hull  # noqa: E402
+from gateway.selection import (CarbonPricePolicy, Constraints, NoEligibleModel,  # noqa: E402
+                               OnlineBudgetPolicy)
+from gateway.settings import PolicySettings  # noqa: E402
+
+
+def random_periods(seed: int = 0, n: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.uniform(20, 400, n), rng.uniform(1e3, 1e5, n)
+
+
+def paper_pool() -> ModelPool:
+    return load_pool(PAPER_POOL)
+
+
+def co2_of(policy, intensities, counts) -> float:
+    energies = np.array([policy.candidates[i].energy_mj for i in policy.select_indices(intensities, WINDOW)])
+    return float(np.sum(counts * energies * intensities) / 3.6e9)
+
+
+def test_lower_hull_drops_dominated_and_non_convex_models():
+    # b is dominated (more energy, more error); d sits above the chord c-e.
+    energies = [100, 150, 200, 300, 400]
+    errors = [10, 11, 6, 5.5, 3]
+    assert lower_hull(energies, errors).tolist() == [0, 2, 4]
+
+
+@pytest.mark.parametrize("price", [0.0, 1e3, 3e4, 1e5, 1e7])
+def test_carbon_price_policy_is_monotone_in_intensity(price):
+    policy = CarbonPricePolicy(paper_pool(), price)
+    energies = [policy.candidates[i].energy_mj for i in policy.select_indices(np.linspace(0, 800, 2001), WINDOW)]
+    assert np.all(np.diff(energies) <= 0)
+
+
+def test_carbon_price_extremes():
+    policy = CarbonPricePolicy(paper_pool(), 0.0)
+    assert policy.select(500.0, WINDOW).name == "resnet152"
+    policy.price = float("inf")
+    assert policy.select(1.0, WINDOW).name == "resnet34"
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.3, 0.6, 0.95])
+def test_price_for_budget_never_exceeds_the_budget(fraction):
+    policy = CarbonPricePolicy(paper_pool(), 0.0)
+    c, n = random_periods()
+    allocation = policy.allocation(c, n)
+    budget = allocation.min_co2 + fraction * (allocation.max_co2 - allocation.min_co2)
+    policy.price = allocation.price_for_budget(budget)
+    spent = co2_of(policy, c, n)
+    assert spent <= budget
+    assert spent >= budget * 0.97  # and it uses nearly all of it
+
+
+def test_split_plan_meets_the_budget_exactly_and_beats_any_fixed_mix():
+    c, n = random_periods(1)
+    policy = CarbonPricePolicy(paper_pool(), 0.0)
+    allocation = policy.allocation(c, n)
+    budget = 0.5 * (allocation.min_co2 + allocation.max_co2)
+    plan = allocation.plan(budget_g=budget)
+    assert plan.co2_g == pytest.approx(budget, rel=1e-9)
+    assert np.allclose(plan.shares.sum(axis=1), 1.0)
+    # Dual: the least CO2 for that mean error is the same point.
+    dual = allocation.plan(mean_error=plan.mean_error)
+    assert dual.co2_g == pytest.approx(budget, rel=1e-6)
+    # Any intensity-blind mix of ResNet50/101 with the same CO2 has more error.
+    e50, e101 = 420.6213298, 803.0948846
+    grams_per_mj = float(np.sum(n * c) / 3.6e9)
+    share101 = (budget / grams_per_mj - e50) / (e101 - e50)
+    assert 0 < share101 < 1
+    assert plan.mean_error < share101 * 6.454 + (1 - share101) * 7.138
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_optimum_is_never_worse_than_the_heuristic(seed):
+    c, n = random_periods(seed)
+    pool_ = paper_pool()
+    heuristic = InterpolationPolicy(pool_)
+    window = CarbonWindow(float(c.min()), float(c.max()))
+    chosen = [heuristic.candidates[i] for i in heuristic.select_indices(c, window)]
+    h_co2 = float(np.sum(n * c * [s.energy_mj for s in chosen]) / 3.6e9)
+    h_error = float(np.sum(n * [s.error_rate for s in chosen]) / n.sum())
+    allocation = CarbonPricePolicy(pool_, 0.0).allocation(c, n)
+    assert allocation.plan(budget_g=h_co2).mean_error <= h_error + 1e-12
+    assert allocation.plan(mean_error=h_error).co2_g <= h_co2 * (1 + 1e-12)
+
+
+def test_frontier_is_convex_and_decreasing():
+    c, n = random_periods(3, 200)
+    co2, error = CarbonPricePolicy(paper_pool(), 0.0).allocation(c, n).frontier()
+    assert np.all(np.diff(co2) <= 1e-9) and np.all(np.diff(error) >= -1e-12)
+    slopes = np.diff(error) / np.diff(co2)
+    finite = np.isfinite(slopes)
+    assert np.all(np.diff(slopes[finite]) <= 1e-9 * np.abs(slopes[finite][1:]).max())
+
+
+def test_online_budget_with_an_exact_forecast_stays_within_each_period():
+    c, n = random_periods(4, 96)  # two days of half-hours
+    policy = OnlineBudgetPolicy(paper_pool(), budget_g=float(np.sum(n[:48] * c[:48] * 600) / 3.6e9))
+    times = 1_600_000_000 - 1_600_000_000 % 86400 + np.arange(96) * 1800.0
+    spent = []
+    for t in range(96):
+        if policy.advance(times[t]):
+            spent.append(0.0)
+        stop = int(np.searchsorted(times, policy.period_end(times[t])))
+        policy.plan(c[t:stop], n[t:stop])
+        spent[-1] += policy.observe(c[t], policy.select(c[t], WINDOW), n[t])
+    assert len(spent) == 2
+    assert all(s <= policy.budget_g * (1 + 1e-9) for s in spent)
+    assert all(s >= policy.budget_g * 0.9 for s in spent)
+
+
+def test_online_budget_falls_back_to_the_smallest_model_when_spent():
+    policy = OnlineBudgetPolicy(paper_pool(), budget_g=1e-3)
+    policy.advance(0.0)
+    policy.plan([200.0], [1.0])
+    policy.observe(200.0, "resnet152", 100)
+    assert policy.remaining_g < 0
+    assert policy.select(1.0, WINDOW).name == "resnet34"
+    assert policy.advance(86400.0) and policy.spent_g == 0.0
+
+
+def test_latency_slo_removes_slow_models():
+    slow = pool(("a", 100.0, 9.0), ("b", 200.0, 7.0), ("c", 300.0, 5.0))
+    slow = slow.model_copy(update={"models": tuple(m.model_copy(update={"latency_ms": l})
+                                                   for m, l in zip(slow.models, (5.0, 10.0, 50.0)))})
+    policy = InterpolationPolicy(slow, max_latency_ms=20.0)
+    assert [s.name for s in policy.candidates] == ["a", "b"]
+    assert policy.select(0.0, WINDOW).name == "b"
+    with pytest.raises(ValueError, match="latency SLO"):
+        InterpolationPolicy(slow, max_latency_ms=1.0)
+
+
+def test_minimum_accuracy_moves_to_the_nearest_accurate_enough_model(paper):
+    # At the dirtiest intensity the heuristic picks ResNet34 (91.42% top-5 accuracy).
+    assert paper.select(300.0, WINDOW, Constraints(min_accuracy=93.0)).name == "resnet101"
+    assert paper.select(300.0, WINDOW, Constraints(min_accuracy=92.0)).name == "resnet50"
+    # A choice that already meets it is kept.
+    assert paper.select(100.0, WINDOW, Constraints(min_accuracy=93.0)).name == "resnet152"
+    with pytest.raises(NoEligibleModel):
+        paper.select(100.0, WINDOW, Constraints(min_accuracy=99.0))
+
+
+def test_hysteresis_stops_flapping_around_a_switch_point():
+    two = pool(("small", 100.0, 10.0), ("big", 300.0, 5.0))
+    # The switch point of this pool's interpolation is at 200 g/kWh.
+    wobble = 200.0 + np.tile([-3.0, 3.0], 20)
+    plain = InterpolationPolicy(two).select_indices(wobble, WINDOW)
+    damped = InterpolationPolicy(two, hysteresis=10.0).select_indices(wobble, WINDOW)
+    assert np.count_nonzero(np.diff(plain)) == 39
+    assert np.count_nonzero(np.diff(damped)) == 0
+    # A real move past the margin still switches.
+    moved = InterpolationPolicy(two, hysteresis=10.0).select_indices([150.0, 195.0, 205.0, 215.0], WINDOW)
+    assert [two.by_energy[i].name for i in moved] == ["big", "big", "big", "small"]
+
+
+def test_make_policy_builds_every_policy_from_settings():
+    pool_ = paper_pool()
+    built = {name: make_policy(pool_, PolicySettings(name=name, model="resnet50", price=1e4, budget_g=10.0))
+             for name in ("interpolation", "fixed", "carbon-price", "online-budget")}
+    assert {name: type(p).__name__ for name, p in built.items()} == {
+        "interpolation": "InterpolationPolicy", "fixed": "FixedPolicy",
+        "carbon-price": "CarbonPricePolicy", "online-budget": "OnlineBudgetPolicy"}
+    assert all(p.name == name for name, p in built.items())
+    with pytest.raises(ValueError, match="needs policy.price"):
+        PolicySettings(name="carbon-price")

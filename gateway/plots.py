@@ -1,0 +1,72 @@
+"""Figures of a replay study (needs matplotlib, the ``plots`` extra)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .replay import Study
+
+#: The runs drawn on the timeline, when the study has them.
+TIMELINE_RUNS = ("interpolation", "optimal@co2", "online-perfect@co2")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_timeline(study: Study, path: Path) -> Path:
+    """Carbon intensity (with the heuristic's window) over time, and the energy per request each
+    policy chose: a step up is a bigger model."""
+    plt = _pyplot()
+    w = study.replay.workload
+    moments = [datetime.fromtimestamp(t, timezone.utc) for t in w.times]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5), sharex=True, height_ratios=(1, 1.3))
+    top.step(moments, w.intensities, where="post", color="black", lw=0.8, label="intensity")
+    low, high = np.broadcast_to(study.window.low, w.times.shape), np.broadcast_to(study.window.high, w.times.shape)
+    top.fill_between(moments, low, high, step="post", color="tab:gray", alpha=0.2, label="C_low..C_high")
+    top.set_ylabel("gCO2/kWh")
+    top.legend(loc="upper right", fontsize=7)
+    for label in (r for r in TIMELINE_RUNS if r in study.runs):
+        bottom.step(moments, study.replay.mean_energy(study.runs[label]), where="post", lw=0.9, label=label)
+    bottom.set_yticks([s.energy_mj for s in study.replay.models], [s.name for s in study.replay.models], fontsize=7)
+    bottom.set_ylabel("model (energy/request)")
+    bottom.legend(loc="upper right", fontsize=7)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def plot_pareto(study: Study, path: Path) -> Path:
+    """CO2 against mean error: the exact offline frontier, the online policy's, and every policy run."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, points in study.report.frontier.items():
+        if points:
+            xy = np.asarray(points)
+            ax.plot(xy[:, 0] / 1000, xy[:, 1], "-" if label == "optimal" else "--", lw=1,
+                    marker=None if label == "optimal" else ".", label=f"{label} frontier")
+    for result in study.report.results:
+        fixed = result.policy.startswith("fixed:")
+        ax.plot(result.co2_g / 1000, result.mean_error, "s" if fixed else "o", ms=5 if fixed else 4)
+        ax.annotate(result.policy.removeprefix("fixed:"), (result.co2_g / 1000, result.mean_error), fontsize=6,
+                    xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("total CO2 (kg)")
+    ax.set_ylabel("mean error (%)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
