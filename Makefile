@@ -11,7 +11,7 @@ LABELS  := $(if $(wildcard $(SHARED)/imagenet_classes.txt),--labels $(SHARED)/im
 TRACE   := $(wildcard $(SHARED)/carbon/gb_2020_entsoe.csv)
 CARBON  := $(if $(TRACE),--carbon-trace $(TRACE) --speedup $(SPEEDUP),)
 
-.PHONY: setup models run test clean
+.PHONY: setup models run test prometheus clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,16 @@ models: setup
 run: models
 	$(CLI) serve --port $(PORT) $(CARBON)
 
+## The metrics tests scrape with a real Prometheus: Debian's package.
+prometheus:
+	@command -v prometheus >/dev/null || { \
+	  echo "installing Debian's prometheus package (needs root)"; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y --no-install-recommends prometheus >/dev/null || \
+	  { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update >/dev/null && \
+	    $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y --no-install-recommends prometheus >/dev/null; }; }
+
 ## Set everything up and run the whole test suite (it builds the pool and starts a real tritonserver).
-test: setup
+test: setup prometheus
 	$(PY) -m pytest -q
 
 clean:

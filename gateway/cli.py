@@ -51,13 +51,15 @@ def serve(
     c_low: Annotated[Optional[float], typer.Option(help="Selector window low end, gCO2/kWh.")] = None,
     c_high: Annotated[Optional[float], typer.Option(help="Selector window high end, gCO2/kWh.")] = None,
     log_level: Annotated[Optional[str], typer.Option()] = None,
+    workers: Annotated[Optional[int], typer.Option(help="uvicorn worker processes.")] = None,
 ) -> None:
     """Serve the gateway (starting a local CPU Triton unless --triton is given)."""
     overrides: dict[str, Any] = {}
     for dotted, value in (("triton.url", triton), ("triton.model_repository", repository), ("pool_file", pool),
                           ("host", host), ("port", port), ("carbon.intensity", carbon_intensity),
                           ("carbon.trace_path", carbon_trace), ("carbon.speedup", speedup),
-                          ("carbon.c_low", c_low), ("carbon.c_high", c_high), ("log_level", log_level)):
+                          ("carbon.c_low", c_low), ("carbon.c_high", c_high), ("log_level", log_level),
+                          ("workers", workers)):
         _set(overrides, dotted, value)
     if carbon_trace is not None:
         _set(overrides, "carbon.source", "trace")
@@ -72,17 +74,41 @@ def serve(
         parts = load_parts(settings)
     except CONFIG_ERRORS as exc:
         _fail(str(exc))
+    models = [m.backend_name for m in parts.pool.models]
     try:
-        asyncio.run(_serve(settings, [m.backend_name for m in parts.pool.models]))
+        if settings.workers == 1:
+            asyncio.run(_serve_one(settings, models))
+        else:
+            _serve_workers(settings, models)
     except KeyboardInterrupt:
         pass
 
 
-async def _serve(settings: GatewaySettings, models: list[str]) -> None:
+async def _start_local_triton(settings: GatewaySettings, models: list[str]):
+    from .tritonserver import LocalTritonServer, TritonServerError
+
+    log_file = Path("var/log/tritonserver.log")
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    local = LocalTritonServer(settings.triton.model_repository, grpc_port=settings.triton.grpc_port,
+                              http_port=settings.triton.http_port, metrics_port=settings.triton.metrics_port,
+                              log_file=log_file)
+    try:
+        local.start()
+        logger.info("waiting for the local Triton to load %s (log: %s)", ", ".join(models), log_file)
+        await local.wait_ready(models, settings.triton.startup_timeout_s)
+    except (TritonServerError, asyncio.CancelledError) as exc:
+        local.stop()
+        if isinstance(exc, TritonServerError):
+            _fail(str(exc))
+        raise
+    logger.info("local Triton ready at %s", local.grpc_url)
+    return local
+
+
+async def _serve_one(settings: GatewaySettings, models: list[str]) -> None:
     import uvicorn
 
     from .api import create_app
-    from .tritonserver import LocalTritonServer, TritonServerError
 
     class Server(uvicorn.Server):
         # uvicorn re-raises SIGTERM after its shutdown, which would skip stopping the local Triton.
@@ -103,28 +129,44 @@ async def _serve(settings: GatewaySettings, models: list[str]) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
 
-    local: LocalTritonServer | None = None
-    url = settings.triton.url
+    local = None
     try:
-        if url is None:
-            log_file = Path("var/log/tritonserver.log")
-            log_file.parent.mkdir(parents=True, exist_ok=True)
-            local = LocalTritonServer(settings.triton.model_repository, grpc_port=settings.triton.grpc_port,
-                                      http_port=settings.triton.http_port, metrics_port=settings.triton.metrics_port,
-                                      log_file=log_file)
-            local.start()
-            logger.info("waiting for the local Triton to load %s (log: %s)", ", ".join(models), log_file)
-            await local.wait_ready(models, settings.triton.startup_timeout_s)
-            url = local.grpc_url
-            logger.info("local Triton ready at %s", url)
+        if settings.triton.url is None:
+            local = await _start_local_triton(settings, models)
+        url = settings.triton.url or local.grpc_url
         server = Server(uvicorn.Config(create_app(settings, url), host=settings.host, port=settings.port,
-                                               log_level=settings.log_level, access_log=False))
+                                       log_level=settings.log_level, access_log=False))
         logger.info("gateway on http://%s:%d (docs: /docs)", settings.host, settings.port)
         await server.serve()
-    except TritonServerError as exc:
-        _fail(str(exc))
     except asyncio.CancelledError:
         logger.info("interrupted before the gateway started")
+    finally:
+        if local is not None:
+            local.stop()
+
+
+def _serve_workers(settings: GatewaySettings, models: list[str]) -> None:
+    """Several uvicorn worker processes; metrics are shared through PROMETHEUS_MULTIPROC_DIR."""
+    import json
+    import os
+    import tempfile
+
+    import uvicorn
+
+    from .api.app import SETTINGS_ENV
+
+    local = None
+    try:
+        if settings.triton.url is None:
+            local = asyncio.run(_start_local_triton(settings, models))
+        url = settings.triton.url or local.grpc_url
+        os.environ[SETTINGS_ENV] = json.dumps({"settings": settings.model_dump(mode="json"), "triton_url": url})
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="carbon-gateway-metrics-")
+        logger.info("gateway on http://%s:%d with %d workers (docs: /docs)", settings.host, settings.port,
+                    settings.workers)
+        uvicorn.run("gateway.api.app:app_from_environment", factory=True, host=settings.host, port=settings.port,
+                    workers=settings.workers, log_level=settings.log_level, access_log=False)
     finally:
         if local is not None:
             local.stop()

@@ -1,19 +1,44 @@
-"""Energy per request, and the CO2 it implies.
+"""Energy per request, measured where a meter exists, and the CO2 it implies.
 
-Meters sit behind one interface so a deployment can pick how energy is known. This module has
-the meter for machines without a usable energy counter: the pool's profiled energy per inference,
-reported as an estimate (``source = "pool-estimate"``) so nobody mistakes it for a measurement.
+Two pieces:
+
+- an **energy counter** reads cumulative joules: the GPU's NVML total-energy counter (Volta and
+  newer; older GPUs fall back to integrating sampled power), or Triton's ``nv_energy_consumption``
+  metric for a Triton on another host;
+- the **accountant** samples the counter on a thread (never on the event loop) and splits each
+  sampling window's energy between the requests that were computing during it, in proportion to
+  their overlap with the window weighted by their model's profiled energy per inference. A window
+  with no request, and the configured idle power's share of a busy one, is idle energy. So the
+  energy attributed to requests plus idle energy equals what the counter measured.
+
+Without a counter (no GPU, as in CI) the pool's profiled energy per inference is charged instead and
+labelled ``pool-estimate``; responses always carry that estimate, since the measured share of a
+request is only known once the window after it closes, and its measured figure goes to the metrics.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
+from . import metrics
 from .pool import ModelSpec
 
+logger = logging.getLogger(__name__)
+
 JOULES_PER_KWH = 3.6e6
+
+
+def co2_grams(joules: float, intensity_g_per_kwh: float, pue: float = 1.0) -> float:
+    """CO2eq = energy x carbon intensity x PUE."""
+    return joules / JOULES_PER_KWH * intensity_g_per_kwh * pue
 
 
 class EnergyReading(BaseModel):
@@ -24,24 +49,250 @@ class EnergyReading(BaseModel):
     measured: bool
 
 
+def estimate(model: ModelSpec, items: int) -> EnergyReading:
+    """The pool's profiled energy per inference x the number of inferences."""
+    return EnergyReading(joules=model.energy_mj * 1e-3 * items, source="pool-estimate", measured=False)
+
+
+class MeterError(RuntimeError):
+    pass
+
+
 @runtime_checkable
-class EnergyMeter(Protocol):
+class EnergyCounter(Protocol):
+    """Cumulative energy in joules; ``read_joules`` may block, so it is only called off the event loop."""
+
     name: str
 
-    def attribute(self, model: ModelSpec, items: int, compute_seconds: float) -> EnergyReading:
-        """The energy to charge to one request of ``items`` inferences on ``model``."""
-        ...
+    def read_joules(self) -> float: ...
+
+    def close(self) -> None: ...
 
 
-class PoolEstimateMeter:
-    """Energy = the pool's energy per inference x the number of inferences."""
+class NvmlEnergyCounter:
+    """NVML: ``nvmlDeviceGetTotalEnergyConsumption`` (mJ since driver load) summed over the GPUs.
 
-    name = "pool-estimate"
+    On GPUs without that counter (pre-Volta) it integrates ``nvmlDeviceGetPowerUsage`` between reads,
+    which is only as good as the sampling interval, and says so in its name.
+    """
 
-    def attribute(self, model: ModelSpec, items: int, compute_seconds: float) -> EnergyReading:
-        return EnergyReading(joules=model.energy_mj * 1e-3 * items, source=self.name, measured=False)
+    def __init__(self, device_indices: list[int] | None = None):
+        try:
+            import pynvml
+        except ImportError as exc:
+            raise MeterError("nvidia-ml-py is not installed") from exc
+        self._nvml = pynvml
+        try:
+            pynvml.nvmlInit()
+            count = pynvml.nvmlDeviceGetCount()
+            indices = device_indices if device_indices is not None else list(range(count))
+            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in indices]
+        except pynvml.NVMLError as exc:
+            raise MeterError(f"NVML unavailable: {exc}") from exc
+        if not self._handles:
+            raise MeterError("NVML found no GPU")
+        try:
+            for handle in self._handles:
+                pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+            self.name = "nvml"
+            self._power_mode = False
+        except pynvml.NVMLError:
+            self.name = "nvml-power-sampling"
+            self._power_mode = True
+            self._joules = 0.0
+            self._last: float | None = None
+
+    def read_joules(self) -> float:
+        nvml = self._nvml
+        if not self._power_mode:
+            return sum(nvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in self._handles) / 1000.0
+        now = time.monotonic()
+        watts = sum(nvml.nvmlDeviceGetPowerUsage(h) for h in self._handles) / 1000.0
+        if self._last is not None:
+            self._joules += watts * (now - self._last)
+        self._last = now
+        return self._joules
+
+    def close(self) -> None:
+        try:
+            self._nvml.nvmlShutdown()
+        except self._nvml.NVMLError:
+            pass
 
 
-def co2_grams(joules: float, intensity_g_per_kwh: float, pue: float = 1.0) -> float:
-    """CO2eq = energy x carbon intensity x PUE."""
-    return joules / JOULES_PER_KWH * intensity_g_per_kwh * pue
+class TritonMetricsEnergyCounter:
+    """Triton's own ``nv_energy_consumption`` (joules, per GPU) from its Prometheus endpoint."""
+
+    name = "triton-metrics"
+
+    def __init__(self, url: str, timeout_s: float = 2.0):
+        import httpx
+
+        self.url = url
+        self._client = httpx.Client(timeout=timeout_s)
+
+    def read_joules(self) -> float:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        import httpx
+
+        try:
+            response = self._client.get(self.url)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise MeterError(f"Triton metrics at {self.url} unavailable: {exc}") from exc
+        samples = [sample.value for family in text_string_to_metric_families(response.text)
+                   if family.name == "nv_energy_consumption" for sample in family.samples]
+        if not samples:
+            raise MeterError(f"{self.url} has no nv_energy_consumption (Triton without a GPU?)")
+        return float(sum(samples))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+@dataclass
+class Span:
+    """One request's time on the accelerator, and what it has been charged so far."""
+
+    model: str
+    weight_per_second: float
+    intensity: float
+    start: float
+    end: float | None = None
+    joules: float = 0.0
+
+    def overlap(self, t0: float, t1: float) -> float:
+        end = t1 if self.end is None else self.end
+        return max(0.0, min(end, t1) - max(self.start, t0))
+
+
+@dataclass(frozen=True)
+class WindowSplit:
+    measured: float
+    idle: float
+    by_span: list[tuple[Span, float]] = field(default_factory=list)
+
+
+def split_window(t0: float, t1: float, joules: float, spans: list[Span], idle_power_w: float = 0.0) -> WindowSplit:
+    """Apportion a window's measured energy: idle power first, the rest by weighted overlap.
+
+    Conservation: ``idle + sum(shares) == joules`` for every window.
+    """
+    weights = [(span, span.overlap(t0, t1) * span.weight_per_second) for span in spans]
+    weights = [(span, w) for span, w in weights if w > 0]
+    total = sum(w for _, w in weights)
+    if total <= 0 or joules <= 0:
+        return WindowSplit(measured=joules, idle=joules)
+    idle = min(joules, max(0.0, idle_power_w) * (t1 - t0))
+    active = joules - idle
+    return WindowSplit(measured=joules, idle=idle, by_span=[(span, active * w / total) for span, w in weights])
+
+
+class EnergyAccountant:
+    """Samples an ``EnergyCounter`` every ``interval_s`` on a thread and attributes each window."""
+
+    def __init__(self, counter: EnergyCounter, interval_s: float = 0.1, idle_power_w: float = 0.0,
+                 pue: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self.counter = counter
+        self.pue = pue
+        self.interval_s = interval_s
+        self.idle_power_w = idle_power_w
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tokens = itertools.count()
+        self._active: dict[int, Span] = {}
+        self._finished: list[Span] = []
+        self._last_time: float | None = None
+        self._last_joules: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.totals = {"measured": 0.0, "idle": 0.0, "attributed": 0.0}
+        self.healthy = True
+
+    @property
+    def name(self) -> str:
+        return self.counter.name
+
+    def begin(self, model: ModelSpec, items: int, intensity: float) -> int:
+        token = next(self._tokens)
+        with self._lock:
+            self._active[token] = Span(model.name, model.energy_mj * items, intensity, self._clock())
+        return token
+
+    def end(self, token: int) -> None:
+        with self._lock:
+            span = self._active.pop(token, None)
+            if span is not None:
+                span.end = self._clock()
+                self._finished.append(span)
+
+    def sample(self) -> WindowSplit | None:
+        """Read the counter and attribute the window since the last read (the sampler thread's step)."""
+        try:
+            joules = self.counter.read_joules()
+        except Exception as exc:  # noqa: BLE001 - a failing meter must not stop the sampler
+            if self.healthy:
+                logger.warning("energy meter %s failed: %s", self.counter.name, exc)
+            self.healthy = False
+            return None
+        self.healthy = True
+        now = self._clock()
+        with self._lock:
+            if self._last_time is None:
+                self._last_time, self._last_joules = now, joules
+                self._finished.clear()
+                return None
+            delta = max(0.0, joules - self._last_joules)  # a counter reset never yields negative energy
+            spans = [*self._active.values(), *self._finished]
+            split = split_window(self._last_time, now, delta, spans, self.idle_power_w)
+            self._finished.clear()
+            self._last_time, self._last_joules = now, joules
+            for span, share in split.by_span:
+                span.joules += share
+        self._publish(split)
+        return split
+
+    def _publish(self, split: WindowSplit) -> None:
+        meter = self.counter.name
+        self.totals["measured"] += split.measured
+        self.totals["idle"] += split.idle
+        metrics.MEASURED_ENERGY.labels(meter).inc(split.measured)
+        metrics.IDLE_ENERGY.labels(meter).inc(split.idle)
+        for span, share in split.by_span:
+            self.totals["attributed"] += share
+            metrics.ENERGY.labels(span.model, meter).inc(share)
+            metrics.CO2.labels(span.model).inc(co2_grams(share, span.intensity, self.pue))
+
+    def start(self) -> None:
+        self.sample()
+        self._thread = threading.Thread(target=self._run, name="energy-sampler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.sample()
+        self.counter.close()
+
+
+def make_counter(kind: str, triton_metrics_url: str | None = None) -> EnergyCounter | None:
+    """The configured counter; ``auto`` tries NVML and settles for none (pool estimates) without a GPU."""
+    if kind == "estimate":
+        return None
+    if kind == "triton":
+        if not triton_metrics_url:
+            raise MeterError("energy.meter=triton needs energy.triton_metrics_url")
+        return TritonMetricsEnergyCounter(triton_metrics_url)
+    try:
+        return NvmlEnergyCounter()
+    except MeterError as exc:
+        if kind == "nvml":
+            raise
+        logger.info("no NVML energy counter (%s): charging pool estimates", exc)
+        return None

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from .carbon import (CarbonMonitor, CarbonSource, CarbonSourceError, ElectricityMapsSource, StaticSource,
                      TraceReplaySource, UkCarbonIntensitySource, WattTimeSource, load_trace)
-from .energy import PoolEstimateMeter
+from .energy import EnergyAccountant, MeterError, make_counter
 from .labels import LabelsError, load_labels
 from .pool import ModelPool, PoolError, load_pool
 from .selection import SelectionPolicy, make_policy
@@ -44,7 +44,7 @@ def make_monitor(settings: CarbonSettings) -> CarbonMonitor:
 
 
 #: What configuration problems raise; each message names the file or setting at fault.
-CONFIG_ERRORS = (PoolError, LabelsError, CarbonSourceError, ValueError)
+CONFIG_ERRORS = (PoolError, LabelsError, CarbonSourceError, MeterError, ValueError)
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,14 @@ def load_parts(settings: GatewaySettings) -> Parts:
                  labels=load_labels(settings.resolved_labels_file), monitor=make_monitor(settings.carbon))
 
 
+def make_accountant(settings: GatewaySettings) -> EnergyAccountant | None:
+    counter = make_counter(settings.energy.meter, settings.energy.triton_metrics_url)
+    if counter is None:
+        return None
+    return EnergyAccountant(counter, interval_s=settings.energy.sample_interval_s,
+                            idle_power_w=settings.energy.idle_power_w, pue=settings.pue)
+
+
 def build_service(settings: GatewaySettings, triton_url: str) -> GatewayService:
     parts = load_parts(settings)
     return GatewayService(
@@ -71,7 +79,7 @@ def build_service(settings: GatewaySettings, triton_url: str) -> GatewayService:
         policy=parts.policy,
         carbon=parts.monitor,
         triton=TritonClient(triton_url, settings.triton.request_timeout_s),
-        meter=PoolEstimateMeter(),
+        accountant=make_accountant(settings),
         labels=parts.labels,
         pue=settings.pue,
         max_image_pixels=settings.limits.max_image_pixels,
@@ -82,8 +90,12 @@ def build_service(settings: GatewaySettings, triton_url: str) -> GatewayService:
 async def running_service(settings: GatewaySettings, triton_url: str) -> AsyncIterator[GatewayService]:
     service = build_service(settings, triton_url)
     await service.carbon.start()
+    if service.accountant is not None:
+        service.accountant.start()
     try:
         yield service
     finally:
+        if service.accountant is not None:
+            service.accountant.stop()
         await service.carbon.aclose()
         await service.triton.close()

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .carbon import CarbonMonitor, CarbonState
-from .energy import EnergyMeter, EnergyReading, co2_grams
+from . import metrics
+from .energy import EnergyAccountant, EnergyReading, co2_grams, estimate
 from .imaging import image_to_tensor
 from .pool import ModelPool, ModelSpec
 from .selection import SelectionPolicy
@@ -53,16 +54,37 @@ class Prediction:
 
 class GatewayService:
     def __init__(self, *, pool: ModelPool, policy: SelectionPolicy, carbon: CarbonMonitor,
-                 triton: TritonClient, meter: EnergyMeter, labels: tuple[str, ...], pue: float = 1.0,
-                 max_image_pixels: int = 40_000_000):
+                 triton: TritonClient, labels: tuple[str, ...], accountant: EnergyAccountant | None = None,
+                 pue: float = 1.0, max_image_pixels: int = 40_000_000):
         self.pool = pool
         self.policy = policy
         self.carbon = carbon
         self.triton = triton
-        self.meter = meter
+        self.accountant = accountant
         self.labels = labels
         self.pue = pue
         self.max_image_pixels = max_image_pixels
+
+    @property
+    def meter_name(self) -> str:
+        return self.accountant.name if self.accountant is not None else "pool-estimate"
+
+    def publish_state(self) -> None:
+        """Set the gauges that describe the decision the gateway would make now."""
+        state = self.carbon.state
+        metrics.CARBON_INTENSITY.set(state.intensity)
+        metrics.CARBON_WINDOW_LOW.set(state.window.low)
+        metrics.CARBON_WINDOW_HIGH.set(state.window.high)
+        metrics.CARBON_AGE.set(state.age_seconds())
+        metrics.CARBON_SOURCE_UP.labels(self.carbon.source.name).set(1 if state.source_up else 0)
+        for status in ("live", "stale", "forecast", "default"):
+            metrics.CARBON_STATUS.labels(status).set(1 if state.status == status else 0)
+        chosen = self.policy.select(state.intensity, state.window)
+        for spec in self.pool.models:
+            metrics.SELECTED_MODEL.labels(spec.name).set(1 if spec.name == chosen.name else 0)
+        metrics.EXPECTED_ERROR.set(chosen.error_rate / 100.0)
+        measured = "true" if self.accountant is not None else "false"
+        metrics.METER_INFO.labels(self.meter_name, measured).set(1)
 
     def decide(self, model_name: str | None = None) -> Decision:
         """Pick the model for a request now; a named model is honoured if it is in the pool."""
@@ -77,11 +99,22 @@ class GatewayService:
     async def run(self, batch: np.ndarray, model_name: str | None = None) -> Outcome:
         """Infer a batch (N, ...) on the chosen model and account its energy and CO2."""
         decision = self.decide(model_name)
+        model, items = decision.model, len(batch)
+        token = self.accountant.begin(model, items, decision.carbon.intensity) if self.accountant else None
         started = time.perf_counter()
-        outputs = await self.triton.infer(decision.model.backend_name, batch, decision.model.triton_version)
+        try:
+            outputs = await self.triton.infer(model.backend_name, batch, model.triton_version)
+        finally:
+            if token is not None:
+                self.accountant.end(token)
         compute_seconds = time.perf_counter() - started
-        energy = self.meter.attribute(decision.model, len(batch), compute_seconds)
+        energy = estimate(model, items)
         co2 = co2_grams(energy.joules, decision.carbon.intensity, self.pue)
+        metrics.INFERENCES.labels(model.name).inc(items)
+        metrics.REQUEST_ENERGY.labels(model.name).observe(energy.joules)
+        if token is None:  # measured energy and its CO2 are counted by the accountant, window by window
+            metrics.ENERGY.labels(model.name, energy.source).inc(energy.joules)
+            metrics.CO2.labels(model.name).inc(co2)
         return Outcome(decision, outputs, energy, co2, compute_seconds)
 
     async def classify(self, image: bytes, top_k: int) -> tuple[Outcome, list[Prediction]]:

@@ -103,6 +103,14 @@ class PolicySettings(_Section):
         return self
 
 
+class EnergySettings(_Section):
+    meter: Literal["auto", "nvml", "triton", "estimate"] = Field(
+        default="auto", description="auto: NVML when a GPU is visible, else the pool's estimates.")
+    sample_interval_s: float = Field(default=0.1, gt=0, description="How often the energy counter is read.")
+    idle_power_w: float = Field(default=0.0, ge=0, description="Power charged as idle before attributing.")
+    triton_metrics_url: str | None = Field(default=None, description="meter=triton: Triton's /metrics URL.")
+
+
 class LimitSettings(_Section):
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=40_000_000, gt=0, description="Larger images are refused (bombs).")
@@ -115,6 +123,7 @@ class GatewaySettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes.")
     pool_file: Path | None = Field(default=None, description="Pool file; default: <model_repository>/pool.yaml.")
     labels_file: Path | None = Field(default=None, description="Class names; default: <model_repository>/labels.txt.")
     top_k: int = Field(default=5, ge=1, le=1000)
@@ -122,6 +131,7 @@ class GatewaySettings(BaseSettings):
     triton: TritonSettings = TritonSettings()
     carbon: CarbonSettings = CarbonSettings()
     policy: PolicySettings = PolicySettings()
+    energy: EnergySettings = EnergySettings()
     limits: LimitSettings = LimitSettings()
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -10,7 +12,7 @@ from .. import __version__
 from ..runtime import running_service
 from ..settings import GatewaySettings
 from .errors import install_error_handlers
-from .middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from .middleware import BodySizeLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
 from .routes import router
 
 DESCRIPTION = """
@@ -21,6 +23,15 @@ carbon intensity *now*: a large, accurate model when the grid is clean, a small 
 Every response says which model ran, the carbon intensity used, the expected error rate, and the
 request's energy and CO2, in its JSON body and in `X-*` headers.
 """
+
+
+SETTINGS_ENV = "CARBON_GATEWAY_RESOLVED_SETTINGS"
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one uvicorn worker, from the settings the parent process resolved and validated."""
+    payload = json.loads(os.environ[SETTINGS_ENV])
+    return create_app(GatewaySettings.model_validate(payload["settings"]), payload["triton_url"])
 
 
 def create_app(settings: GatewaySettings, triton_url: str) -> FastAPI:
@@ -37,4 +48,5 @@ def create_app(settings: GatewaySettings, triton_url: str) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.limits.max_upload_bytes)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(MetricsMiddleware)
     return app

@@ -1,11 +1,14 @@
-"""Pure ASGI middleware: body-size limit and request IDs."""
+"""Pure ASGI middleware: body-size limit, request IDs, request metrics."""
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import metrics
 
 
 class BodyTooLarge(Exception):
@@ -85,3 +88,49 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+def _route(path: str) -> str | None:
+    if path == "/v1/classify":
+        return "classify"
+    if path.startswith("/v2/models/") and path.endswith("/infer"):
+        return "infer"
+    return None
+
+
+def _outcome(status: int) -> str:
+    if status < 400:
+        return "success"
+    if status == 429:
+        return "throttled"
+    if status == 503:
+        return "unavailable"
+    return "rejected" if status < 500 else "error"
+
+
+class MetricsMiddleware:
+    """Counts inference requests by route, model and outcome, and times them; errors included."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = _route(scope["path"]) if scope["type"] == "http" else None
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status, model = 500, "none"
+
+        async def observing_send(message: Message) -> None:
+            nonlocal status, model
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                model = next((v.decode() for k, v in message.get("headers", ()) if k == b"x-model"), "none")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observing_send)
+        finally:
+            metrics.REQUESTS.labels(route, model, _outcome(status)).inc()
+            metrics.LATENCY.labels(route, model).observe(time.perf_counter() - started)

@@ -7,10 +7,11 @@ import time
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import Response as RawResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from .. import __version__
+from .. import __version__, metrics
 from ..carbon import CarbonState
 from ..service import Decision, GatewayService, Outcome
 from .errors import ApiError
@@ -31,7 +32,8 @@ def get_service(request: Request) -> GatewayService:
 def _carbon_out(state: CarbonState) -> CarbonOut:
     return CarbonOut(intensity=state.intensity, source=state.reading.source, timestamp=state.reading.timestamp,
                      age_seconds=round(state.age_seconds(), 3), window_low=state.window.low,
-                     window_high=state.window.high, stale=state.stale)
+                     window_high=state.window.high, window_basis=state.window_basis, status=state.status,
+                     stale=state.stale, source_up=state.source_up, last_error=state.last_error)
 
 
 def _weights(service: GatewayService, decision: Decision) -> str:
@@ -178,13 +180,23 @@ async def _model_statuses(service: GatewayService) -> list[ModelStatus]:
 async def readyz(response: Response, service: GatewayService = Depends(get_service)) -> ReadyResponse:
     models = await _model_statuses(service)
     reachable = await service.triton.server_ready()
+    metrics.TRITON_UP.set(1 if reachable else 0)
     ready = reachable and all(m.ready for m in models)
     if not ready:
         response.status_code = 503
     return ReadyResponse(ready=ready, triton_url=service.triton.url, triton_reachable=reachable, models=models,
-                         carbon=_carbon_out(service.carbon.state), policy=service.policy.name, energy_meter=service.meter.name)
+                         carbon=_carbon_out(service.carbon.state), policy=service.policy.name, energy_meter=service.meter_name)
 
 
 @router.get("/v1/models", response_model=list[ModelStatus], summary="The pool: models, figures, readiness, weights")
 async def list_models(service: GatewayService = Depends(get_service)) -> list[ModelStatus]:
     return await _model_statuses(service)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=RawResponse,
+            responses={200: {"content": {"text/plain": {}}}})
+async def prometheus_metrics(service: GatewayService = Depends(get_service)) -> RawResponse:
+    service.publish_state()
+    metrics.TRITON_UP.set(1 if await service.triton.server_ready() else 0)
+    body, content_type = metrics.render()
+    return RawResponse(body, media_type=content_type)

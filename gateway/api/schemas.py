@@ -21,7 +21,11 @@ class CarbonOut(BaseModel):
     age_seconds: float
     window_low: float = Field(description="C_low of the selector's window.")
     window_high: float = Field(description="C_high of the selector's window.")
+    window_basis: str = Field(description="`history` or `forecast`: where the window comes from.")
+    status: str = Field(description="`live`, `stale` (source down, last good value), `forecast` or `default`.")
     stale: bool = False
+    source_up: bool = True
+    last_error: str | None = None
 
 
 class EnergyOut(BaseModel):

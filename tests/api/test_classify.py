@@ -47,7 +47,8 @@ async def test_response_reports_decision_energy_and_co2(make_gateway, triton):
     assert model["weights"] in ("random", "imagenet1k_v1") and model["selected_by"] == "interpolation"
     assert body["carbon"] | {"timestamp": None, "age_seconds": None} == {
         "intensity": 150.0, "source": "static", "timestamp": None, "age_seconds": None,
-        "window_low": 100.0, "window_high": 300.0, "stale": False}
+        "window_low": 100.0, "window_high": 300.0, "window_basis": "configured", "status": "live", "stale": False,
+        "source_up": True, "last_error": None}
     joules = model["energy_mj_per_inference"] / 1000
     assert body["energy"]["joules"] == pytest.approx(joules)
     assert body["energy"]["co2_grams"] == pytest.approx(joules / 3.6e6 * 150.0 * 1.2)

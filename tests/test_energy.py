@@ -1,0 +1,207 @@
+"""Energy attribution: conservation and proportional shares, on a synthetic meter with known readings."""
+
+import random
+
+import pytest
+
+from gateway.energy import (EnergyAccountant, MeterError, NvmlEnergyCounter, Span, TritonMetricsEnergyCounter,
+                            co2_grams, estimate, make_counter, split_window)
+from gateway.pool import ModelSpec
+
+SMALL = ModelSpec(name="small", energy_mj=100.0, error_rate=10.0)
+BIG = ModelSpec(name="big", energy_mj=300.0, error_rate=5.0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ScriptedCounter:
+    """A cumulative energy counter whose readings the test dictates."""
+
+    name = "synthetic"
+
+    def __init__(self) -> None:
+        self.joules = 0.0
+        self.closed = False
+
+    def read_joules(self) -> float:
+        return self.joules
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_co2_is_energy_times_intensity_times_pue():
+    assert co2_grams(3.6e6, 200.0) == pytest.approx(200.0)
+    assert co2_grams(3.6e6, 200.0, pue=1.5) == pytest.approx(300.0)
+    assert estimate(BIG, 4).joules == pytest.approx(1.2) and not estimate(BIG, 4).measured
+
+
+def test_window_split_is_proportional_to_weighted_overlap():
+    spans = [Span("small", 100.0, 50.0, start=0.0, end=1.0), Span("big", 300.0, 50.0, start=0.5, end=None)]
+    split = split_window(0.0, 1.0, 10.0, spans)
+    shares = {span.model: share for span, share in split.by_span}
+    # weights: small 1.0 s x 100 = 100, big 0.5 s x 300 = 150
+    assert shares == {"small": pytest.approx(4.0), "big": pytest.approx(6.0)}
+    assert split.idle == 0.0
+
+
+def test_idle_power_is_taken_first_and_empty_windows_are_idle():
+    span = Span("small", 100.0, 50.0, start=0.0, end=2.0)
+    split = split_window(0.0, 2.0, 10.0, [span], idle_power_w=3.0)
+    assert split.idle == pytest.approx(6.0) and split.by_span[0][1] == pytest.approx(4.0)
+    assert split_window(0.0, 2.0, 10.0, [], idle_power_w=3.0).idle == 10.0
+    assert split_window(2.0, 3.0, 10.0, [span]).idle == 10.0  # the span ended before the window
+
+
+def test_accountant_conserves_energy_over_many_overlapping_requests():
+    clock, counter = Clock(), ScriptedCounter()
+    accountant = EnergyAccountant(counter, idle_power_w=20.0, pue=1.0, clock=clock)
+    accountant.sample()  # baseline reading
+    rng = random.Random(7)
+    open_tokens: list[tuple[int, ModelSpec]] = []
+    attributed: dict[str, float] = {"small": 0.0, "big": 0.0}
+    spans = []
+    for step in range(400):
+        clock.now += 0.01
+        if rng.random() < 0.3:
+            model = rng.choice([SMALL, BIG])
+            open_tokens.append((accountant.begin(model, rng.randint(1, 4), 150.0), model))
+        if open_tokens and rng.random() < 0.25:
+            token, _ = open_tokens.pop(rng.randrange(len(open_tokens)))
+            accountant.end(token)
+        counter.joules += rng.uniform(0.5, 3.0)  # known energy for this step
+        if step % 10 == 9:  # a sampling window every 10 steps
+            split = accountant.sample()
+            assert split.idle + sum(share for _, share in split.by_span) == pytest.approx(split.measured)
+            for span, share in split.by_span:
+                attributed[span.model] += share
+                spans.append(span)
+    for token, _ in open_tokens:
+        accountant.end(token)
+    clock.now += 0.01
+    accountant.sample()
+    totals = accountant.totals
+    assert totals["measured"] == pytest.approx(counter.joules)
+    assert totals["attributed"] + totals["idle"] == pytest.approx(counter.joules)
+    assert totals["idle"] > 0 and totals["attributed"] > 0
+    assert attributed["big"] > attributed["small"]  # 3x the weight per second of compute
+
+
+def test_request_within_one_window_is_charged_after_it_ended():
+    clock, counter = Clock(), ScriptedCounter()
+    accountant = EnergyAccountant(counter, clock=clock)
+    accountant.sample()
+    token = accountant.begin(BIG, 1, 100.0)
+    clock.now = 0.05
+    accountant.end(token)
+    clock.now = 0.1
+    counter.joules = 2.0
+    split = accountant.sample()
+    assert [(span.model, share) for span, share in split.by_span] == [("big", pytest.approx(2.0))]
+    assert split.by_span[0][0].joules == pytest.approx(2.0)
+
+
+def test_counter_reset_never_yields_negative_energy():
+    clock, counter = Clock(), ScriptedCounter()
+    accountant = EnergyAccountant(counter, clock=clock)
+    counter.joules = 100.0
+    accountant.sample()
+    counter.joules = 5.0
+    clock.now = 1.0
+    assert accountant.sample().measured == 0.0
+
+
+def test_a_failing_meter_is_reported_not_raised():
+    class Broken(ScriptedCounter):
+        def read_joules(self) -> float:
+            raise OSError("device lost")
+
+    accountant = EnergyAccountant(Broken(), clock=Clock())
+    assert accountant.sample() is None and not accountant.healthy
+
+
+def test_sampler_thread_runs_and_stops():
+    counter = ScriptedCounter()
+    accountant = EnergyAccountant(counter, interval_s=0.01)
+    accountant.start()
+    counter.joules = 5.0
+    import time
+
+    time.sleep(0.1)
+    accountant.stop()
+    assert accountant.totals["measured"] == pytest.approx(5.0) and counter.closed
+
+
+def nvml_available() -> bool:
+    try:
+        NvmlEnergyCounter().close()
+    except MeterError:
+        return False
+    return True
+
+
+def test_auto_meter_uses_nvml_when_present_else_estimates():
+    counter = make_counter("auto")
+    if nvml_available():
+        assert isinstance(counter, NvmlEnergyCounter) and counter.read_joules() > 0
+        counter.close()
+    else:  # CI: no NVIDIA driver, so pool estimates, and asking for NVML explicitly is an error
+        assert counter is None
+        with pytest.raises(MeterError, match="NVML"):
+            make_counter("nvml")
+
+
+TRITON_GPU_METRICS = """# HELP nv_energy_consumption GPU energy consumption in joules since the Triton Server started
+# TYPE nv_energy_consumption counter
+nv_energy_consumption{gpu_uuid="GPU-0"} 1234.5
+nv_energy_consumption{gpu_uuid="GPU-1"} 100.25
+# HELP nv_gpu_power_usage GPU power usage in watts
+# TYPE nv_gpu_power_usage gauge
+nv_gpu_power_usage{gpu_uuid="GPU-0"} 71.3
+"""
+
+
+@pytest.fixture
+def metrics_server():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = TRITON_GPU_METRICS.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    server.shutdown()
+
+
+def test_triton_metrics_counter_sums_gpu_energy(metrics_server):
+    counter = TritonMetricsEnergyCounter(metrics_server)
+    try:
+        assert counter.read_joules() == pytest.approx(1334.75)
+    finally:
+        counter.close()
+
+
+def test_triton_metrics_counter_on_a_cpu_triton_says_there_is_no_energy(triton):
+    counter = TritonMetricsEnergyCounter(triton.metrics_url)
+    try:
+        with pytest.raises(MeterError, match="no nv_energy_consumption"):
+            counter.read_joules()
+    finally:
+        counter.close()

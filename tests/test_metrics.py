@@ -1,0 +1,176 @@
+"""Metrics as operators get them: a real Prometheus scrapes a two-worker gateway and the real Triton,
+and every query of the Grafana dashboard returns data."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from .conftest import IMAGES, PROJECT, free_port
+from .test_cli import CLI, stop, wait_ready
+
+DASHBOARD = PROJECT / "deploy" / "grafana" / "dashboards" / "carbon-gateway.json"
+CLASSIFY_REQUESTS = 12
+
+
+class Gateway(NamedTuple):
+    url: str
+    multiproc_dir: Path
+
+
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+
+
+def samples(text: str, name: str) -> list[tuple[dict, float]]:
+    return [(s.labels, s.value) for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == name]
+
+
+@pytest.fixture(scope="module")
+def gateway(triton, model_repository, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("gateway")
+    port = free_port()
+    env_dir = workdir / "prometheus-multiproc"
+    env_dir.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(env_dir)}
+    process = subprocess.Popen([*CLI, "serve", "--triton", triton.grpc_url, "--repository", str(model_repository),
+                                "--port", str(port), "--workers", "2", "--carbon-intensity", "120",
+                                "--c-low", "100", "--c-high", "300", "--log-level", "warning"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=workdir, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+        yield Gateway(url, env_dir)
+    finally:
+        stop(process)
+
+
+def worker_pids_with_counters(multiproc_dir: Path) -> set[str]:
+    return {path.stem.rsplit("_", 1)[-1] for path in multiproc_dir.glob("counter_*.db")}
+
+
+@pytest.fixture(scope="module")
+def prometheus(gateway, triton, tmp_path_factory):
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("the `prometheus` binary is missing: `make test` installs Debian's prometheus package")
+    workdir: Path = tmp_path_factory.mktemp("prometheus")
+    gateway_target = gateway.url.removeprefix("http://")
+    triton_target = triton.metrics_url.removeprefix("http://").removesuffix("/metrics")
+    (workdir / "prometheus.yml").write_text(f"""
+global: {{scrape_interval: 1s, evaluation_interval: 1s}}
+scrape_configs:
+  - job_name: carbon-gateway
+    static_configs: [{{targets: ["{gateway_target}"]}}]
+  - job_name: triton
+    static_configs: [{{targets: ["{triton_target}"]}}]
+""")
+    port = free_port()
+    process = subprocess.Popen([binary, f"--config.file={workdir / 'prometheus.yml'}",
+                                f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        else:
+            pytest.fail("prometheus did not start")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def send_traffic(url: str, count: int) -> None:
+    # A new connection per request, so both workers serve some.
+    with httpx.Client(base_url=url, timeout=60, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        for i in range(count):
+            response = client.post("/v1/classify", content=IMAGES[i % len(IMAGES)].read_bytes(),
+                                   headers={"content-type": "image/jpeg"})
+            assert response.status_code == 200, response.text
+        assert client.post("/v1/classify", content=b"junk", headers={"content-type": "image/jpeg"}).status_code == 415
+
+
+def query(prometheus: str, expr: str) -> list[dict]:
+    response = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()["data"]["result"]
+
+
+def wait_for(prometheus: str, expr: str, expected: float, timeout: float = 30) -> float:
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        result = query(prometheus, expr)
+        if result:
+            value = float(result[0]["value"][1])
+            if value == expected:
+                return value
+        time.sleep(0.5)
+    pytest.fail(f"{expr} = {value}, expected {expected}")
+
+
+def test_metrics_are_exact_across_workers_and_reach_prometheus(gateway, prometheus):
+    gateway_url = gateway.url
+    send_traffic(gateway_url, CLASSIFY_REQUESTS // 2)
+    time.sleep(2.5)  # at least two scrapes between bursts, so rates are not zero
+    send_traffic(gateway_url, CLASSIFY_REQUESTS // 2)
+
+    # Both workers served inferences, and whichever answers the scrape reports the sum over both.
+    assert len(worker_pids_with_counters(gateway.multiproc_dir)) == 2
+    for _ in range(4):
+        text = httpx.get(f"{gateway_url}/metrics", timeout=10).text
+        success = sum(v for labels, v in samples(text, "carbon_gateway_requests_total")
+                      if labels["outcome"] == "success")
+        rejected = sum(v for labels, v in samples(text, "carbon_gateway_requests_total")
+                       if labels["outcome"] == "rejected")
+        assert (success, rejected) == (CLASSIFY_REQUESTS, 2)
+        energy = {labels["model"]: v for labels, v in samples(text, "carbon_gateway_energy_joules_total")}
+        assert set(energy) == {"resnet152"}  # 120 g/kWh in a 100..300 window: the big model
+        co2 = sum(v for _, v in samples(text, "carbon_gateway_co2_grams_total"))
+        assert co2 == pytest.approx(energy["resnet152"] / 3.6e6 * 120.0)
+        assert samples(text, "carbon_gateway_carbon_intensity_grams_per_kwh")[0][1] == 120.0
+
+    wait_for(prometheus, 'sum(carbon_gateway_requests_total{outcome="success"})', CLASSIFY_REQUESTS)
+    wait_for(prometheus, 'sum(carbon_gateway_selected_model{model="resnet152"})', 1)
+    time.sleep(2.5)
+
+
+def test_every_dashboard_query_returns_data(prometheus, gateway):
+    queries = dashboard_queries()
+    assert len(queries) >= 15
+    empty = [expr for expr in queries if not query(prometheus, expr.replace("$__rate_interval", "1m"))]
+    assert not empty, f"dashboard queries without data: {empty}"
+
+
+def test_metric_names_follow_prometheus_conventions(gateway):
+    text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    families = {f.name: f for f in text_string_to_metric_families(text) if f.name.startswith("carbon_gateway_")}
+    assert len(families) >= 15
+    for name, family in families.items():
+        if family.type == "counter":
+            assert any(s.name == f"{name}_total" for s in family.samples), f"counter {name} lacks _total"
+        # Base units in the name: joules, seconds, grams.
+        if "energy" in name and not name.endswith("_info"):
+            assert name.endswith("_joules"), name
+        if "duration" in name or "age" in name:
+            assert name.endswith("_seconds"), name
+        if "co2" in name:
+            assert name.endswith("_grams"), name
