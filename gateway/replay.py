@@ -27,8 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .budget import Allocation, grams_per_mj
 from .carbon.trace import Trace, load_trace
 from .pool import ModelPool, load_pool
-from .selection import CarbonPricePolicy, CarbonWindow, OnlineBudgetPolicy, make_policy
-from .settings import PolicySettings
+from .selection import CarbonPricePolicy, CarbonWindow, OnlineBudgetPolicy, PolicySettings, make_policy
 
 HOUR = 3600.0
 WEEK_SLOTS = 7 * 24

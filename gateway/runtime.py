@@ -60,7 +60,7 @@ class Parts:
 def load_parts(settings: GatewaySettings) -> Parts:
     """Read and validate the pool, policy, labels and carbon source; raises one of ``CONFIG_ERRORS``."""
     pool = load_pool(settings.resolved_pool_file)
-    return Parts(pool=pool, policy=make_policy(pool, settings.policy.name, settings.policy.model),
+    return Parts(pool=pool, policy=make_policy(pool, settings.policy, pue=settings.pue),
                  labels=load_labels(settings.resolved_labels_file), monitor=make_monitor(settings.carbon))
 
 

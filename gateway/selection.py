@@ -25,15 +25,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .budget import Allocation, choose_on_hull, grams_per_mj, hull_slopes, lower_hull
 from .pool import ModelPool, ModelSpec
-from .settings import PolicySettings
 
 
 @dataclass(frozen=True)
@@ -317,16 +316,35 @@ class OnlineBudgetPolicy(CarbonPricePolicy):
         return grams
 
 
-POLICIES = ("interpolation", "fixed", "carbon-price", "online-budget")
+class PolicySettings(BaseModel):
+    """Which selection policy serves requests, and its parameters (the ``policy`` section of the settings)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["interpolation", "fixed", "carbon-price", "online-budget"] = "interpolation"
+    model: str | None = Field(default=None, description="fixed: the model.")
+    price: float | None = Field(default=None, ge=0, description="carbon-price: error-rate points (%) one request "
+                                "trades for one gram of CO2; `carbon-gateway replay` prints the price that "
+                                "meets a budget on a past trace.")
+    budget_g: float | None = Field(default=None, gt=0, description="online-budget: grams of CO2 per budget period.")
+    period_hours: float = Field(default=24.0, gt=0, description="online-budget: the budget renews every this many "
+                                "hours, counted from the Unix epoch (24: at UTC midnight).")
+    max_latency_ms: float | None = Field(default=None, gt=0, description="Latency SLO: models slower than this "
+                                         "are never chosen (models without latency_ms stay eligible).")
+    hysteresis: float = Field(default=0.0, ge=0, description="gCO2/kWh the intensity must move past a switching "
+                              "point before the chosen model changes (0: off).")
+
+    @model_validator(mode="after")
+    def _parameters_given(self) -> PolicySettings:
+        needed = {"fixed": "model", "carbon-price": "price", "online-budget": "budget_g"}.get(self.name)
+        if needed is not None and getattr(self, needed) is None:
+            raise ValueError(f"policy {self.name} needs policy.{needed}")
+        return self
 
 
-def make_policy(pool: ModelPool, settings: PolicySettings | str, model: str | None = None, *,
-                pue: float = 1.0) -> SelectionPolicy:
-    """Build the configured policy from ``settings`` (or, the older way, a name and a fixed model)."""
-    if isinstance(settings, str):
-        if settings not in POLICIES:
-            raise ValueError(f"unknown selection policy {settings!r} (known: {', '.join(POLICIES)})")
-        settings = PolicySettings(name=settings, model=model)  # type: ignore[arg-type]
+
+def make_policy(pool: ModelPool, settings: PolicySettings, *, pue: float = 1.0) -> SelectionPolicy:
+    """Build the configured policy."""
     options = {"max_latency_ms": settings.max_latency_ms, "hysteresis": settings.hysteresis}
     if settings.name == "interpolation":
         return InterpolationPolicy(pool, **options)

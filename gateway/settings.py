@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .carbon import ElectricityMapsConfig, HttpSettings, UkCarbonIntensityConfig, WattTimeConfig
+from .selection import PolicySettings
 
 DEFAULT_REPOSITORY = Path("model_repository")
 
@@ -76,30 +77,6 @@ class CarbonSettings(_Section):
             raise ValueError("carbon.source=watttime needs carbon.watttime.username, .password and .region")
         if self.c_low is not None and self.c_high is not None and self.c_high <= self.c_low:
             raise ValueError(f"carbon.c_high ({self.c_high}) must be above carbon.c_low ({self.c_low})")
-        return self
-
-
-class PolicySettings(_Section):
-    """Which selection policy serves requests, and its parameters (see ``gateway.selection``)."""
-
-    name: Literal["interpolation", "fixed", "carbon-price", "online-budget"] = "interpolation"
-    model: str | None = Field(default=None, description="fixed: the model.")
-    price: float | None = Field(default=None, ge=0, description="carbon-price: error-rate points (%) one request "
-                                "trades for one gram of CO2; `carbon-gateway replay` prints the price that "
-                                "meets a budget on a past trace.")
-    budget_g: float | None = Field(default=None, gt=0, description="online-budget: grams of CO2 per budget period.")
-    period_hours: float = Field(default=24.0, gt=0, description="online-budget: the budget renews every this many "
-                                "hours, counted from the Unix epoch (24: at UTC midnight).")
-    max_latency_ms: float | None = Field(default=None, gt=0, description="Latency SLO: models slower than this "
-                                         "are never chosen (models without latency_ms stay eligible).")
-    hysteresis: float = Field(default=0.0, ge=0, description="gCO2/kWh the intensity must move past a switching "
-                              "point before the chosen model changes (0: off).")
-
-    @model_validator(mode="after")
-    def _parameters_given(self) -> PolicySettings:
-        needed = {"fixed": "model", "carbon-price": "price", "online-budget": "budget_g"}.get(self.name)
-        if needed is not None and getattr(self, needed) is None:
-            raise ValueError(f"policy {self.name} needs policy.{needed}")
         return self
 
 

@@ -3,7 +3,9 @@ import pytest
 
 from gateway.pool import ModelPool, ModelSpec, load_pool
 from gateway.modelzoo.build import PAPER_POOL
-from gateway.selection import CarbonWindow, FixedPolicy, InterpolationPolicy, make_policy
+from pydantic import ValidationError
+
+from gateway.selection import CarbonWindow, FixedPolicy, InterpolationPolicy, PolicySettings, make_policy
 
 WINDOW = CarbonWindow(low=100.0, high=300.0)
 
@@ -97,10 +99,10 @@ def test_fixed_policy_ignores_intensity(paper):
 
 
 def test_make_policy_rejects_unknown_names():
-    with pytest.raises(ValueError, match="unknown selection policy"):
-        make_policy(load_pool(PAPER_POOL), "greedy")
+    with pytest.raises(ValidationError, match="greedy"):
+        PolicySettings(name="greedy")
     with pytest.raises(ValueError, match="not in the pool"):
-        make_policy(load_pool(PAPER_POOL), "fixed", "vgg16")
+        make_policy(load_pool(PAPER_POOL), PolicySettings(name="fixed", model="vgg16"))
 
 
 # --- budget policies, constraints, hysteresis --------------------------------------------------------
@@ -108,7 +110,6 @@ def test_make_policy_rejects_unknown_names():
 from gateway.budget import Allocation, lower_hull  # noqa: E402
 from gateway.selection import (CarbonPricePolicy, Constraints, NoEligibleModel,  # noqa: E402
                                OnlineBudgetPolicy)
-from gateway.settings import PolicySettings  # noqa: E402
 
 
 def random_periods(seed: int = 0, n: int = 500) -> tuple[np.ndarray, np.ndarray]:

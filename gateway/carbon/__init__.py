@@ -12,25 +12,11 @@ One module per provider, each a small class implementing ``CarbonSource``:
 from ._http import HttpSettings
 from .base import GRAMS_PER_KWH, CarbonReading, CarbonSource, CarbonSourceError
 from .electricitymaps import ElectricityMapsConfig, ElectricityMapsSource
+from .monitor import CarbonMonitor, CarbonState
 from .static import StaticSource
 from .trace import TraceReplaySource, load_trace
 from .uk import UkCarbonIntensityConfig, UkCarbonIntensitySource
 from .watttime import WattTimeConfig, WattTimeSource
-
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .monitor import CarbonMonitor, CarbonState
-
-
-def __getattr__(name: str) -> Any:
-    # The monitor needs ``gateway.selection``, which needs ``gateway.settings``, which needs the provider
-    # configs above: importing the monitor lazily keeps ``gateway.settings -> gateway.carbon`` acyclic.
-    if name in ("CarbonMonitor", "CarbonState"):
-        from . import monitor
-
-        return getattr(monitor, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
