@@ -83,11 +83,14 @@ def preprocess(image: Image.Image) -> np.ndarray:
     """
     width, height = image.size
     scale = RESIZE / min(width, height)
-    resized = image.resize((max(CROP, round(width * scale)), max(CROP, round(height * scale))),
-                           Image.Resampling.BILINEAR)
-    left = (resized.width - CROP) // 2
-    top = (resized.height - CROP) // 2
-    cropped = resized.crop((left, top, left + CROP, top + CROP))
+    resized_width, resized_height = max(CROP, round(width * scale)), max(CROP, round(height * scale))
+    left = (resized_width - CROP) // 2
+    top = (resized_height - CROP) // 2
+    # Resample only the crop: the same pixels as resizing the whole image and cropping it, without
+    # materialising the resized image (a 1x40000 strip would resize to 256x10,240,000, gigabytes).
+    x_step, y_step = width / resized_width, height / resized_height
+    box = (left * x_step, top * y_step, (left + CROP) * x_step, (top + CROP) * y_step)
+    cropped = image.resize((CROP, CROP), Image.Resampling.BILINEAR, box=box)
     array = np.asarray(cropped, dtype=np.float32) / 255.0
     array = (array - IMAGENET_MEAN) / IMAGENET_STD
     return np.ascontiguousarray(array.transpose(2, 0, 1))
