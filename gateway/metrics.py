@@ -28,6 +28,9 @@ ENERGY = Counter(f"{PREFIX}_energy_joules_total", "Energy charged to requests, b
 IDLE_ENERGY = Counter(f"{PREFIX}_idle_energy_joules_total", "Measured energy not attributable to any request.",
                       ["meter"])
 MEASURED_ENERGY = Counter(f"{PREFIX}_measured_energy_joules_total", "Energy the meter measured in all.", ["meter"])
+FALLBACKS = Counter(f"{PREFIX}_fallbacks_total", "Requests served by a stand-in because the chosen model "
+                    "was not ready.", ["chosen", "served_by"])
+POOL_RELOADS = Counter(f"{PREFIX}_pool_reloads_total", "Pool reloads by trigger and result.", ["trigger", "result"])
 CO2 = Counter(f"{PREFIX}_co2_grams_total", "CO2eq charged to requests (energy x intensity x PUE), by model.",
               ["model"])
 REQUEST_ENERGY = Histogram(f"{PREFIX}_request_energy_joules", "Energy per request.", ["model"],

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -12,6 +15,7 @@ from .energy import EnergyAccountant, MeterError, make_counter
 from .labels import LabelsError, load_labels
 from .pool import ModelPool, PoolError, load_pool
 from .selection import SelectionPolicy, make_policy
+from .reload import PoolReloader, ReloadRejected
 from .service import GatewayService
 from .settings import CarbonSettings, GatewaySettings
 from .triton import TritonClient
@@ -42,6 +46,8 @@ def make_monitor(settings: CarbonSettings) -> CarbonMonitor:
                          window_basis=settings.window_basis, forecast_interval=settings.forecast_interval_s,
                          startup_timeout=settings.startup_timeout_s)
 
+
+logger = logging.getLogger(__name__)
 
 #: What configuration problems raise; each message names the file or setting at fault.
 CONFIG_ERRORS = (PoolError, LabelsError, CarbonSourceError, MeterError, ValueError)
@@ -86,15 +92,67 @@ def build_service(settings: GatewaySettings, triton_url: str) -> GatewayService:
     )
 
 
+@dataclass
+class Runtime:
+    """The running service and what keeps it current: pool reloads, budget planning."""
+
+    service: GatewayService
+    reloader: PoolReloader
+
+
+def _on_sighup(reloader: PoolReloader, tasks: set[asyncio.Task]) -> None:
+    loop = asyncio.get_running_loop()
+
+    async def reload() -> None:
+        try:
+            await reloader.reload("sighup")
+        except ReloadRejected:
+            pass  # logged and counted by the reloader
+
+    def handler() -> None:
+        task = loop.create_task(reload())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, handler)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests), or no signals
+        logger.debug("SIGHUP reload unavailable here")
+
+
+async def _plan_forever(service: GatewayService, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        price = service.plan_budget(interval_s)
+        if price is not None:
+            logger.debug("online budget re-planned: price %.4g", price)
+
+
 @asynccontextmanager
-async def running_service(settings: GatewaySettings, triton_url: str) -> AsyncIterator[GatewayService]:
+async def running(settings: GatewaySettings, triton_url: str) -> AsyncIterator[Runtime]:
+    """Start the service and its background work; stop all of it on exit."""
     service = build_service(settings, triton_url)
+    reloader = PoolReloader(service, settings.resolved_pool_file, settings.policy, pue=settings.pue,
+                            explicit_model_control=settings.triton.model_control == "explicit",
+                            ready_timeout_s=settings.triton.startup_timeout_s)
     await service.carbon.start()
     if service.accountant is not None:
         service.accountant.start()
+    tasks: set[asyncio.Task] = set()
+    if settings.watch_pool:
+        tasks.add(asyncio.create_task(reloader.watch(), name="pool-watch"))
+    tasks.add(asyncio.create_task(_plan_forever(service, settings.carbon.poll_interval_s), name="budget-plan"))
+    _on_sighup(reloader, tasks)
     try:
-        yield service
+        yield Runtime(service, reloader)
     finally:
+        try:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if service.accountant is not None:
             service.accountant.stop()
         await service.carbon.aclose()

@@ -17,8 +17,8 @@ from . import metrics
 from .energy import EnergyAccountant, EnergyReading, co2_grams, estimate
 from .imaging import image_to_tensor
 from .pool import ModelPool, ModelSpec
-from .selection import SelectionPolicy
-from .triton import TritonClient
+from .selection import Constraints, NoEligibleModel, OnlineBudgetPolicy, SelectionPolicy
+from .triton import ModelNotReady, TritonClient
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +29,26 @@ class UnknownModel(LookupError):
     status = 404
 
 
+class Unsatisfiable(LookupError):
+    """No model of the pool meets the request's constraints."""
+
+    status = 422
+
+
+@dataclass(frozen=True)
+class Selector:
+    """A pool and the policy built for it: replaced as one, so a request never mixes two pools."""
+
+    pool: ModelPool
+    policy: SelectionPolicy
+
+
 @dataclass(frozen=True)
 class Decision:
     model: ModelSpec
     carbon: CarbonState
     pinned: bool  # the client named the model; the policy did not choose
+    fallback_from: str | None = None  # the policy's choice, when it was not ready and this model stood in
 
 
 @dataclass(frozen=True)
@@ -56,14 +71,28 @@ class GatewayService:
     def __init__(self, *, pool: ModelPool, policy: SelectionPolicy, carbon: CarbonMonitor,
                  triton: TritonClient, labels: tuple[str, ...], accountant: EnergyAccountant | None = None,
                  pue: float = 1.0, max_image_pixels: int = 40_000_000):
-        self.pool = pool
-        self.policy = policy
+        self.selector = Selector(pool, policy)
         self.carbon = carbon
         self.triton = triton
         self.accountant = accountant
         self.labels = labels
         self.pue = pue
         self.max_image_pixels = max_image_pixels
+        self.in_flight: dict[str, int] = {}
+        self._served_since_plan = 0
+
+    @property
+    def pool(self) -> ModelPool:
+        return self.selector.pool
+
+    @property
+    def policy(self) -> SelectionPolicy:
+        return self.selector.policy
+
+    def swap(self, selector: Selector) -> Selector:
+        """Serve new requests from ``selector``; in-flight ones finish on the model they chose."""
+        previous, self.selector = self.selector, selector
+        return previous
 
     @property
     def meter_name(self) -> str:
@@ -86,40 +115,122 @@ class GatewayService:
         measured = "true" if self.accountant is not None else "false"
         metrics.METER_INFO.labels(self.meter_name, measured).set(1)
 
-    def decide(self, model_name: str | None = None) -> Decision:
+    def decide(self, model_name: str | None = None, constraints: Constraints | None = None,
+               selector: Selector | None = None) -> Decision:
         """Pick the model for a request now; a named model is honoured if it is in the pool."""
+        selector = selector or self.selector
         state = self.carbon.state
         if model_name is not None:
-            spec = self.pool.get(model_name)
+            spec = selector.pool.get(model_name)
             if spec is None:
-                raise UnknownModel(f"model {model_name!r} is not in the pool; known: {sorted(self.pool.by_name)}")
+                raise UnknownModel(f"model {model_name!r} is not in the pool; known: {sorted(selector.pool.by_name)}")
             return Decision(spec, state, pinned=True)
-        return Decision(self.policy.select(state.intensity, state.window), state, pinned=False)
+        if isinstance(selector.policy, OnlineBudgetPolicy):
+            selector.policy.advance(time.time())
+        try:
+            return Decision(selector.policy.select(state.intensity, state.window, constraints), state, pinned=False)
+        except NoEligibleModel as exc:
+            raise Unsatisfiable(f"{exc}; the pool offers accuracies "
+                                f"{sorted(round(100 - m.error_rate, 3) for m in selector.pool.models)} %") from exc
 
-    async def run(self, batch: np.ndarray, model_name: str | None = None) -> Outcome:
-        """Infer a batch (N, ...) on the chosen model and account its energy and CO2."""
-        decision = self.decide(model_name)
+    def _stand_in(self, selector: Selector, failed: set[str], chosen: ModelSpec,
+                  constraints: Constraints | None) -> ModelSpec | None:
+        """The pool model nearest in energy to ``chosen`` that has not failed (ties: the more accurate)."""
+        options = [m for m in selector.pool.models if m.name not in failed
+                   and (constraints is None or constraints.allows(m))]
+        if not options:
+            return None
+        return min(options, key=lambda m: (abs(m.energy_mj - chosen.energy_mj), m.error_rate))
+
+    async def run(self, batch: np.ndarray, model_name: str | None = None,
+                  constraints: Constraints | None = None) -> Outcome:
+        """Infer a batch (N, ...) on the chosen model and account its energy and CO2.
+
+        If the policy's model is not ready in Triton, the nearest ready model in energy serves the
+        request instead and the outcome says so (``decision.fallback_from``); a pinned model does not
+        fall back.
+        """
+        selector = self.selector
+        decision = self.decide(model_name, constraints, selector)
+        failed: set[str] = set()
+        while True:
+            try:
+                outputs, compute_seconds = await self._infer(decision, batch)
+                break
+            except ModelNotReady:
+                if decision.pinned:
+                    raise
+                failed.add(decision.model.name)
+                chosen = selector.pool.get(decision.fallback_from or "") or decision.model
+                stand_in = self._stand_in(selector, failed, chosen, constraints)
+                if stand_in is None:
+                    raise
+                logger.warning("model %s not ready: %s serves instead", decision.model.name, stand_in.name)
+                metrics.FALLBACKS.labels(chosen.name, stand_in.name).inc()
+                decision = Decision(stand_in, decision.carbon, pinned=False, fallback_from=chosen.name)
         model, items = decision.model, len(batch)
-        token = self.accountant.begin(model, items, decision.carbon.intensity) if self.accountant else None
+        energy = estimate(model, items)
+        co2 = co2_grams(energy.joules, decision.carbon.intensity, self.pue)
+        metrics.INFERENCES.labels(model.name).inc(items)
+        metrics.REQUEST_ENERGY.labels(model.name).observe(energy.joules)
+        if self.accountant is None:  # measured energy and its CO2 are counted by the accountant, per window
+            metrics.ENERGY.labels(model.name, energy.source).inc(energy.joules)
+            metrics.CO2.labels(model.name).inc(co2)
+        if isinstance(selector.policy, OnlineBudgetPolicy):
+            selector.policy.observe(decision.carbon.intensity, model, items)
+        self._served_since_plan += items
+        return Outcome(decision, outputs, energy, co2, compute_seconds)
+
+    async def _infer(self, decision: Decision, batch: np.ndarray) -> tuple[np.ndarray, float]:
+        model = decision.model
+        self.in_flight[model.name] = self.in_flight.get(model.name, 0) + 1
+        token = self.accountant.begin(model, len(batch), decision.carbon.intensity) if self.accountant else None
         started = time.perf_counter()
         try:
             outputs = await self.triton.infer(model.backend_name, batch, model.triton_version)
         finally:
             if token is not None:
                 self.accountant.end(token)
-        compute_seconds = time.perf_counter() - started
-        energy = estimate(model, items)
-        co2 = co2_grams(energy.joules, decision.carbon.intensity, self.pue)
-        metrics.INFERENCES.labels(model.name).inc(items)
-        metrics.REQUEST_ENERGY.labels(model.name).observe(energy.joules)
-        if token is None:  # measured energy and its CO2 are counted by the accountant, window by window
-            metrics.ENERGY.labels(model.name, energy.source).inc(energy.joules)
-            metrics.CO2.labels(model.name).inc(co2)
-        return Outcome(decision, outputs, energy, co2, compute_seconds)
+            self.in_flight[model.name] -= 1
+        return outputs, time.perf_counter() - started
 
-    async def classify(self, image: bytes, top_k: int) -> tuple[Outcome, list[Prediction]]:
+    async def drain(self, model_name: str, timeout_s: float = 60.0) -> bool:
+        """Wait until no request is running on ``model_name``; False if that took longer than ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while self.in_flight.get(model_name, 0) > 0:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    def plan_budget(self, elapsed_s: float) -> float | None:
+        """Re-plan an online-budget policy for the rest of its period (a no-op for other policies).
+
+        The forecast comes from the carbon source when it has one (else the current value persists);
+        expected requests per step are the rate served since the last plan.
+        """
+        policy = self.policy
+        if not isinstance(policy, OnlineBudgetPolicy):
+            return None
+        now = time.time()
+        policy.advance(now)
+        rate = self._served_since_plan / max(elapsed_s, 1e-9)
+        self._served_since_plan = 0
+        end = policy.period_end(now)
+        points = [p for p in self.carbon.forecast if now <= p.timestamp.timestamp() < end]
+        if points:
+            starts = [now] + [p.timestamp.timestamp() for p in points[1:]]
+            intensities = [self.carbon.state.intensity] + [p.intensity for p in points[1:]]
+        else:
+            starts, intensities = [now], [self.carbon.state.intensity]
+        edges = np.array([*starts, end])
+        counts = np.maximum(np.diff(edges), 0.0) * rate
+        return policy.plan(np.array(intensities), counts)
+
+    async def classify(self, image: bytes, top_k: int,
+                       constraints: Constraints | None = None) -> tuple[Outcome, list[Prediction]]:
         tensor = await asyncio.to_thread(image_to_tensor, image, self.max_image_pixels)
-        outcome = await self.run(tensor[np.newaxis])
+        outcome = await self.run(tensor[np.newaxis], constraints=constraints)
         return outcome, self.top_k(outcome.outputs[0], top_k)
 
     def top_k(self, logits: np.ndarray, k: int) -> list[Prediction]:

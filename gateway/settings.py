@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .carbon import ElectricityMapsConfig, HttpSettings, UkCarbonIntensityConfig, WattTimeConfig
@@ -31,6 +31,9 @@ class TritonSettings(_Section):
     grpc_port: int = Field(default=8001, ge=1, le=65535, description="gRPC port of the local Triton.")
     http_port: int = Field(default=8000, ge=1, le=65535)
     metrics_port: int = Field(default=8002, ge=1, le=65535)
+    model_control: Literal["none", "explicit"] = Field(
+        default="none", description="explicit: the gateway loads models a new pool adds and unloads those it drops "
+        "(the local Triton is then started in explicit mode with the pool's models).")
     startup_timeout_s: float = Field(default=300.0, gt=0)
     request_timeout_s: float = Field(default=30.0, gt=0)
 
@@ -92,6 +95,7 @@ class LimitSettings(_Section):
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=40_000_000, gt=0, description="Larger images are refused (bombs).")
     max_batch: int = Field(default=8, ge=1, description="Most images in one tensor request.")
+    max_in_flight: int = Field(default=64, ge=1, description="Inference requests served at once; more get 429.")
 
 
 class GatewaySettings(BaseSettings):
@@ -105,6 +109,8 @@ class GatewaySettings(BaseSettings):
     labels_file: Path | None = Field(default=None, description="Class names; default: <model_repository>/labels.txt.")
     top_k: int = Field(default=5, ge=1, le=1000)
     pue: float = Field(default=1.0, ge=1.0, description="Power usage effectiveness applied to measured energy.")
+    admin_token: SecretStr | None = Field(default=None, description="Bearer token of the admin API; unset: disabled.")
+    watch_pool: bool = Field(default=True, description="Reload the pool when its file changes.")
     triton: TritonSettings = TritonSettings()
     carbon: CarbonSettings = CarbonSettings()
     policy: PolicySettings = PolicySettings()

@@ -102,6 +102,28 @@ class TritonClient:
             )
         return self._signatures[key]
 
+    async def repository_index(self) -> set[str]:
+        """Names of the models in Triton's repository, loaded or not."""
+        try:
+            response = await self._client.get_model_repository_index(as_json=True, client_timeout=5.0)
+        except InferenceServerException as exc:
+            raise _classify(exc) from exc
+        return {entry["name"] for entry in response.get("models", [])}
+
+    async def load_model(self, name: str) -> None:
+        """Load (or reload) a model; Triton must run in explicit model-control mode."""
+        try:
+            await self._client.load_model(name, client_timeout=self.request_timeout_s * 10)
+        except InferenceServerException as exc:
+            raise _classify(exc, name) from exc
+        self._signatures = {k: v for k, v in self._signatures.items() if k[0] != name}
+
+    async def unload_model(self, name: str) -> None:
+        try:
+            await self._client.unload_model(name, client_timeout=self.request_timeout_s)
+        except InferenceServerException as exc:
+            raise _classify(exc, name) from exc
+
     def cached_signature(self, name: str, version: str = "") -> TensorSignature | None:
         return self._signatures.get((name, version))
 

@@ -97,3 +97,27 @@ def test_build_models_reports_its_weights(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "built 1 models" in result.stdout and "random weights" in result.stdout
     assert (Path(tmp_path) / "repo" / "resnet18" / "1" / "model.onnx").exists()
+
+
+def test_sighup_reloads_the_pool(triton, model_repository, tmp_path):
+    pool = tmp_path / "pool.yaml"
+    pool.write_text("models: [{name: resnet18, energy_mj: 178, error_rate: 10.9}]\n")
+    port = free_port()
+    env = {**os.environ, "CARBON_GATEWAY_WATCH_POOL": "false"}
+    process = subprocess.Popen([*CLI, "serve", "--triton", triton.grpc_url, "--repository", str(model_repository),
+                                "--pool", str(pool), "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+        pool.write_text("models: [{name: resnet34, energy_mj: 360, error_rate: 8.6}]\n")
+        time.sleep(0.5)
+        assert [m["name"] for m in httpx.get(f"{url}/v1/models").json()] == ["resnet18"]  # no watcher
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while [m["name"] for m in httpx.get(f"{url}/v1/models").json()] != ["resnet34"]:
+            assert time.monotonic() < deadline, "SIGHUP did not reload the pool"
+            time.sleep(0.2)
+    finally:
+        output = stop(process)
+    assert "pool reload (sighup)" in output

@@ -9,10 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from .. import __version__
-from ..runtime import running_service
+from ..runtime import running
 from ..settings import GatewaySettings
 from .errors import install_error_handlers
-from .middleware import BodySizeLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
+from .middleware import BodySizeLimitMiddleware, ConcurrencyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
 from .routes import router
 
 DESCRIPTION = """
@@ -37,8 +37,9 @@ def app_from_environment() -> FastAPI:
 def create_app(settings: GatewaySettings, triton_url: str) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        async with running_service(settings, triton_url) as service:
-            app.state.service = service
+        async with running(settings, triton_url) as runtime:
+            app.state.service = runtime.service
+            app.state.reloader = runtime.reloader
             yield
 
     app = FastAPI(title="Carbon-aware inference gateway", version=__version__, description=DESCRIPTION,
@@ -48,5 +49,6 @@ def create_app(settings: GatewaySettings, triton_url: str) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.limits.max_upload_bytes)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(ConcurrencyLimitMiddleware, max_in_flight=settings.limits.max_in_flight)
     app.add_middleware(MetricsMiddleware)
     return app

@@ -11,7 +11,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..imaging import ImageError
 from .middleware import BodyTooLarge
-from ..service import UnknownModel
+from ..reload import ReloadRejected
+from ..service import Unsatisfiable, UnknownModel
 from ..triton import TritonError, TritonUnavailable, ModelNotReady
 
 logger = logging.getLogger("gateway.api")
@@ -58,6 +59,16 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unknown_model(request: Request, exc: UnknownModel) -> JSONResponse:
         _log(request, 404, "unknown_model", str(exc))
         return error_response(404, "unknown_model", str(exc))
+
+    @app.exception_handler(Unsatisfiable)
+    async def _unsatisfiable(request: Request, exc: Unsatisfiable) -> JSONResponse:
+        _log(request, 422, "no_eligible_model", str(exc))
+        return error_response(422, "no_eligible_model", str(exc))
+
+    @app.exception_handler(ReloadRejected)
+    async def _reload_rejected(request: Request, exc: ReloadRejected) -> JSONResponse:
+        _log(request, 422, "pool_rejected", str(exc))
+        return error_response(422, "pool_rejected", str(exc))
 
     @app.exception_handler(TritonError)
     async def _triton_error(request: Request, exc: TritonError) -> JSONResponse:

@@ -134,3 +134,31 @@ class MetricsMiddleware:
         finally:
             metrics.REQUESTS.labels(route, model, _outcome(status)).inc()
             metrics.LATENCY.labels(route, model).observe(time.perf_counter() - started)
+
+
+class ConcurrencyLimitMiddleware:
+    """Backpressure: past ``max_in_flight`` inference requests, answer 429 at once instead of queueing."""
+
+    def __init__(self, app: ASGIApp, max_in_flight: int, retry_after_s: int = 1):
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.retry_after = str(retry_after_s).encode()
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _route(scope["path"]) is None:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight:
+            body = json.dumps({"error": "overloaded", "detail": f"{self.in_flight} requests in flight, the limit is "
+                               f"{self.max_in_flight}; retry later"}).encode()
+            await send({"type": "http.response.start", "status": 429,
+                        "headers": [(b"content-type", b"application/json"), (b"retry-after", self.retry_after),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1

@@ -42,7 +42,9 @@ class ModelChoice(BaseModel):
     expected_error_rate: float = Field(description="Percent, per the pool file.")
     error_metric: str
     energy_mj_per_inference: float
-    selected_by: str = Field(description="The policy that chose it, or `client` when pinned.")
+    selected_by: str = Field(description="The policy that chose it, `client` when pinned, `fallback:<policy>` "
+                             "when the policy's choice was not ready.")
+    fallback_from: str | None = Field(default=None, description="The policy's choice, when another model stood in.")
 
 
 class ClassifyResponse(BaseModel):
@@ -105,3 +107,12 @@ class InferResponse(BaseModel):
     id: str | None = None
     outputs: list[TensorOutput]
     parameters: dict[str, Any] = {}
+
+
+class ReloadOut(BaseModel):
+    pool: str
+    models: list[str]
+    added: list[str]
+    removed: list[str]
+    loaded: list[str] = Field(description="Models loaded into Triton (explicit model control).")
+    unloaded: list[str]

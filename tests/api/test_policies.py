@@ -1,0 +1,53 @@
+"""Per-request constraints, backpressure and the online budget, through the live gateway."""
+
+import asyncio
+
+import pytest
+
+from ..conftest import IMAGES
+
+JPEG = {"content-type": "image/jpeg"}
+DIRTY = {"carbon__intensity": 300.0, "carbon__c_low": 100.0, "carbon__c_high": 300.0}
+
+
+async def classify(client, **headers):
+    return await client.post("/v1/classify", content=IMAGES[0].read_bytes(), headers={**JPEG, **headers})
+
+
+async def test_minimum_accuracy_header_overrides_a_smaller_choice(make_gateway):
+    async with make_gateway(**DIRTY) as client:
+        free = await classify(client)
+        strict = await classify(client, **{"x-min-accuracy": "94"})
+        impossible = await classify(client, **{"x-min-accuracy": "99.5"})
+        invalid = await classify(client, **{"x-min-accuracy": "120"})
+    assert free.json()["model"]["name"] == "resnet18"
+    assert strict.status_code == 200 and strict.json()["model"]["name"] == "resnet152"  # the only one >= 94 %
+    assert impossible.status_code == 422 and impossible.json()["error"] == "no_eligible_model"
+    assert "94.046" in impossible.json()["detail"]
+    assert invalid.status_code == 422 and invalid.json()["error"] == "invalid_request"
+
+
+async def test_backpressure_answers_429_with_retry_after(make_gateway):
+    async with make_gateway(limits__max_in_flight=1, **DIRTY) as client:
+        responses = await asyncio.gather(*(classify(client) for _ in range(6)))
+    statuses = sorted(r.status_code for r in responses)
+    assert 200 in statuses and 429 in statuses and set(statuses) <= {200, 429}
+    throttled = next(r for r in responses if r.status_code == 429)
+    assert throttled.json()["error"] == "overloaded" and throttled.headers["retry-after"] == "1"
+
+
+async def test_online_budget_serves_the_smallest_model_once_spent(make_gateway):
+    # A budget of a nanogram: the first request spends it, the rest get the least-energy model.
+    async with make_gateway(policy__name="online-budget", policy__budget_g=1e-9, **DIRTY) as client:
+        first = await classify(client)
+        second = await classify(client)
+        third = await classify(client)
+    assert first.json()["model"]["selected_by"] == "online-budget"
+    assert first.json()["model"]["name"] == "resnet152"  # unplanned: price 0, least error
+    assert [r.json()["model"]["name"] for r in (second, third)] == ["resnet18", "resnet18"]
+
+
+@pytest.mark.parametrize("price, expected", [(0.0, "resnet152"), (1e9, "resnet18")])
+async def test_carbon_price_policy_from_config(make_gateway, price, expected):
+    async with make_gateway(policy__name="carbon-price", policy__price=price, **DIRTY) as client:
+        assert (await classify(client)).json()["model"]["name"] == expected
