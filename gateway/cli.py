@@ -172,6 +172,125 @@ def _serve_workers(settings: GatewaySettings, models: list[str]) -> None:
             local.stop()
 
 
+@app.command("profile")
+def profile(
+    triton: Annotated[Optional[str], typer.Option(help="host:port of a running Triton; without it a local "
+                                                  "CPU Triton is started on --repository.")] = None,
+    repository: Annotated[Path, typer.Option(help="Model repository (local Triton).")] = Path("model_repository"),
+    pool: Annotated[Optional[Path], typer.Option(help="Pool to profile; default <repository>/pool.yaml.")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Pool file to write; default: update --pool in place.")] = None,
+    requests: Annotated[int, typer.Option(min=1, help="Timed inferences per model.")] = 50,
+    warmup: Annotated[int, typer.Option(min=0)] = 5,
+    meter: Annotated[str, typer.Option(help="auto | nvml | triton | cpu-time | none")] = "auto",
+    triton_metrics_url: Annotated[Optional[str], typer.Option(help="meter=triton: Triton's /metrics URL.")] = None,
+    cpu_watts_per_core: Annotated[float, typer.Option(help="meter=cpu-time: watts per busy core.")] = 5.0,
+    idle_power_w: Annotated[float, typer.Option(help="Subtract this idle power (W) from the energy.")] = 0.0,
+    report: Annotated[Optional[Path], typer.Option(help="Also write the results as JSON here.")] = None,
+) -> None:
+    """Measure each pool model's latency and energy per inference (the paper's Table 1) and update the pool."""
+    import json
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from .energy import MeterError, make_counter
+    from .pool import PoolError, dump_pool, load_pool
+    from .profiling import ProcessCpuEnergyCounter, profile_model, profiled_pool
+    from .settings import TritonSettings
+    from .triton import TritonClient, TritonError
+
+    _setup_logging("warning")
+    if meter not in ("auto", "nvml", "triton", "cpu-time", "none"):
+        _fail("--meter must be auto, nvml, triton, cpu-time or none")
+    pool_file = pool or repository / "pool.yaml"
+    try:
+        the_pool = load_pool(pool_file)
+    except PoolError as exc:
+        _fail(str(exc))
+    console = Console()
+
+    async def run() -> list:
+        local = None
+        if triton is None:
+            settings = GatewaySettings.model_validate({"triton": TritonSettings(model_repository=repository)})
+            local = await _start_local_triton(settings, [m.backend_name for m in the_pool.models])
+        try:
+            counter = None
+            if meter in ("auto", "nvml", "triton"):
+                try:
+                    counter = make_counter(meter, triton_metrics_url)
+                except MeterError as exc:
+                    _fail(str(exc))
+            if counter is None and local is not None and meter in ("auto", "cpu-time"):
+                counter = ProcessCpuEnergyCounter(local.process.pid, cpu_watts_per_core)
+            if counter is None and meter == "cpu-time":
+                _fail("--meter cpu-time needs the local Triton (omit --triton)")
+            console.print(f"energy: {counter.name if counter else 'not measured (no counter)'}")
+            client = TritonClient(triton or local.grpc_url)
+            results = []
+            try:
+                with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                              TimeRemainingColumn(), console=console) as progress:
+                    for spec in the_pool.models:
+                        task = progress.add_task(f"{spec.name:>10}", total=requests)
+                        results.append(await profile_model(client, spec, counter, requests=requests, warmup=warmup,
+                                                           idle_power_w=idle_power_w,
+                                                           step=lambda task=task: progress.advance(task)))
+            finally:
+                await client.close()
+                if counter is not None:
+                    counter.close()
+            return results
+        finally:
+            if local is not None:
+                local.stop()
+
+    try:
+        results = asyncio.run(run())
+    except TritonError as exc:
+        _fail(str(exc))
+    table = Table(title=f"Pool {the_pool.name}: energy and latency per inference (batch 1)")
+    for column in ("model", "energy mJ/inference", f"error % ({the_pool.error_metric})", "p50 ms", "p95 ms"):
+        table.add_column(column, justify="right")
+    for spec, result in zip(the_pool.models, results):
+        energy = f"{result.energy_mj:.1f}" if result.energy_mj is not None else "-"
+        table.add_row(spec.name, energy, f"{spec.error_rate:.3f}", f"{result.latency_p50_ms:.1f}",
+                      f"{result.latency_p95_ms:.1f}")
+    console.print(table)
+    console.print(f"energy source: {results[0].energy_source}")
+    hardware = _hardware_description(triton is None)
+    target = output or pool_file
+    dump_pool(profiled_pool(the_pool, results, hardware), target)
+    console.print(f"wrote {target}")
+    if report is not None:
+        report.write_text(json.dumps({"hardware": hardware, "results": [r.model_dump() for r in results]}, indent=2))
+
+
+def _hardware_description(local: bool) -> str:
+    import platform
+
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        names = [pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
+                 for i in range(pynvml.nvmlDeviceGetCount())]
+        pynvml.nvmlShutdown()
+        return "GPU: " + ", ".join(str(n) for n in names)
+    except Exception:  # noqa: BLE001 - no NVIDIA driver: describe the CPU
+        pass
+    cpu = platform.processor() or platform.machine()
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        cpu = model
+    except (OSError, StopIteration):
+        pass
+    import os
+
+    return f"CPU: {cpu}, {os.cpu_count()} cores" + (" (local CPU Triton)" if local else "")
+
+
 @app.command("build-models")
 def build_models(
     output: Annotated[Path, typer.Option(help="Repository to write.")] = Path("model_repository"),
