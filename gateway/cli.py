@@ -145,6 +145,18 @@ async def _serve_one(settings: GatewaySettings, models: list[str]) -> None:
             local.stop()
 
 
+def _reveal(value: Any) -> Any:
+    from datetime import datetime
+
+    from pydantic import SecretStr
+
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
 def _serve_workers(settings: GatewaySettings, models: list[str]) -> None:
     """Several uvicorn worker processes; metrics are shared through PROMETHEUS_MULTIPROC_DIR."""
     import json
@@ -160,7 +172,9 @@ def _serve_workers(settings: GatewaySettings, models: list[str]) -> None:
         if settings.triton.url is None:
             local = asyncio.run(_start_local_triton(settings, models))
         url = settings.triton.url or local.grpc_url
-        os.environ[SETTINGS_ENV] = json.dumps({"settings": settings.model_dump(mode="json"), "triton_url": url})
+        # Secrets travel to the workers in clear (they are the parent's own settings), not as "**********".
+        os.environ[SETTINGS_ENV] = json.dumps({"settings": settings.model_dump(), "triton_url": url},
+                                              default=_reveal)
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="carbon-gateway-metrics-")
         logger.info("gateway on http://%s:%d with %d workers (docs: /docs)", settings.host, settings.port,

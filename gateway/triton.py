@@ -37,6 +37,17 @@ class InvalidTensor(TritonError):
     status = 400
 
 
+#: gRPC's default reconnect backoff grows to two minutes: after Triton restarts the gateway would keep
+#: answering 503 that long. Retry the connection every second at most instead.
+CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
 @dataclass(frozen=True)
 class TensorSignature:
     input_name: str
@@ -64,7 +75,7 @@ class TritonClient:
     def __init__(self, url: str, request_timeout_s: float = 30.0):
         self.url = url
         self.request_timeout_s = request_timeout_s
-        self._client = grpcaio.InferenceServerClient(url=url)
+        self._client = grpcaio.InferenceServerClient(url=url, channel_args=CHANNEL_ARGS)
         self._signatures: dict[tuple[str, str], TensorSignature] = {}
 
     async def close(self) -> None:

@@ -45,3 +45,21 @@ def test_broken_config_names_the_setting(tmp_path, text, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_settings(tmp_path / "nope.yaml")
+
+
+def test_secrets_stay_out_of_reprs_and_dumps():
+    settings = load_settings(None, {"admin_token": "hunter2", "carbon": {"electricitymaps": {"auth_token": "em-key"}}})
+    assert settings.admin_token.get_secret_value() == "hunter2"
+    for text in (repr(settings), str(settings), settings.model_dump_json()):
+        assert "hunter2" not in text and "em-key" not in text
+
+
+def test_workers_receive_the_real_secrets():
+    import json
+
+    from gateway.cli import _reveal
+    from gateway.settings import GatewaySettings
+
+    settings = load_settings(None, {"admin_token": "hunter2", "triton": {"url": "h:1"}})
+    payload = json.dumps(settings.model_dump(), default=_reveal)
+    assert GatewaySettings.model_validate(json.loads(payload)) == settings
