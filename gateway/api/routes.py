@@ -156,7 +156,7 @@ def _parse_tensor_request(body: bytes, max_batch: int, header_length: str | None
             raise bad(f"Inference-Header-Content-Length {offset} does not fit a body of {len(body)} bytes")
     try:
         payload = loads(body if offset == len(body) else body[:offset])
-    except ValueError as exc:  # json's and orjson's JSONDecodeError, UnicodeDecodeError
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError; deep nesting (json)
         raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from exc
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list) or len(payload["inputs"]) != 1:
         raise bad("expected a KServe v2 request with exactly one entry in `inputs`")
