@@ -13,6 +13,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .yamlfile import load_mapping
+
 
 class PoolError(ValueError):
     """A pool file that cannot be read or does not describe a usable pool."""
@@ -67,14 +69,7 @@ class ModelPool(BaseModel):
 
 def load_pool(path: Path) -> ModelPool:
     """Read and validate a pool file, with messages that name the model and field at fault."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise PoolError(f"cannot read pool file {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise PoolError(f"pool file {path} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise PoolError(f"pool file {path} must hold a mapping with a `models` list")
+    raw = load_mapping(path, "pool file", PoolError)
     try:
         return ModelPool.model_validate(raw)
     except ValidationError as exc:

@@ -6,12 +6,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .carbon import ElectricityMapsConfig, HttpSettings, UkCarbonIntensityConfig, WattTimeConfig
 from .selection import PolicySettings
+from .yamlfile import load_mapping
 
 DEFAULT_REPOSITORY = Path("model_repository")
 
@@ -143,15 +143,7 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | N
     """
     values: dict[str, Any] = {}
     if config_file is not None:
-        try:
-            loaded = yaml.safe_load(Path(config_file).read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {config_file} is not valid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {config_file} must hold a mapping of settings")
-        values = loaded
+        values = load_mapping(config_file, "config file", ConfigError, empty_ok=True)
     values = _deep_merge(values, overrides or {})
     try:
         return _with_env(values)

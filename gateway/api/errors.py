@@ -38,46 +38,34 @@ def _log(request: Request, status: int, code: str, detail: str) -> None:
     logger.log(level, "%s %s -> %d %s: %s", request.method, request.url.path, status, code, detail)
 
 
+def _code(exc: Exception) -> str:
+    """The stable error code of a domain error (each carries its HTTP ``status``)."""
+    if isinstance(exc, ImageError):
+        return {400: "empty_body", 413: "image_too_large", 415: "unsupported_image"}.get(exc.status, "invalid_image")
+    if isinstance(exc, TritonError):
+        return ("triton_unavailable" if isinstance(exc, TritonUnavailable)
+                else "model_not_ready" if isinstance(exc, ModelNotReady)
+                else "invalid_tensor" if exc.status == 400 else "triton_error")
+    return {UnknownModel: "unknown_model", Unsatisfiable: "no_eligible_model",
+            ReloadRejected: "pool_rejected", BodyTooLarge: "payload_too_large"}[type(exc)]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         _log(request, exc.status, exc.code, exc.detail)
         return error_response(exc.status, exc.code, exc.detail, exc.headers)
 
-    @app.exception_handler(BodyTooLarge)
-    async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
-        _log(request, 413, "payload_too_large", str(exc))
-        return error_response(413, "payload_too_large", str(exc), {"Connection": "close"})
+    async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+        status, code = getattr(exc, "status", 413), _code(exc)
+        headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
+        if isinstance(exc, BodyTooLarge):
+            headers = {"Connection": "close"}
+        _log(request, status, code, str(exc))
+        return error_response(status, code, str(exc), headers)
 
-    @app.exception_handler(ImageError)
-    async def _image_error(request: Request, exc: ImageError) -> JSONResponse:
-        code = {400: "empty_body", 413: "image_too_large", 415: "unsupported_image"}.get(exc.status, "invalid_image")
-        _log(request, exc.status, code, str(exc))
-        return error_response(exc.status, code, str(exc))
-
-    @app.exception_handler(UnknownModel)
-    async def _unknown_model(request: Request, exc: UnknownModel) -> JSONResponse:
-        _log(request, 404, "unknown_model", str(exc))
-        return error_response(404, "unknown_model", str(exc))
-
-    @app.exception_handler(Unsatisfiable)
-    async def _unsatisfiable(request: Request, exc: Unsatisfiable) -> JSONResponse:
-        _log(request, 422, "no_eligible_model", str(exc))
-        return error_response(422, "no_eligible_model", str(exc))
-
-    @app.exception_handler(ReloadRejected)
-    async def _reload_rejected(request: Request, exc: ReloadRejected) -> JSONResponse:
-        _log(request, 422, "pool_rejected", str(exc))
-        return error_response(422, "pool_rejected", str(exc))
-
-    @app.exception_handler(TritonError)
-    async def _triton_error(request: Request, exc: TritonError) -> JSONResponse:
-        code = ("triton_unavailable" if isinstance(exc, TritonUnavailable)
-                else "model_not_ready" if isinstance(exc, ModelNotReady)
-                else "invalid_tensor" if exc.status == 400 else "triton_error")
-        headers = {"Retry-After": RETRY_AFTER_SECONDS} if exc.status == 503 else None
-        _log(request, exc.status, code, str(exc))
-        return error_response(exc.status, code, str(exc), headers)
+    for error in (BodyTooLarge, ImageError, UnknownModel, Unsatisfiable, ReloadRejected, TritonError):
+        app.add_exception_handler(error, _domain_error)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -12,7 +12,7 @@ from .. import metrics
 
 
 class BodyTooLarge(Exception):
-    pass
+    status = 413
 
 
 class BodySizeLimitMiddleware:
