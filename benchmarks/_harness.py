@@ -1,0 +1,108 @@
+"""Shared by the benchmarks: a local Triton and a gateway process on free ports, latency statistics.
+
+Everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+PROJECT = Path(__file__).resolve().parent.parent
+REPOSITORY = PROJECT / "model_repository"
+POOL_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+SHARED_DATA = Path(os.environ.get("CARBON_GATEWAY_SHARED_DATA", PROJECT.parent / "shared" / "data"))
+IMAGE = SHARED_DATA / "images" / "n02129604_tiger.JPEG"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@asynccontextmanager
+async def local_triton(log_dir: Path):
+    from gateway.tritonserver import LocalTritonServer
+
+    server = LocalTritonServer(REPOSITORY, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port(),
+                               log_file=log_dir / "tritonserver.log")
+    server.start()
+    try:
+        await server.wait_ready(POOL_MODELS, timeout_s=300)
+        yield server
+    finally:
+        server.stop()
+
+
+@asynccontextmanager
+async def gateway_process(triton_url: str, log_dir: Path, *extra: str):
+    """``carbon-gateway serve`` (uvicorn) in a subprocess; dirty grid, so ``auto`` picks resnet18 too."""
+    port = free_port()
+    command = [sys.executable, "-m", "gateway.cli", "serve", "--triton", triton_url, "--repository", str(REPOSITORY),
+               "--host", "127.0.0.1", "--port", str(port), "--carbon-intensity", "1000", "--c-low", "100",
+               "--c-high", "300", "--log-level", "warning", *extra]
+    log = open(log_dir / "gateway.log", "ab")  # noqa: SIM115
+    process = subprocess.Popen(command, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(timeout=2) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"gateway exited with {process.returncode}; see {log_dir / 'gateway.log'}")
+                try:
+                    if (await client.get(f"{url}/readyz")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("gateway not ready after 60 s")
+                await asyncio.sleep(0.3)
+        yield process, url
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="carbon-gateway-bench-"))
+
+
+def stats(latencies_s: list[float], elapsed_s: float) -> dict[str, float]:
+    values = np.asarray(latencies_s) * 1e3
+    if values.size == 0:
+        return {"requests": 0, "throughput_rps": 0.0, "p50_ms": float("nan"), "p99_ms": float("nan"),
+                "mean_ms": float("nan")}
+    return {"requests": int(values.size), "throughput_rps": values.size / elapsed_s,
+            "p50_ms": float(np.percentile(values, 50)), "p99_ms": float(np.percentile(values, 99)),
+            "mean_ms": float(values.mean())}
+
+
+def binary_infer_request(batch: np.ndarray, binary_output: bool = True) -> tuple[bytes, dict[str, str]]:
+    """A KServe v2 binary-extension request: JSON header, then the raw little-endian FP32 bytes."""
+    import json
+
+    raw = np.ascontiguousarray(batch, dtype="<f4").tobytes()
+    header = {"inputs": [{"name": "input", "shape": list(batch.shape), "datatype": "FP32",
+                          "parameters": {"binary_data_size": len(raw)}}]}
+    if binary_output:
+        header["parameters"] = {"binary_data_output": True}
+    encoded = json.dumps(header).encode()
+    return encoded + raw, {"Inference-Header-Content-Length": str(len(encoded)),
+                           "Content-Type": "application/octet-stream"}
