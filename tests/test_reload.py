@@ -100,26 +100,34 @@ async def test_reload_under_concurrent_load_loses_no_request(model_repository, t
     pools = [("resnet18", "resnet34"), ("resnet50", "resnet101"), ("resnet18", "resnet152")]
     async with gateway(model_repository, triton.grpc_url, pool_file, watch_pool=False) as client:
         stop = asyncio.Event()
-        statuses: list[int] = []
-        served: set[str] = set()
+        generation = 0  # bumped at each swap
+        results: list[tuple[int, int, str | None]] = []  # (generation at start, status, model)
 
         async def load() -> None:
             while not stop.is_set():
+                started_in = generation
                 response = await served_model(client)
-                statuses.append(response.status_code)
-                if response.status_code == 200:
-                    served.add(response.json()["model"]["name"])
+                model = response.json()["model"]["name"] if response.status_code == 200 else None
+                results.append((started_in, response.status_code, model))
+
+        async def served_in(current: int) -> None:  # a request started after the swap has finished
+            while not any(g == current for g, _, _ in results):
+                await asyncio.sleep(0.02)
 
         workers = [asyncio.create_task(load()) for _ in range(4)]
+        await asyncio.wait_for(served_in(0), timeout=60)
         for models in pools * 2:
-            await asyncio.sleep(0.4)
-            write_pool(pool_file, *models)
+            write_pool(pool_file, *models)  # swapped while the workers' requests are in flight
             assert (await client.post("/admin/reload-pool", headers=ADMIN)).status_code == 200
-        await asyncio.sleep(0.4)
+            generation += 1
+            await asyncio.wait_for(served_in(generation), timeout=60)
         stop.set()
         await asyncio.gather(*workers)
-    assert len(statuses) > 10 and set(statuses) == {200}, statuses
-    assert served >= {"resnet34", "resnet101", "resnet152"}  # each pool's choice at a clean grid was served
+    assert {status for _, status, _ in results} == {200}, results
+    # Requests started after a swap were served by that pool's choice at a clean grid (its biggest model).
+    expected = {0: "resnet34", **{g: ("resnet34", "resnet101", "resnet152")[(g - 1) % 3] for g in range(1, 7)}}
+    for started_in, _, model in results:
+        assert model in (expected[started_in], expected.get(started_in + 1)), (started_in, model)
 
 
 @pytest.fixture(scope="module")
