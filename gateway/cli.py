@@ -105,6 +105,24 @@ async def _start_local_triton(settings: GatewaySettings, models: list[str]):
     return local
 
 
+async def _check_remote_triton(url: str, models: list[str]) -> None:
+    """Refuse to start on a pool naming models the Triton lacks; a Triton that is down is only a warning."""
+    from .triton import TritonClient, TritonError
+
+    client = TritonClient(url)
+    try:
+        index = await client.repository_index()
+    except TritonError as exc:
+        logger.warning("Triton at %s is not answering yet (%s); /readyz will say when it is", url, exc)
+        return
+    finally:
+        await client.close()
+    missing = [m for m in models if m not in index]
+    if missing:
+        _fail(f"model(s) {missing} of the pool are not in the repository of the Triton at {url} "
+              f"(it has {sorted(index)})")
+
+
 async def _serve_one(settings: GatewaySettings, models: list[str]) -> None:
     import uvicorn
 
@@ -133,6 +151,8 @@ async def _serve_one(settings: GatewaySettings, models: list[str]) -> None:
     try:
         if settings.triton.url is None:
             local = await _start_local_triton(settings, models)
+        else:
+            await _check_remote_triton(settings.triton.url, models)
         url = settings.triton.url or local.grpc_url
         server = Server(uvicorn.Config(create_app(settings, url), host=settings.host, port=settings.port,
                                        log_level=settings.log_level, access_log=False))
@@ -171,6 +191,8 @@ def _serve_workers(settings: GatewaySettings, models: list[str]) -> None:
     try:
         if settings.triton.url is None:
             local = asyncio.run(_start_local_triton(settings, models))
+        else:
+            asyncio.run(_check_remote_triton(settings.triton.url, models))
         url = settings.triton.url or local.grpc_url
         # Secrets travel to the workers in clear (they are the parent's own settings), not as "**********".
         os.environ[SETTINGS_ENV] = json.dumps({"settings": settings.model_dump(), "triton_url": url},

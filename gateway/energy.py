@@ -157,7 +157,7 @@ class Span:
 
     model: str
     weight_per_second: float
-    intensity: float
+    intensity: float | None  # gCO2/kWh at the request; None when the source gives no such figure
     start: float
     end: float | None = None
     joules: float = 0.0
@@ -214,7 +214,7 @@ class EnergyAccountant:
     def name(self) -> str:
         return self.counter.name
 
-    def begin(self, model: ModelSpec, items: int, intensity: float) -> int:
+    def begin(self, model: ModelSpec, items: int, intensity: float | None) -> int:
         token = next(self._tokens)
         with self._lock:
             self._active[token] = Span(model.name, model.energy_mj * items, intensity, self._clock())
@@ -262,7 +262,8 @@ class EnergyAccountant:
         for span, share in split.by_span:
             self.totals["attributed"] += share
             metrics.ENERGY.labels(span.model, meter).inc(share)
-            metrics.CO2.labels(span.model).inc(co2_grams(share, span.intensity, self.pue))
+            if span.intensity is not None:
+                metrics.CO2.labels(span.model).inc(co2_grams(share, span.intensity, self.pue))
 
     def start(self) -> None:
         self.sample()

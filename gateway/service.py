@@ -56,7 +56,7 @@ class Outcome:
     decision: Decision
     outputs: np.ndarray
     energy: EnergyReading
-    co2_g: float
+    co2_g: float | None  # None when the intensity is not in gCO2/kWh (WattTime's percentile)
     compute_seconds: float
 
 
@@ -170,12 +170,14 @@ class GatewayService:
                 decision = Decision(stand_in, decision.carbon, pinned=False, fallback_from=chosen.name)
         model, items = decision.model, len(batch)
         energy = estimate(model, items)
-        co2 = co2_grams(energy.joules, decision.carbon.intensity, self.pue)
+        grams_per_kwh = decision.carbon.grams_per_kwh
+        co2 = co2_grams(energy.joules, grams_per_kwh, self.pue) if grams_per_kwh is not None else None
         metrics.INFERENCES.labels(model.name).inc(items)
         metrics.REQUEST_ENERGY.labels(model.name).observe(energy.joules)
         if self.accountant is None:  # measured energy and its CO2 are counted by the accountant, per window
             metrics.ENERGY.labels(model.name, energy.source).inc(energy.joules)
-            metrics.CO2.labels(model.name).inc(co2)
+            if co2 is not None:
+                metrics.CO2.labels(model.name).inc(co2)
         if isinstance(selector.policy, OnlineBudgetPolicy):
             selector.policy.observe(decision.carbon.intensity, model, items)
         self._served_since_plan += items
@@ -184,7 +186,7 @@ class GatewayService:
     async def _infer(self, decision: Decision, batch: np.ndarray) -> tuple[np.ndarray, float]:
         model = decision.model
         self.in_flight[model.name] = self.in_flight.get(model.name, 0) + 1
-        token = self.accountant.begin(model, len(batch), decision.carbon.intensity) if self.accountant else None
+        token = self.accountant.begin(model, len(batch), decision.carbon.grams_per_kwh) if self.accountant else None
         started = time.perf_counter()
         try:
             outputs = await self.triton.infer(model.backend_name, batch, model.triton_version)

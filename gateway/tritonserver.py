@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .triton import TritonClient
+from .triton import TritonClient, TritonError
 
 logger = logging.getLogger(__name__)
 
@@ -140,11 +140,27 @@ class LocalTritonServer:
                     ready = await asyncio.gather(*(client.model_ready(m) for m in models))
                     if all(ready):
                         return
+                await self._fail_fast(client, models)
                 if time.monotonic() > deadline:
                     raise TritonServerError(f"Triton not ready with models {list(models)} after {timeout_s:.0f}s")
                 await asyncio.sleep(0.5)
         finally:
             await client.close()
+
+    async def _fail_fast(self, client: TritonClient, models: Sequence[str]) -> None:
+        """Give up at once on a model the repository lacks or that failed to load, rather than time out."""
+        try:
+            index = await client.repository_index()
+        except TritonError:
+            return  # not answering yet
+        missing = [m for m in models if m not in index]
+        if missing:
+            raise TritonServerError(f"model(s) {missing} are not in the repository {self.model_repository} "
+                                    f"(it has {sorted(index)}): rebuild it or fix the pool file")
+        failed = {m: index[m][1] for m in models if index[m][0] == "UNAVAILABLE" and index[m][1]
+                  and "unloaded" not in index[m][1]}
+        if failed:
+            raise TritonServerError(f"Triton failed to load {failed}" + (f"; see {self.log_file}" if self.log_file else ""))
 
     def stop(self, timeout_s: float = 30.0) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -121,3 +121,27 @@ def test_sighup_reloads_the_pool(triton, model_repository, tmp_path):
     finally:
         output = stop(process)
     assert "pool reload (sighup)" in output
+
+
+def test_serve_fails_fast_when_the_pool_names_a_model_triton_lacks(model_repository, tmp_path):
+    pool = tmp_path / "pool.yaml"
+    pool.write_text("models: [{name: resnet18, energy_mj: 1, error_rate: 9}, {name: vgg16, energy_mj: 2, error_rate: 8}]\n")
+    env = {**os.environ, "CARBON_GATEWAY_TRITON__GRPC_PORT": str(free_port()),
+           "CARBON_GATEWAY_TRITON__HTTP_PORT": str(free_port()),
+           "CARBON_GATEWAY_TRITON__METRICS_PORT": str(free_port())}
+    started = time.monotonic()
+    result = subprocess.run([*CLI, "serve", "--repository", str(model_repository), "--pool", str(pool),
+                             "--port", str(free_port())], capture_output=True, text=True, timeout=240, cwd=tmp_path,
+                            env=env)
+    assert result.returncode == 2, result.stderr
+    assert "['vgg16'] are not in the repository" in result.stderr and "Traceback" not in result.stderr
+    assert time.monotonic() - started < 120  # well before the 300 s startup timeout
+
+
+def test_serve_refuses_a_pool_the_remote_triton_cannot_serve(triton, model_repository, tmp_path):
+    pool = tmp_path / "pool.yaml"
+    pool.write_text("models: [{name: vgg16, energy_mj: 2, error_rate: 8}]\n")
+    result = subprocess.run([*CLI, "serve", "--triton", triton.grpc_url, "--repository", str(model_repository),
+                             "--pool", str(pool), "--port", str(free_port())],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 2 and "['vgg16'] of the pool are not in the repository" in result.stderr

@@ -33,7 +33,7 @@ def get_service(request: Request) -> GatewayService:
 
 
 def _carbon_out(state: CarbonState) -> CarbonOut:
-    return CarbonOut(intensity=state.intensity, source=state.reading.source, timestamp=state.reading.timestamp,
+    return CarbonOut(intensity=state.intensity, unit=state.reading.unit, source=state.reading.source, timestamp=state.reading.timestamp,
                      age_seconds=round(state.age_seconds(), 3), window_low=state.window.low,
                      window_high=state.window.high, window_basis=state.window_basis, status=state.status,
                      stale=state.stale, source_up=state.source_up, last_error=state.last_error)
@@ -79,8 +79,8 @@ def _decision_headers(service: GatewayService, outcome: Outcome, elapsed_s: floa
         "X-Expected-Error-Rate": f"{decision.model.error_rate:.3f}",
         "X-Energy-Joules": f"{outcome.energy.joules:.6g}",
         "X-Energy-Source": outcome.energy.source,
-        "X-CO2-Grams": f"{outcome.co2_g:.6g}",
         "Server-Timing": f"triton;dur={outcome.compute_seconds * 1e3:.2f}, total;dur={elapsed_s * 1e3:.2f}",
+        **({"X-CO2-Grams": f"{outcome.co2_g:.6g}"} if outcome.co2_g is not None else {}),
         **({"X-Fallback-From": decision.fallback_from} if decision.fallback_from else {}),
     }
 

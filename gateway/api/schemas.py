@@ -15,7 +15,8 @@ class PredictionOut(BaseModel):
 
 
 class CarbonOut(BaseModel):
-    intensity: float = Field(description="Carbon intensity used for the decision, gCO2eq/kWh.")
+    intensity: float = Field(description="Carbon intensity used for the decision, in `unit`.")
+    unit: str = Field(description="`gCO2eq/kWh`, or `percentile` for WattTime's marginal signal index.")
     source: str
     timestamp: datetime
     age_seconds: float
@@ -32,7 +33,8 @@ class EnergyOut(BaseModel):
     joules: float = Field(description="Energy charged to this request.")
     source: str = Field(description="How it is known: a meter name, or `pool-estimate`.")
     measured: bool
-    co2_grams: float = Field(description="energy x carbon intensity x PUE.")
+    co2_grams: float | None = Field(description="energy x carbon intensity x PUE; null when the carbon source "
+                                    "gives no gCO2/kWh (WattTime's marginal percentile).")
 
 
 class ModelChoice(BaseModel):

@@ -36,7 +36,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Literal
 
 from ..selection import CarbonWindow
-from .base import CarbonReading, CarbonSource, CarbonSourceError
+from .base import GRAMS_PER_KWH, CarbonReading, CarbonSource, CarbonSourceError
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,11 @@ class CarbonState:
     @property
     def intensity(self) -> float:
         return self.reading.intensity
+
+    @property
+    def grams_per_kwh(self) -> float | None:
+        """The intensity as gCO2eq/kWh, or None when the source speaks another unit (WattTime's percentile)."""
+        return self.reading.intensity if self.reading.unit == GRAMS_PER_KWH else None
 
     @property
     def stale(self) -> bool:

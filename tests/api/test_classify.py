@@ -46,7 +46,7 @@ async def test_response_reports_decision_energy_and_co2(make_gateway, triton):
     model = body["model"]
     assert model["weights"] in ("random", "imagenet1k_v1") and model["selected_by"] == "interpolation"
     assert body["carbon"] | {"timestamp": None, "age_seconds": None} == {
-        "intensity": 150.0, "source": "static", "timestamp": None, "age_seconds": None,
+        "intensity": 150.0, "unit": "gCO2eq/kWh", "source": "static", "timestamp": None, "age_seconds": None,
         "window_low": 100.0, "window_high": 300.0, "window_basis": "configured", "status": "live", "stale": False,
         "source_up": True, "last_error": None}
     joules = model["energy_mj_per_inference"] / 1000

@@ -51,3 +51,33 @@ async def test_online_budget_serves_the_smallest_model_once_spent(make_gateway):
 async def test_carbon_price_policy_from_config(make_gateway, price, expected):
     async with make_gateway(policy__name="carbon-price", policy__price=price, **DIRTY) as client:
         assert (await classify(client)).json()["model"]["name"] == expected
+
+
+async def test_a_percentile_signal_selects_but_claims_no_grams(make_gateway):
+    from datetime import datetime, timezone
+
+    from gateway.carbon import CarbonMonitor, CarbonReading
+
+    class MarginalIndex:  # WattTime-like: a 0-100 percentile of marginal emissions, not gCO2/kWh
+        name = "watttime"
+
+        async def current(self):
+            return CarbonReading(intensity=95.0, timestamp=datetime.now(timezone.utc), source=self.name,
+                                 unit="percentile", marginal=True)
+
+        async def history(self):
+            return []
+
+        async def aclose(self):
+            return None
+
+    async with make_gateway() as client:
+        service = client._transport.app.state.service
+        service.carbon = CarbonMonitor(MarginalIndex(), c_low=0.0, c_high=100.0)
+        await service.carbon.start()
+        response = await classify(client)
+        await service.carbon.aclose()
+    body = response.json()
+    assert body["carbon"]["unit"] == "percentile" and body["model"]["name"] == "resnet18"
+    assert body["energy"]["joules"] > 0 and body["energy"]["co2_grams"] is None
+    assert "x-co2-grams" not in response.headers
