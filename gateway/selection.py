@@ -23,6 +23,7 @@ hysteresis against flapping.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
@@ -31,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .budget import Allocation, choose_on_hull, grams_per_mj, hull_slopes, lower_hull
+from .budget import MJ_PER_KWH, Allocation, choose_on_hull, grams_per_mj, hull_slopes, lower_hull
 from .pool import ModelPool, ModelSpec
 
 
@@ -111,6 +112,7 @@ class _PolicyBase:
         self._candidates = tuple(s for i, s in enumerate(fast) if i == 0 or not self._dedupe_equal_energy
                                  or s.energy_mj != fast[i - 1].energy_mj)  # by_energy: most accurate first
         self._energies = np.array([s.energy_mj for s in self._candidates], dtype=np.float64)
+        self._energy_list = [float(e) for e in self._energies]
         self._errors = np.array([s.error_rate for s in self._candidates], dtype=np.float64)
         self._last: int | None = None
 
@@ -141,7 +143,14 @@ class _PolicyBase:
 
         Raises ``NoEligibleModel`` when no model meets ``constraints``.
         """
+        if self.hysteresis == 0 and constraints is None and np.ndim(window.low) == 0:
+            # numpy's per-call overhead dwarfs the arithmetic for one value: a scalar twin of
+            # ``choose``, held equal to it by tests/test_selection.py.
+            return self.candidates[self._choose_one(float(intensity), float(window.low), float(window.high))]
         return self.candidates[int(self.select_indices(intensity, window, constraints).reshape(-1)[0])]
+
+    def _choose_one(self, intensity: float, low: float, high: float) -> int:
+        return int(self.choose(np.asarray([intensity]), CarbonWindow(low, high))[0])
 
     def _damp(self, c: np.ndarray, window: CarbonWindow, chosen: np.ndarray) -> np.ndarray:
         """Schmitt trigger: change model only if it would still change with the intensity moved
@@ -189,6 +198,9 @@ class FixedPolicy(_PolicyBase):
     def choose(self, intensities: np.ndarray, window: CarbonWindow) -> np.ndarray:
         return np.full(np.shape(intensities), self._index, dtype=np.intp)
 
+    def _choose_one(self, intensity: float, low: float, high: float) -> int:
+        return self._index
+
 
 class InterpolationPolicy(_PolicyBase):
     """The paper's heuristic, mirrored so that a cleaner grid gets a bigger model.
@@ -222,6 +234,16 @@ class InterpolationPolicy(_PolicyBase):
         take_lower = (target - energies[lower]) <= (energies[upper] - target)
         return np.where(take_lower, lower, upper).astype(np.intp)
 
+    def _choose_one(self, intensity: float, low: float, high: float) -> int:
+        energies = self._energy_list
+        e_low, e_high = energies[0], energies[-1]
+        span = high - low
+        fraction = min(max((high - intensity) / span, 0.0), 1.0) if span > 0 else 0.5
+        target = e_low + fraction * (e_high - e_low)
+        upper = min(bisect.bisect_left(energies, target), len(energies) - 1)
+        lower = max(upper - 1, 0)
+        return lower if target - energies[lower] <= energies[upper] - target else upper
+
 
 class CarbonPricePolicy(_PolicyBase):
     """Serve the model minimising ``error_rate + price * grams of CO2`` for each request.
@@ -241,6 +263,7 @@ class CarbonPricePolicy(_PolicyBase):
         self.pue = pue
         self._hull = lower_hull(self._energies, self._errors)
         self._slopes = hull_slopes(self._energies[self._hull], self._errors[self._hull])
+        self._slope_list = [float(slope) for slope in self._slopes]
 
     @property
     def hull(self) -> tuple[ModelSpec, ...]:
@@ -253,6 +276,12 @@ class CarbonPricePolicy(_PolicyBase):
 
     def choose(self, intensities: np.ndarray, window: CarbonWindow) -> np.ndarray:
         return self._hull[choose_on_hull(self._slopes, self.price, intensities, self.pue)]
+
+    def _choose_one(self, intensity: float, low: float, high: float) -> int:
+        if math.isinf(self.price):
+            return int(self._hull[0])
+        marginal = (self.price * self.pue / MJ_PER_KWH) * intensity
+        return int(self._hull[sum(1 for slope in self._slope_list if slope > marginal)])
 
 
 class OnlineBudgetPolicy(CarbonPricePolicy):

@@ -3,7 +3,6 @@
 import json
 import subprocess
 
-import pytest
 import yaml
 
 from gateway.pool import load_pool

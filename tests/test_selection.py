@@ -1,11 +1,13 @@
 import numpy as np
 import pytest
 
+from gateway.budget import lower_hull
 from gateway.pool import ModelPool, ModelSpec, load_pool
 from gateway.modelzoo.build import PAPER_POOL
 from pydantic import ValidationError
 
-from gateway.selection import CarbonWindow, FixedPolicy, InterpolationPolicy, PolicySettings, make_policy
+from gateway.selection import (CarbonPricePolicy, CarbonWindow, Constraints, FixedPolicy, InterpolationPolicy,
+                               NoEligibleModel, OnlineBudgetPolicy, PolicySettings, make_policy)
 
 WINDOW = CarbonWindow(low=100.0, high=300.0)
 
@@ -106,10 +108,6 @@ def test_make_policy_rejects_unknown_names():
 
 
 # --- budget policies, constraints, hysteresis --------------------------------------------------------
-
-from gateway.budget import Allocation, lower_hull  # noqa: E402
-from gateway.selection import (CarbonPricePolicy, Constraints, NoEligibleModel,  # noqa: E402
-                               OnlineBudgetPolicy)
 
 
 def random_periods(seed: int = 0, n: int = 500) -> tuple[np.ndarray, np.ndarray]:
@@ -271,3 +269,23 @@ def test_make_policy_builds_every_policy_from_settings():
     assert all(p.name == name for name, p in built.items())
     with pytest.raises(ValueError, match="needs policy.price"):
         PolicySettings(name="carbon-price")
+
+
+@pytest.mark.parametrize("make", [
+    lambda pool: InterpolationPolicy(pool),
+    lambda pool: make_policy(pool, PolicySettings(name="carbon-price", price=25600.0)),
+    lambda pool: make_policy(pool, PolicySettings(name="carbon-price", price=float("inf"))),
+    lambda pool: make_policy(pool, PolicySettings(name="fixed", model="resnet101")),
+], ids=["interpolation", "carbon-price", "price-inf", "fixed"])
+def test_scalar_fast_path_equals_the_vectorised_policy(make):
+    """``select`` (one request, pure Python) and ``select_indices`` (replay, numpy) are the same function."""
+    policy = make(load_pool(PAPER_POOL))
+    rng = np.random.default_rng(1)
+    lows = rng.uniform(0, 300, 300)
+    windows = [CarbonWindow(lo, lo + span) for lo, span in zip(lows, rng.choice([0.0, 1e-9, 50.0, 400.0], 300))]
+    # Include exact window ends and the exact tie points between neighbouring models.
+    for window in windows:
+        for c in (*rng.uniform(-100, 800, 5), window.low, window.high, (window.low + window.high) / 2):
+            fast = policy.select(c, window)
+            slow = policy.candidates[int(policy.select_indices(c, window)[()])]
+            assert fast == slow, (c, window)
