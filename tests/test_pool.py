@@ -53,3 +53,12 @@ def test_invalid_pools_are_refused_with_a_precise_message(tmp_path, text, messag
 def test_missing_file(tmp_path):
     with pytest.raises(PoolError, match="cannot read pool file"):
         load_pool(tmp_path / "absent.yaml")
+
+
+def test_shipped_pools_load_and_order_by_model_size():
+    pools_dir = PAPER_POOL.parent
+    shipped = {path.name: load_pool(path) for path in sorted(pools_dir.glob("*.yaml"))}
+    assert {"paper-v100.yaml", "resnet-cpu-2core.yaml"} <= set(shipped)
+    cpu = shipped["resnet-cpu-2core.yaml"]
+    assert [m.name for m in cpu.by_energy] == ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+    assert all(m.latency_ms and m.energy_source.startswith("profiled: estimate") for m in cpu.models)
