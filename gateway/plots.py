@@ -51,20 +51,23 @@ def plot_timeline(study: Study, path: Path) -> Path:
 def plot_pareto(study: Study, path: Path) -> Path:
     """CO2 against mean error: the exact offline frontier, the online policy's, and every policy run."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    markers = iter("oDv^<>phX*P" * 3)
     for label, points in study.report.frontier.items():
         if points:
             xy = np.asarray(points)
             ax.plot(xy[:, 0] / 1000, xy[:, 1], "-" if label == "optimal" else "--", lw=1,
                     marker=None if label == "optimal" else ".", label=f"{label} frontier")
     for result in study.report.results:
-        fixed = result.policy.startswith("fixed:")
-        ax.plot(result.co2_g / 1000, result.mean_error, "s" if fixed else "o", ms=5 if fixed else 4)
-        ax.annotate(result.policy.removeprefix("fixed:"), (result.co2_g / 1000, result.mean_error), fontsize=6,
-                    xytext=(3, 3), textcoords="offset points")
+        if result.policy.startswith("fixed:"):  # the baselines: labelled in place
+            ax.plot(result.co2_g / 1000, result.mean_error, "s", ms=5, color="0.3")
+            ax.annotate(result.policy.removeprefix("fixed:"), (result.co2_g / 1000, result.mean_error), fontsize=7,
+                        xytext=(4, 2), textcoords="offset points")
+        else:  # the policies cluster near each other: told apart by marker, in the legend
+            ax.plot(result.co2_g / 1000, result.mean_error, next(markers), ms=5, ls="none", label=result.policy)
     ax.set_xlabel("total CO2 (kg)")
     ax.set_ylabel("mean error (%)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
