@@ -33,9 +33,10 @@ def get_service(request: Request) -> GatewayService:
 
 
 def _carbon_out(state: CarbonState) -> CarbonOut:
-    return CarbonOut(intensity=state.intensity, unit=state.reading.unit, source=state.reading.source, timestamp=state.reading.timestamp,
-                     age_seconds=round(state.age_seconds(), 3), window_low=state.window.low,
-                     window_high=state.window.high, window_basis=state.window_basis, status=state.status,
+    return CarbonOut(intensity=state.intensity, unit=state.reading.unit, source=state.reading.source,
+                     timestamp=state.reading.timestamp, age_seconds=round(state.age_seconds(), 3),
+                     window_low=state.window.low, window_high=state.window.high, window_basis=state.window_basis,
+                     status=state.status,
                      stale=state.stale, source_up=state.source_up, last_error=state.last_error)
 
 
