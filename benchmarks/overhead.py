@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -82,13 +83,54 @@ async def closed_loop(call, concurrency: int, seconds: float) -> tuple[dict, lis
     return result, latencies, gateway_own
 
 
-def server_timing_own(response: httpx.Response) -> float | None:
+def server_timing_own(headers) -> float | None:
     """Seconds the gateway spent on a request outside its Triton call, from ``Server-Timing``."""
-    parts = dict(item.strip().split(";dur=") for item in response.headers.get("server-timing", "").split(",")
+    parts = dict(item.strip().split(";dur=") for item in headers.get("server-timing", "").split(",")
                  if ";dur=" in item)
     if "triton" in parts and "total" in parts:
         return (float(parts["total"]) - float(parts["triton"])) / 1e3
     return None
+
+
+@contextlib.asynccontextmanager
+async def http_client(kind: str, url: str, connections: int):
+    """``(get, post)`` over httpx or aiohttp; each raises on a non-2xx status and returns the headers.
+
+    The client runs on the same two cores as Triton and the gateway, so its own cost shows in every
+    gateway figure: aiohttp's is about a third of httpx's.
+    """
+    if kind == "httpx":
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+            async def get(path):
+                response = await client.get(path)
+                response.raise_for_status()
+                return response.headers
+
+            async def post(path, content, headers):
+                response = await client.post(path, content=content, headers=headers)
+                response.raise_for_status()
+                return response.headers
+
+            yield get, post
+        return
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        async def get(path):
+            async with session.get(path) as response:
+                response.raise_for_status()
+                await response.read()
+                return response.headers
+
+        async def post(path, content, headers):
+            async with session.post(path, data=content, headers=headers) as response:
+                response.raise_for_status()
+                await response.read()
+                return response.headers
+
+        yield get, post
 
 
 async def run(args) -> dict:
@@ -96,7 +138,7 @@ async def run(args) -> dict:
     import tritonclient.grpc.aio as grpcaio
 
     results: dict = {"selector": selector_ns_per_call(), "cells": [], "seconds_per_cell": args.seconds, "rounds": args.rounds,
-                     "concurrency": args.concurrency, "machine": {"cpus": __import__("os").cpu_count()}}
+                     "concurrency": args.concurrency, "client": args.client, "machine": {"cpus": __import__("os").cpu_count()}}
     print(f"selector: InterpolationPolicy.select = {results['selector']['ns_per_call']:.0f} ns per call")
     batch = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
     binary_body, binary_headers = binary_infer_request(batch)
@@ -109,20 +151,17 @@ async def run(args) -> dict:
         tensor = grpcclient.InferInput("input", list(batch.shape), "FP32")
         tensor.set_data_from_numpy(batch)
         output = grpcclient.InferRequestedOutput("logits")
-        limits = httpx.Limits(max_connections=max(args.concurrency) * 2, max_keepalive_connections=max(args.concurrency) * 2)
-        async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
+        async with http_client(args.client, url, max(args.concurrency) * 2) as (get, post_raw):
 
             async def direct():
                 result = await grpc.infer("resnet18", [tensor], outputs=[output])
                 assert result.as_numpy("logits").shape == (1, 1000)
 
             async def post(path, content, headers):
-                response = await http.post(path, content=content, headers=headers)
-                response.raise_for_status()
-                return server_timing_own(response)
+                return server_timing_own(await post_raw(path, content, headers))
 
             async def healthz():
-                (await http.get("/healthz")).raise_for_status()
+                await get("/healthz")
 
             calls = {
                 "direct-grpc": direct,
@@ -133,8 +172,8 @@ async def run(args) -> dict:
                 "image": lambda: post("/v1/classify", image, {"content-type": "image/jpeg"}),
                 "healthz": healthz,
             }
-            checked = await http.post("/v2/models/auto/infer", content=binary_body, headers=binary_headers)
-            assert checked.headers["x-model"] == "resnet18", checked.headers  # auto must pick the same model
+            checked = await post_raw("/v2/models/auto/infer", binary_body, binary_headers)
+            assert checked["x-model"] == "resnet18", checked  # auto must pick the same model
             for call in calls.values():  # warm up every path
                 for _ in range(3):
                     await call()
@@ -191,6 +230,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="slices each cell's time into this many turns")
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS)
     parser.add_argument("--json", type=Path, default=PROJECT / "var" / "bench" / "overhead.json")
+    parser.add_argument("--client", choices=("httpx", "aiohttp"), default="aiohttp",
+                        help="HTTP client for the gateway targets (it shares the cores with the server)")
     args = parser.parse_args()
     results = asyncio.run(run(args))
     print()
