@@ -7,28 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import httpx
 import numpy as np
+
+from gateway.testing import GatewayProcess, free_port
 
 PROJECT = Path(__file__).resolve().parent.parent
 REPOSITORY = PROJECT / "model_repository"
 POOL_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 SHARED_DATA = Path(os.environ.get("CARBON_GATEWAY_SHARED_DATA", PROJECT.parent / "shared" / "data"))
 IMAGE = SHARED_DATA / "images" / "n02129604_tiger.JPEG"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @asynccontextmanager
@@ -48,36 +39,15 @@ async def local_triton(log_dir: Path):
 @asynccontextmanager
 async def gateway_process(triton_url: str, log_dir: Path, *extra: str):
     """``carbon-gateway serve`` (uvicorn) in a subprocess; dirty grid, so ``auto`` picks resnet18 too."""
-    port = free_port()
-    command = [sys.executable, "-m", "gateway.cli", "serve", "--triton", triton_url, "--repository", str(REPOSITORY),
-               "--host", "127.0.0.1", "--port", str(port), "--carbon-intensity", "1000", "--c-low", "100",
-               "--c-high", "300", "--log-level", "warning", *extra]
-    log = open(log_dir / "gateway.log", "ab")  # noqa: SIM115
-    process = subprocess.Popen(command, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    gateway = GatewayProcess("--triton", triton_url, "--repository", str(REPOSITORY), "--carbon-intensity", "1000",
+                             "--c-low", "100", "--c-high", "300", "--log-level", "warning", *extra, cwd=PROJECT,
+                             log_file=log_dir / "gateway.log", timeout_s=60)
+    gateway.start()
     try:
-        async with httpx.AsyncClient(timeout=2) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"gateway exited with {process.returncode}; see {log_dir / 'gateway.log'}")
-                try:
-                    if (await client.get(f"{url}/readyz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("gateway not ready after 60 s")
-                await asyncio.sleep(0.3)
-        yield process, url
+        await asyncio.to_thread(gateway.wait_ready)
+        yield gateway.process, gateway.url
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        gateway.stop(timeout_s=15)
 
 
 def workdir() -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from gateway.api import create_app
 from gateway.settings import GatewaySettings, load_settings
+from gateway.testing import free_port  # noqa: F401 - re-exported for the tests
 
 PROJECT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("CARBON_GATEWAY_SHARED_DATA", PROJECT.parent / "shared" / "data"))
@@ -26,12 +26,6 @@ def pytest_configure(config) -> None:
     if not IMAGES:
         raise pytest.UsageError(f"no sample images under {SHARED_DATA}/images: the tests read ../shared/data beside "
                                 "the project (or set CARBON_GATEWAY_SHARED_DATA)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

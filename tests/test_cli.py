@@ -10,65 +10,35 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.testing import GatewayProcess
+
 from .conftest import IMAGES, PROJECT, free_port
 
 CLI = [sys.executable, "-m", "gateway.cli"]
 
 
-def wait_ready(url: str, process: subprocess.Popen, timeout: float = 300.0) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"gateway exited with {process.returncode}: {process.stdout.read()}")
-        try:
-            response = httpx.get(f"{url}/readyz", timeout=2)
-            if response.status_code == 200:
-                return response
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    pytest.fail("gateway did not become ready")
-
-
-def stop(process: subprocess.Popen) -> str:
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=60)
-    return output
-
-
 def test_serve_against_a_running_triton(triton, model_repository):
-    port = free_port()
-    process = subprocess.Popen([*CLI, "serve", "--triton", triton.grpc_url, "--repository", str(model_repository),
-                                "--port", str(port), "--carbon-intensity", "100", "--c-low", "100", "--c-high", "300"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=PROJECT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        ready = wait_ready(url, process)
-        assert ready.json()["triton_url"] == triton.grpc_url
-        response = httpx.post(f"{url}/v1/classify", content=IMAGES[0].read_bytes(),
+    gateway = GatewayProcess("--triton", triton.grpc_url, "--repository", str(model_repository),
+                             "--carbon-intensity", "100", "--c-low", "100", "--c-high", "300", cwd=PROJECT)
+    with gateway:
+        assert httpx.get(f"{gateway.url}/readyz").json()["triton_url"] == triton.grpc_url
+        response = httpx.post(f"{gateway.url}/v1/classify", content=IMAGES[0].read_bytes(),
                               headers={"content-type": "image/jpeg"}, timeout=60)
         assert response.status_code == 200 and response.headers["x-model"] == "resnet152"
-    finally:
-        output = stop(process)
-    assert process.returncode == 0, output
-    assert "starting tritonserver" not in output  # --triton: no local server
+    assert gateway.process.returncode == 0, gateway.output()
+    assert "starting tritonserver" not in gateway.output()  # --triton: no local server
 
 
 def test_serve_embedded_default_starts_and_stops_its_own_triton(model_repository, tmp_path):
-    port, grpc = free_port(), free_port()
-    env = {**os.environ, "CARBON_GATEWAY_TRITON__GRPC_PORT": str(grpc),
-           "CARBON_GATEWAY_TRITON__HTTP_PORT": str(free_port()),
+    grpc = free_port()
+    env = {"CARBON_GATEWAY_TRITON__GRPC_PORT": str(grpc), "CARBON_GATEWAY_TRITON__HTTP_PORT": str(free_port()),
            "CARBON_GATEWAY_TRITON__METRICS_PORT": str(free_port())}
-    process = subprocess.Popen([*CLI, "serve", "--repository", str(model_repository), "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env)
-    try:
-        ready = wait_ready(f"http://127.0.0.1:{port}", process)
-        assert ready.json()["triton_url"] == f"127.0.0.1:{grpc}"
+    gateway = GatewayProcess("--repository", str(model_repository), cwd=tmp_path, env=env)
+    with gateway:
+        assert httpx.get(f"{gateway.url}/readyz").json()["triton_url"] == f"127.0.0.1:{grpc}"
         triton_pids = subprocess.run(["pgrep", "-f", f"grpc-port={grpc}"], capture_output=True, text=True).stdout.split()
         assert triton_pids
-    finally:
-        output = stop(process)
-    assert process.returncode == 0, output
+    assert gateway.process.returncode == 0, gateway.output()
     time.sleep(0.5)
     assert subprocess.run(["pgrep", "-f", f"grpc-port={grpc}"], capture_output=True).returncode == 1, \
         "the local tritonserver outlived the gateway"
@@ -102,25 +72,19 @@ def test_build_models_reports_its_weights(tmp_path):
 def test_sighup_reloads_the_pool(triton, model_repository, tmp_path):
     pool = tmp_path / "pool.yaml"
     pool.write_text("models: [{name: resnet18, energy_mj: 178, error_rate: 10.9}]\n")
-    port = free_port()
-    env = {**os.environ, "CARBON_GATEWAY_WATCH_POOL": "false"}
-    process = subprocess.Popen([*CLI, "serve", "--triton", triton.grpc_url, "--repository", str(model_repository),
-                                "--pool", str(pool), "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process)
+    gateway = GatewayProcess("--triton", triton.grpc_url, "--repository", str(model_repository), "--pool", str(pool),
+                             cwd=tmp_path, env={"CARBON_GATEWAY_WATCH_POOL": "false"})
+    url = gateway.url
+    with gateway:
         pool.write_text("models: [{name: resnet34, energy_mj: 360, error_rate: 8.6}]\n")
         time.sleep(0.5)
         assert [m["name"] for m in httpx.get(f"{url}/v1/models").json()] == ["resnet18"]  # no watcher
-        process.send_signal(signal.SIGHUP)
+        gateway.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 30
         while [m["name"] for m in httpx.get(f"{url}/v1/models").json()] != ["resnet34"]:
             assert time.monotonic() < deadline, "SIGHUP did not reload the pool"
             time.sleep(0.2)
-    finally:
-        output = stop(process)
-    assert "pool reload (sighup)" in output
+    assert "pool reload (sighup)" in gateway.output()
 
 
 def test_serve_fails_fast_when_the_pool_names_a_model_triton_lacks(model_repository, tmp_path):

@@ -4,7 +4,6 @@ and every query of the Grafana dashboard returns data."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -15,8 +14,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.testing import GatewayProcess
+
 from .conftest import IMAGES, PROJECT, free_port
-from .test_cli import CLI, stop, wait_ready
 
 DASHBOARD = PROJECT / "deploy" / "grafana" / "dashboards" / "carbon-gateway.json"
 CLASSIFY_REQUESTS = 12
@@ -40,20 +40,12 @@ def samples(text: str, name: str) -> list[tuple[dict, float]]:
 @pytest.fixture(scope="module")
 def gateway(triton, model_repository, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("gateway")
-    port = free_port()
     env_dir = workdir / "prometheus-multiproc"
     env_dir.mkdir()
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(env_dir)}
-    process = subprocess.Popen([*CLI, "serve", "--triton", triton.grpc_url, "--repository", str(model_repository),
-                                "--port", str(port), "--workers", "2", "--carbon-intensity", "120",
-                                "--c-low", "100", "--c-high", "300", "--log-level", "warning"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=workdir, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process)
-        yield Gateway(url, env_dir)
-    finally:
-        stop(process)
+    with GatewayProcess("--triton", triton.grpc_url, "--repository", str(model_repository), "--workers", "2",
+                        "--carbon-intensity", "120", "--c-low", "100", "--c-high", "300", "--log-level", "warning",
+                        cwd=workdir, env={"PROMETHEUS_MULTIPROC_DIR": str(env_dir)}) as process:
+        yield Gateway(process.url, env_dir)
 
 
 def worker_pids_with_counters(multiproc_dir: Path) -> set[str]:
