@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.testing import GatewayProcess, free_port
+from gateway.testing import GatewayProcess, running_triton
 
 PROJECT = Path(__file__).resolve().parent.parent
 REPOSITORY = PROJECT / "model_repository"
@@ -22,18 +22,8 @@ SHARED_DATA = Path(os.environ.get("CARBON_GATEWAY_SHARED_DATA", PROJECT.parent /
 IMAGE = SHARED_DATA / "images" / "n02129604_tiger.JPEG"
 
 
-@asynccontextmanager
-async def local_triton(log_dir: Path):
-    from gateway.tritonserver import LocalTritonServer
-
-    server = LocalTritonServer(REPOSITORY, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port(),
-                               log_file=log_dir / "tritonserver.log")
-    server.start()
-    try:
-        await server.wait_ready(POOL_MODELS, timeout_s=300)
-        yield server
-    finally:
-        server.stop()
+def local_triton(log_dir: Path):
+    return running_triton(REPOSITORY, POOL_MODELS, log_dir / "tritonserver.log")
 
 
 @asynccontextmanager

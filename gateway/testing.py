@@ -1,4 +1,4 @@
-"""The gateway as its users run it, for tests and benchmarks: ``carbon-gateway serve`` in a subprocess."""
+"""Real processes for tests and benchmarks: a local ``tritonserver`` and ``carbon-gateway serve``."""
 
 from __future__ import annotations
 
@@ -9,9 +9,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+
+from .tritonserver import LocalTritonServer
 
 
 def free_port() -> int:
@@ -19,6 +23,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@asynccontextmanager
+async def running_triton(repository: Path, models: Sequence[str], log_file: Path | None = None,
+                         extra_args: Sequence[str] = ()) -> AsyncIterator[LocalTritonServer]:
+    """A local CPU tritonserver on free ports, ready with ``models``; stopped on exit."""
+    server = LocalTritonServer(repository, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port(),
+                               log_file=log_file, extra_args=extra_args)
+    server.start()
+    try:
+        await server.wait_ready(models, timeout_s=300)
+        yield server
+    finally:
+        server.stop()
 
 
 class GatewayProcess:

@@ -13,7 +13,7 @@ import pytest
 
 from gateway.api import create_app
 from gateway.settings import GatewaySettings, load_settings
-from gateway.testing import free_port  # noqa: F401 - re-exported for the tests
+from gateway.testing import free_port, running_triton  # noqa: F401 - free_port is re-exported for the tests
 
 PROJECT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("CARBON_GATEWAY_SHARED_DATA", PROJECT.parent / "shared" / "data"))
@@ -48,17 +48,9 @@ def model_repository(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 async def triton(model_repository: Path, tmp_path_factory) -> AsyncIterator[Any]:
     """A real tritonserver (the nvidia-pytriton wheel's, CPU, python backend) for the whole session."""
-    from gateway.tritonserver import LocalTritonServer
-
     log_file = tmp_path_factory.mktemp("triton") / "tritonserver.log"
-    server = LocalTritonServer(model_repository, grpc_port=free_port(), http_port=free_port(),
-                               metrics_port=free_port(), log_file=log_file)
-    server.start()
-    try:
-        await server.wait_ready(POOL_MODELS, timeout_s=300)
+    async with running_triton(model_repository, POOL_MODELS, log_file) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def settings_for(model_repository: Path, **overrides: Any) -> GatewaySettings:

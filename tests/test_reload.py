@@ -9,10 +9,10 @@ import httpx
 import pytest
 import yaml
 
-from gateway.tritonserver import LocalTritonServer
+from gateway.testing import running_triton
 from gateway.triton import TritonClient
 
-from .conftest import IMAGES, free_port, gateway_client, settings_for
+from .conftest import IMAGES, gateway_client, settings_for
 
 TOKEN = "s3cret-admin-token"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}
@@ -133,15 +133,9 @@ async def test_reload_under_concurrent_load_loses_no_request(model_repository, t
 @pytest.fixture(scope="module")
 async def explicit_triton(model_repository, tmp_path_factory):
     """A second real tritonserver, in explicit model-control mode, starting with resnet18 only."""
-    server = LocalTritonServer(model_repository, grpc_port=free_port(), http_port=free_port(),
-                               metrics_port=free_port(), log_file=tmp_path_factory.mktemp("tx") / "triton.log",
-                               extra_args=["--model-control-mode=explicit", "--load-model=resnet18"])
-    server.start()
-    try:
-        await server.wait_ready(["resnet18"], timeout_s=300)
+    async with running_triton(model_repository, ["resnet18"], tmp_path_factory.mktemp("tx") / "triton.log",
+                              ["--model-control-mode=explicit", "--load-model=resnet18"]) as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def test_explicit_model_control_loads_before_and_unloads_after(model_repository, explicit_triton, tmp_path):
