@@ -40,7 +40,12 @@ def make_monitor(settings: CarbonSettings) -> CarbonMonitor:
     c_low, c_high = settings.c_low, settings.c_high
     if settings.source == "watttime":  # a 0-100 percentile, whatever the observed range
         c_low, c_high = (0.0 if c_low is None else c_low), (100.0 if c_high is None else c_high)
-    return CarbonMonitor(make_carbon_source(settings), poll_interval=settings.poll_interval_s,
+    source = make_carbon_source(settings)
+    poll_interval = settings.poll_interval_s
+    if isinstance(source, TraceReplaySource):
+        # A replayed trace changes every (step / speedup) wall seconds: poll at least that often.
+        poll_interval = min(poll_interval, max(0.5, source.trace.typical_step / source.speedup))
+    return CarbonMonitor(source, poll_interval=poll_interval,
                          window_hours=settings.window_hours, c_low=c_low, c_high=c_high,
                          default_intensity=settings.default_intensity, max_age=settings.max_age_s,
                          window_basis=settings.window_basis, forecast_interval=settings.forecast_interval_s,

@@ -41,6 +41,11 @@ class Trace:
             return 0.0
         return float(self.times[-1] - self.times[0] + (self.times[-1] - self.times[-2]))
 
+    @property
+    def typical_step(self) -> float:
+        """The median time between periods, seconds (the GB trace mixes 30- and 15-minute steps)."""
+        return float(np.median(np.diff(self.times))) if len(self.times) > 1 else 0.0
+
     def value_at(self, epoch: float) -> tuple[float, float]:
         """(period start, intensity) of the period holding ``epoch``: the trace is a step function."""
         index = max(int(np.searchsorted(self.times, epoch, side="right")) - 1, 0)
