@@ -91,7 +91,7 @@ async def _start_local_triton(settings: GatewaySettings, models: list[str]):
     log_file.parent.mkdir(parents=True, exist_ok=True)
     local = LocalTritonServer(settings.triton.model_repository, grpc_port=settings.triton.grpc_port,
                               http_port=settings.triton.http_port, metrics_port=settings.triton.metrics_port,
-                              log_file=log_file)
+                              model_config_name=settings.triton.model_config_name, log_file=log_file)
     try:
         local.start()
         logger.info("waiting for the local Triton to load %s (log: %s)", ", ".join(models), log_file)
@@ -222,6 +222,8 @@ def profile(
     cpu_watts_per_core: Annotated[float, typer.Option(help="meter=cpu-time: watts per busy core.")] = 5.0,
     idle_power_w: Annotated[float, typer.Option(help="Subtract this idle power (W) from the energy.")] = 0.0,
     report: Annotated[Optional[Path], typer.Option(help="Also write the results as JSON here.")] = None,
+    triton_config: Annotated[str, typer.Option(help="Local Triton: cpu, or python-gpu (GPU host with "
+                                               "onnxruntime-gpu).")] = "cpu",
 ) -> None:
     """Measure each pool model's latency and energy per inference (the paper's Table 1) and update the pool."""
     import json
@@ -249,7 +251,8 @@ def profile(
     async def run() -> list:
         local = None
         if triton is None:
-            settings = GatewaySettings.model_validate({"triton": TritonSettings(model_repository=repository)})
+            settings = GatewaySettings.model_validate(
+                {"triton": TritonSettings(model_repository=repository, model_config_name=triton_config)})
             local = await _start_local_triton(settings, [m.backend_name for m in the_pool.models])
         try:
             counter = None

@@ -28,6 +28,8 @@ class TritonSettings(_Section):
     url: str | None = Field(default=None, description="host:port of an existing Triton's gRPC endpoint. "
                             "Unset: start a local Triton on the model repository.")
     model_repository: Path = DEFAULT_REPOSITORY
+    model_config_name: str = Field(default="cpu", description="Local Triton: which configs/<name>.pbtxt to load "
+                                   "(cpu; python-gpu on a GPU host with onnxruntime-gpu).")
     grpc_port: int = Field(default=8001, ge=1, le=65535, description="gRPC port of the local Triton.")
     http_port: int = Field(default=8000, ge=1, le=65535)
     metrics_port: int = Field(default=8002, ge=1, le=65535)

@@ -1,6 +1,7 @@
 """The ``carbon-gateway`` command as a user runs it: real processes, real ports."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,3 +110,16 @@ def test_serve_refuses_a_pool_the_remote_triton_cannot_serve(triton, model_repos
                              "--pool", str(pool), "--port", str(free_port())],
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 2 and "['vgg16'] of the pool are not in the repository" in result.stderr
+
+
+def test_serve_reports_models_triton_failed_to_load(model_repository, tmp_path):
+    # The python-gpu flavour asks for GPU instances: on a machine without one Triton refuses every model.
+    env = {**os.environ, "CARBON_GATEWAY_TRITON__MODEL_CONFIG_NAME": "python-gpu",
+           "CARBON_GATEWAY_TRITON__GRPC_PORT": str(free_port()), "CARBON_GATEWAY_TRITON__HTTP_PORT": str(free_port()),
+           "CARBON_GATEWAY_TRITON__METRICS_PORT": str(free_port())}
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this machine has an NVIDIA driver: the python-gpu flavour may load here")
+    result = subprocess.run([*CLI, "serve", "--repository", str(model_repository), "--port", str(free_port())],
+                            capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert "Triton failed to load" in result.stderr and "no GPUs are available" in result.stderr

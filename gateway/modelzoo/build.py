@@ -76,12 +76,20 @@ def _export_onnx(model, path: Path) -> None:
         )
 
 
-def _config(name: str, weights: str, flavour: Literal["gpu", "cpu"]) -> str:
-    if flavour == "gpu":
-        runtime = 'platform: "onnxruntime_onnx"\ninstance_group [ { count: 1, kind: KIND_GPU } ]'
-    else:
-        runtime = ('backend: "python"\ninstance_group [ { count: 1, kind: KIND_CPU } ]\n'
-                   'parameters { key: "intra_op_threads" value: { string_value: "0" } }')
+#: Triton configurations written per model: ``config.pbtxt`` (default) and ``configs/<name>.pbtxt``.
+FLAVOURS = {
+    "gpu": 'platform: "onnxruntime_onnx"\ninstance_group [ { count: 1, kind: KIND_GPU } ]',
+    "cpu": ('backend: "python"\ninstance_group [ { count: 1, kind: KIND_CPU } ]\n'
+            'parameters { key: "intra_op_threads" value: { string_value: "0" } }'),
+    # The python backend with onnxruntime's CUDA provider: the GPU without the NGC container, e.g. the
+    # nvidia-pytriton wheel's server plus onnxruntime-gpu on a bare GPU host.
+    "python-gpu": ('backend: "python"\ninstance_group [ { count: 1, kind: KIND_GPU } ]\n'
+                   'parameters { key: "device" value: { string_value: "cuda" } }'),
+}
+
+
+def _config(name: str, weights: str, flavour: str) -> str:
+    runtime = FLAVOURS[flavour]
     return f"""name: "{name}"
 {runtime}
 max_batch_size: {MAX_BATCH_SIZE}
@@ -93,13 +101,14 @@ parameters {{ key: "architecture" value: {{ string_value: "{name}" }} }}
 """
 
 
-def _write_model(repository: Path, name: str, weights: str, model) -> None:
+def _write_configs(repository: Path, name: str, weights: str) -> None:
+    """Every flavour's configuration and the python-backend model: cheap, so rewritten on each build."""
     model_dir = repository / name
-    _export_onnx(model, model_dir / "1" / "model.onnx")
+    (model_dir / "configs").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(__file__).with_name("triton_python_model.py"), model_dir / "1" / "model.py")
-    (model_dir / "configs").mkdir(exist_ok=True)
     (model_dir / "config.pbtxt").write_text(_config(name, weights, "gpu"))
-    (model_dir / "configs" / "cpu.pbtxt").write_text(_config(name, weights, "cpu"))
+    for flavour in FLAVOURS.keys() - {"gpu"}:
+        (model_dir / "configs" / f"{flavour}.pbtxt").write_text(_config(name, weights, flavour))
 
 
 def _labels(labels_file: Path | None) -> tuple[str, ...]:
@@ -158,10 +167,12 @@ def build_repository(output: Path, models: Sequence[str] = DEFAULT_MODELS, weigh
                 and (weights == "auto" or done["weights"] == _weights_label(weights))):
             progress(f"[{position}/{len(models)}] {name}: already built ({done['weights']} weights)")
             built[name] = done["weights"]
+            _write_configs(output, name, done["weights"])
             continue
         progress(f"[{position}/{len(models)}] {name}: building")
         model, got = _load_weights(name, weights)
-        _write_model(output, name, got, model)
+        _export_onnx(model, output / name / "1" / "model.onnx")
+        _write_configs(output, name, got)
         built[name] = got
         progress(f"[{position}/{len(models)}] {name}: exported with {got} weights")
     (output / "labels.txt").write_text("\n".join(labels) + "\n")
@@ -170,7 +181,9 @@ def build_repository(output: Path, models: Sequence[str] = DEFAULT_MODELS, weigh
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "models": {name: {"weights": got, "file": f"{name}/1/model.onnx"} for name, got in built.items()},
         "flavours": {"gpu": "config.pbtxt (onnxruntime backend, KIND_GPU)",
-                     "cpu": "configs/cpu.pbtxt (python backend + onnxruntime), --model-config-name=cpu"},
+                     "cpu": "configs/cpu.pbtxt (python backend + onnxruntime), --model-config-name=cpu",
+                     "python-gpu": "configs/python-gpu.pbtxt (python backend + onnxruntime CUDA provider), "
+                                   "--model-config-name=python-gpu"},
     }
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -2,8 +2,9 @@
 
 Copied as ``model.py`` into each model version by ``carbon-gateway build-models``; it is what the
 CPU Triton (the nvidia-pytriton wheel, which has only the python backend) loads, selected with
-``--model-config-name=cpu``. On a GPU Triton the default ``config.pbtxt`` serves the same
-``model.onnx`` with the onnxruntime backend instead, and this file is ignored.
+``--model-config-name=cpu`` (``python-gpu``: the same on the GPU, through onnxruntime's CUDA provider).
+On the NGC Triton the default ``config.pbtxt`` serves the same ``model.onnx`` with the onnxruntime
+backend instead, and this file is ignored.
 """
 
 import json
@@ -23,7 +24,13 @@ class TritonPythonModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(parameters.get("intra_op_threads", "0") or 0)
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        providers = ["CPUExecutionProvider"]
+        if parameters.get("device") == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise RuntimeError("configs/python-gpu.pbtxt needs onnxruntime-gpu (no CUDAExecutionProvider)")
+            device = int(args.get("model_instance_device_id", "0") or 0)
+            providers = [("CUDAExecutionProvider", {"device_id": device})]
+        self.session = ort.InferenceSession(path, options, providers=providers)
 
     def execute(self, requests):
         # One onnxruntime run for everything Triton's dynamic batcher handed over.

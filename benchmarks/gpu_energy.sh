@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Issue 4's GPU check, ready for a session that has an NVIDIA GPU (not run yet: no session so far had one).
+# Measures real NVML energy and latency per inference for each ResNet through Triton on the GPU
+# (the nvidia-pytriton wheel's tritonserver, python backend + onnxruntime's CUDA provider:
+# configs/python-gpu.pbtxt), i.e. the paper's Table 1 on that GPU, and writes the pool file and a JSON
+# report. Needs: this repository's venv deps + onnxruntime-gpu (instead of onnxruntime) + nvidia-ml-py.
+#   bash benchmarks/gpu_energy.sh OUT_DIR
+set -euo pipefail
+out=${1:-var/gpu}
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,driver_version,power.limit --format=csv | tee "$out/gpu.txt"
+carbon-gateway build-models --labels "${LABELS:-../shared/data/imagenet_classes.txt}"
+carbon-gateway profile --triton-config python-gpu --meter nvml --requests "${REQUESTS:-200}" --warmup 20 \
+  --output "$out/pool-gpu.yaml" --report "$out/profile-gpu.json" | tee "$out/profile.txt"
