@@ -47,8 +47,9 @@ def create_app(settings: GatewaySettings, triton_url: str) -> FastAPI:
     app.state.settings = settings
     app.include_router(router)
     install_error_handlers(app)
+    # Outermost last: every response, a 413 or 429 from the inner layers too, is counted and carries an ID.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.limits.max_upload_bytes)
-    app.add_middleware(RequestIdMiddleware)
     app.add_middleware(ConcurrencyLimitMiddleware, max_in_flight=settings.limits.max_in_flight)
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(RequestIdMiddleware)
     return app

@@ -44,6 +44,7 @@ async def test_oversized_upload_is_refused(make_gateway):
 
         streamed = await client.post("/v1/classify", content=chunks(), headers=JPEG)
     assert declared.status_code == 413 and declared.json()["error"] == "payload_too_large"
+    assert declared.headers["x-request-id"]
     assert streamed.status_code == 413 and streamed.json()["error"] == "payload_too_large"
 
 

@@ -34,6 +34,7 @@ async def test_backpressure_answers_429_with_retry_after(make_gateway):
     assert 200 in statuses and 429 in statuses and set(statuses) <= {200, 429}
     throttled = next(r for r in responses if r.status_code == 429)
     assert throttled.json()["error"] == "overloaded" and throttled.headers["retry-after"] == "1"
+    assert throttled.headers["x-request-id"]
 
 
 async def test_online_budget_serves_the_smallest_model_once_spent(make_gateway):
