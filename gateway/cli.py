@@ -84,6 +84,13 @@ def serve(
         pass
 
 
+def _model_control_args(settings: GatewaySettings, models: list[str]) -> list[str]:
+    """Explicit model control: Triton loads only the pool's models; reloads load and unload the rest."""
+    if settings.triton.model_control != "explicit":
+        return []
+    return ["--model-control-mode=explicit", *(f"--load-model={m}" for m in models)]
+
+
 async def _start_local_triton(settings: GatewaySettings, models: list[str]):
     from .tritonserver import LocalTritonServer, TritonServerError
 
@@ -91,7 +98,8 @@ async def _start_local_triton(settings: GatewaySettings, models: list[str]):
     log_file.parent.mkdir(parents=True, exist_ok=True)
     local = LocalTritonServer(settings.triton.model_repository, grpc_port=settings.triton.grpc_port,
                               http_port=settings.triton.http_port, metrics_port=settings.triton.metrics_port,
-                              model_config_name=settings.triton.model_config_name, log_file=log_file)
+                              model_config_name=settings.triton.model_config_name, log_file=log_file,
+                              extra_args=_model_control_args(settings, models))
     try:
         local.start()
         logger.info("waiting for the local Triton to load %s (log: %s)", ", ".join(models), log_file)

@@ -1,5 +1,6 @@
 """The ``carbon-gateway`` command as a user runs it: real processes, real ports."""
 
+import asyncio
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from gateway.testing import GatewayProcess
+from gateway.triton import TritonClient
 
 from .conftest import IMAGES, PROJECT, free_port
 
@@ -123,3 +125,23 @@ def test_serve_reports_models_triton_failed_to_load(model_repository, tmp_path):
                             capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env)
     assert result.returncode == 2
     assert "Triton failed to load" in result.stderr and "no GPUs are available" in result.stderr
+
+
+def test_embedded_triton_in_explicit_mode_loads_only_the_pool(model_repository, tmp_path):
+    pool = tmp_path / "pool.yaml"
+    pool.write_text("models: [{name: resnet18, energy_mj: 178, error_rate: 10.9}]\n")
+    grpc = free_port()
+    env = {"CARBON_GATEWAY_TRITON__MODEL_CONTROL": "explicit", "CARBON_GATEWAY_TRITON__GRPC_PORT": str(grpc),
+           "CARBON_GATEWAY_TRITON__HTTP_PORT": str(free_port()),
+           "CARBON_GATEWAY_TRITON__METRICS_PORT": str(free_port())}
+    with GatewayProcess("--repository", str(model_repository), "--pool", str(pool), cwd=tmp_path, env=env):
+        async def states() -> dict:
+            client = TritonClient(f"127.0.0.1:{grpc}")
+            try:
+                return await client.repository_index()
+            finally:
+                await client.close()
+
+        index = asyncio.run(states())
+    assert index["resnet18"][0] == "READY"
+    assert all(state != "READY" for name, (state, _) in index.items() if name != "resnet18")
