@@ -245,13 +245,13 @@ class GatewayService:
         return [Prediction(int(i), self.labels[i] if i < len(self.labels) else str(i), float(probabilities[i]))
                 for i in best]
 
-    async def readiness(self) -> dict[str, bool]:
-        """Per pool model, whether Triton has it ready (all False when Triton is unreachable)."""
-        if not await self.triton.server_ready():
-            return {spec.name: False for spec in self.pool.models}
-        ready = await asyncio.gather(*(self.triton.model_ready(s.backend_name, s.triton_version)
-                                       for s in self.pool.models))
-        return {spec.name: bool(ok) for spec, ok in zip(self.pool.models, ready)}
+    async def readiness(self) -> tuple[bool, dict[str, bool]]:
+        """Whether Triton answers, and per pool model whether Triton has it ready."""
+        pool = self.pool
+        if not await self.triton.server_live():
+            return False, {spec.name: False for spec in pool.models}
+        ready = await asyncio.gather(*(self.triton.model_ready(s.backend_name, s.triton_version) for s in pool.models))
+        return True, {spec.name: bool(ok) for spec, ok in zip(pool.models, ready)}
 
     async def weights(self) -> dict[str, str]:
         """Which weights each model was built with, as its Triton config records ("unknown" if it says not)."""

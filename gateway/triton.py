@@ -87,6 +87,13 @@ class TritonClient:
         except InferenceServerException:
             return False
 
+    async def server_live(self) -> bool:
+        """Triton answers (whether or not every model is ready, which strict readiness would require)."""
+        try:
+            return bool(await self._client.is_server_live(client_timeout=2.0))
+        except InferenceServerException:
+            return False
+
     async def model_ready(self, name: str, version: str = "") -> bool:
         try:
             return bool(await self._client.is_model_ready(name, version, client_timeout=2.0))

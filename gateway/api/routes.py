@@ -262,37 +262,39 @@ async def healthz() -> HealthResponse:
     return HealthResponse(version=__version__)
 
 
-async def _model_statuses(service: GatewayService) -> list[ModelStatus]:
-    ready = await service.readiness()
+async def _model_statuses(service: GatewayService) -> tuple[bool, list[ModelStatus]]:
+    """Whether Triton answers, and the pool's models with their readiness and weights."""
+    reachable, ready = await service.readiness()
     weights = await service.weights() if any(ready.values()) else {}
-    return [ModelStatus(name=s.name, triton_name=s.backend_name, ready=ready[s.name],
-                        weights=weights.get(s.name, "unknown"), energy_mj=s.energy_mj, error_rate=s.error_rate,
-                        energy_source=s.energy_source) for s in service.pool.models]
+    return reachable, [ModelStatus(name=s.name, triton_name=s.backend_name, ready=ready[s.name],
+                                   weights=weights.get(s.name, "unknown"), energy_mj=s.energy_mj,
+                                   error_rate=s.error_rate, energy_source=s.energy_source)
+                       for s in service.pool.models if s.name in ready]
 
 
 @router.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}},
             summary="Readiness: Triton reachable and every pool model ready")
 async def readyz(response: Response, service: GatewayService = Depends(get_service)) -> ReadyResponse:
-    models = await _model_statuses(service)
-    reachable = await service.triton.server_ready()
+    reachable, models = await _model_statuses(service)
     metrics.TRITON_UP.set(1 if reachable else 0)
     ready = reachable and all(m.ready for m in models)
     if not ready:
         response.status_code = 503
     return ReadyResponse(ready=ready, triton_url=service.triton.url, triton_reachable=reachable, models=models,
-                         carbon=_carbon_out(service.carbon.state), policy=service.policy.name, energy_meter=service.meter_name)
+                         carbon=_carbon_out(service.carbon.state), policy=service.policy.name,
+                         energy_meter=service.meter_name)
 
 
 @router.get("/v1/models", response_model=list[ModelStatus], summary="The pool: models, figures, readiness, weights")
 async def list_models(service: GatewayService = Depends(get_service)) -> list[ModelStatus]:
-    return await _model_statuses(service)
+    return (await _model_statuses(service))[1]
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=RawResponse,
             responses={200: {"content": {"text/plain": {}}}})
 async def prometheus_metrics(service: GatewayService = Depends(get_service)) -> RawResponse:
     service.publish_state()
-    metrics.TRITON_UP.set(1 if await service.triton.server_ready() else 0)
+    metrics.TRITON_UP.set(1 if await service.triton.server_live() else 0)
     body, content_type = metrics.render()
     return RawResponse(body, media_type=content_type)
 
