@@ -133,6 +133,13 @@ class CarbonMonitor:
         """The last forecast fetched, oldest first (empty when none)."""
         return self._forecast
 
+    async def __aenter__(self) -> CarbonMonitor:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.aclose()
+
     async def start(self) -> None:
         """First values (bounded by ``startup_timeout``), then polling in the background."""
         try:

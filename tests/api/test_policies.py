@@ -74,10 +74,13 @@ async def test_a_percentile_signal_selects_but_claims_no_grams(make_gateway):
 
     async with make_gateway() as client:
         service = client._transport.app.state.service
-        service.carbon = CarbonMonitor(MarginalIndex(), c_low=0.0, c_high=100.0)
-        await service.carbon.start()
-        response = await classify(client)
-        await service.carbon.aclose()
+        configured = service.carbon
+        async with CarbonMonitor(MarginalIndex(), c_low=0.0, c_high=100.0) as marginal:
+            service.carbon = marginal
+            try:
+                response = await classify(client)
+            finally:
+                service.carbon = configured  # the lifespan closes the monitor it started
     body = response.json()
     assert body["carbon"]["unit"] == "percentile" and body["model"]["name"] == "resnet18"
     assert body["energy"]["joules"] > 0 and body["energy"]["co2_grams"] is None

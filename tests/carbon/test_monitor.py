@@ -39,8 +39,7 @@ async def test_outage_goes_stale_then_forecast_then_default_and_recovers(server,
     server.json("/intensity/*/fw24h", uk_national(*uk_periods(now, [170, 160], actual=False)))
     monitor = CarbonMonitor(uk_source(server), poll_interval=60, max_age=300, forecast_interval=10_000,
                             default_intensity=333, clock=clock)
-    await monitor.start()
-    try:
+    async with monitor:
         state = monitor.state
         assert (state.status, state.intensity, state.source_up, state.consecutive_failures) == ("live", 200, True, 0)
 
@@ -63,8 +62,6 @@ async def test_outage_goes_stale_then_forecast_then_default_and_recovers(server,
         server.json("/intensity", uk_national(uk_period(now, 190, 180)))
         state = await monitor.refresh()
         assert (state.status, state.intensity, state.consecutive_failures, state.last_error) == ("live", 180, 0, None)
-    finally:
-        await monitor.aclose()
 
 
 @pytest.mark.parametrize("garbage", [Reply(200, b"{not json"), Reply(200, b""),
@@ -73,14 +70,11 @@ async def test_outage_goes_stale_then_forecast_then_default_and_recovers(server,
 async def test_garbage_never_replaces_a_good_value(server, now, garbage):
     server.json("/intensity", uk_national(uk_period(now, 205, 200)))
     monitor = CarbonMonitor(uk_source(server), poll_interval=60)
-    await monitor.start()
-    try:
+    async with monitor:
         server.route("/intensity", garbage)
         state = await monitor.refresh()
         assert (state.status, state.intensity, state.reading.timestamp) == ("stale", 200, now)
         assert state.last_error
-    finally:
-        await monitor.aclose()
 
 
 async def test_window_from_history_or_from_the_forecast(server, now):
@@ -107,51 +101,39 @@ async def test_forecast_window_falls_back_to_history_without_a_forecast(server, 
     server.json("/intensity/*/pt24h", uk_national(*uk_periods(now - timedelta(hours=1), [100, 200])))
     server.route("/intensity/*/fw24h", Reply(500, ""))
     monitor = CarbonMonitor(uk_source(server), window_basis="forecast")
-    await monitor.start()
-    try:
+    async with monitor:
         assert monitor.state.window_basis == "history"
         assert (monitor.state.window.low, monitor.state.window.high) == (100, 200)
-    finally:
-        await monitor.aclose()
 
 
 async def test_polling_runs_in_the_background(server, now):
     server.json("/intensity", uk_national(uk_period(now, 205, 200)))
     monitor = CarbonMonitor(uk_source(server), poll_interval=0.05)
-    await monitor.start()
-    try:
+    async with monitor:
         server.json("/intensity", uk_national(uk_period(now + timedelta(minutes=30), 125, 120)))
         for _ in range(100):
             if monitor.state.intensity == 120:
                 break
             await asyncio.sleep(0.02)
         assert monitor.state.intensity == 120 and monitor.state.status == "live"
-    finally:
-        await monitor.aclose()
 
 
 async def test_startup_does_not_wait_out_a_hanging_provider(server):
     server.route("/intensity*", Reply(body=uk_national(), delay=1.0))
     monitor = CarbonMonitor(uk_source(server), startup_timeout=0.4, default_intensity=277)
     started = asyncio.get_running_loop().time()
-    await monitor.start()
-    try:
+    async with monitor:
         assert asyncio.get_running_loop().time() - started < 0.9
         assert (monitor.state.status, monitor.state.intensity) == ("default", 277)
-    finally:
-        await monitor.aclose()
 
 
 async def test_a_long_retry_after_postpones_the_next_poll(server, now):
     server.json("/intensity", uk_national(uk_period(now, 205, 200)))
     monitor = CarbonMonitor(uk_source(server), poll_interval=60)
-    await monitor.start()
-    try:
+    async with monitor:
         server.route("/intensity", Reply(429, "", {"Retry-After": "600"}))
         state = await monitor.refresh()
         assert state.status == "stale" and monitor.next_poll_in == 600
-    finally:
-        await monitor.aclose()
 
 
 def test_providers_are_chosen_by_config(server):

@@ -75,25 +75,19 @@ async def test_replay_start_and_history(gb):
 async def test_monitor_window_comes_from_observed_history(gb):
     source = TraceReplaySource(gb, speedup=1.0, start=datetime(2020, 6, 2, tzinfo=timezone.utc), clock=FakeClock())
     monitor = CarbonMonitor(source, poll_interval=3600)
-    await monitor.start()
-    try:
+    async with monitor:
         day = gb.values[(gb.times >= datetime(2020, 6, 1, tzinfo=timezone.utc).timestamp())
                         & (gb.times <= datetime(2020, 6, 2, tzinfo=timezone.utc).timestamp())]
         state = monitor.state
         assert (state.window.low, state.window.high) == (pytest.approx(day.min()), pytest.approx(day.max()))
         assert not state.stale
-    finally:
-        await monitor.aclose()
 
 
 async def test_monitor_bounds_can_be_overridden():
     monitor = CarbonMonitor(StaticSource(180.0), c_low=100.0, c_high=300.0)
-    await monitor.start()
-    try:
+    async with monitor:
         assert monitor.state.intensity == 180.0
         assert (monitor.state.window.low, monitor.state.window.high) == (100.0, 300.0)
-    finally:
-        await monitor.aclose()
 
 
 async def test_monitor_falls_back_to_the_default_when_the_source_fails():
@@ -110,12 +104,9 @@ async def test_monitor_falls_back_to_the_default_when_the_source_fails():
             return None
 
     monitor = CarbonMonitor(Broken(), default_intensity=222.0)
-    await monitor.start()
-    try:
+    async with monitor:
         assert monitor.state.intensity == 222.0 and monitor.state.stale
         assert monitor.state.reading.source == "default"
-    finally:
-        await monitor.aclose()
 
 
 def test_json_trace_with_dotted_columns_matches_the_csv(gb, tmp_path):
@@ -156,14 +147,11 @@ async def test_monitor_window_from_the_trace_forecast(gb):
     start = datetime(2020, 6, 2, tzinfo=timezone.utc)
     source = TraceReplaySource(gb, start=start, clock=FakeClock())
     monitor = CarbonMonitor(source, window_basis="forecast")
-    await monitor.start()
-    try:
+    async with monitor:
         ahead = gb.values[(gb.times >= start.timestamp()) & (gb.times < start.timestamp() + 24 * 3600)]
         state = monitor.state
         assert state.window_basis == "forecast"
         assert (state.window.low, state.window.high) == (pytest.approx(ahead.min()), pytest.approx(ahead.max()))
-    finally:
-        await monitor.aclose()
 
 
 def test_a_sped_up_replay_is_polled_as_often_as_it_changes(shared_data):
