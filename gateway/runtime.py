@@ -146,7 +146,8 @@ async def running(settings: GatewaySettings, triton_url: str) -> AsyncIterator[R
     tasks: set[asyncio.Task] = set()
     if settings.watch_pool:
         tasks.add(asyncio.create_task(reloader.watch(), name="pool-watch"))
-    tasks.add(asyncio.create_task(_plan_forever(service, settings.carbon.poll_interval_s), name="budget-plan"))
+    if settings.policy.name == "online-budget":  # reloads keep the policy settings: no other policy needs it
+        tasks.add(asyncio.create_task(_plan_forever(service, settings.carbon.poll_interval_s), name="budget-plan"))
     _on_sighup(reloader, tasks)
     try:
         yield Runtime(service, reloader)
