@@ -12,7 +12,6 @@ import asyncio
 import importlib.util
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -173,10 +172,3 @@ class LocalTritonServer:
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
-
-
-def have_local_triton() -> bool:
-    try:
-        return (pytriton_root() / "tritonserver" / "bin" / "tritonserver").exists() and bool(shutil.which("true"))
-    except TritonServerError:
-        return False
