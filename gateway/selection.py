@@ -89,6 +89,10 @@ class SelectionPolicy(Protocol):
         """The model for one request."""
         ...
 
+    def preview(self, intensity: float, window: CarbonWindow) -> ModelSpec:
+        """What ``select`` would choose now, leaving the policy's state (hysteresis) as it was."""
+        ...
+
 
 class _PolicyBase:
     """Shared machinery: candidates, the latency SLO, per-request constraints and hysteresis.
@@ -151,6 +155,14 @@ class _PolicyBase:
 
     def _choose_one(self, intensity: float, low: float, high: float) -> int:
         return int(self.choose(np.asarray([intensity]), CarbonWindow(low, high))[0])
+
+    def preview(self, intensity: float, window: CarbonWindow) -> ModelSpec:
+        """What ``select`` would choose now, leaving the hysteresis state as it was (for metrics)."""
+        last = self._last
+        try:
+            return self.select(intensity, window)
+        finally:
+            self._last = last
 
     def _damp(self, c: np.ndarray, window: CarbonWindow, chosen: np.ndarray) -> np.ndarray:
         """Schmitt trigger: change model only if it would still change with the intensity moved

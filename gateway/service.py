@@ -108,7 +108,7 @@ class GatewayService:
         metrics.CARBON_SOURCE_UP.labels(self.carbon.source.name).set(1 if state.source_up else 0)
         for status in ("live", "stale", "forecast", "default"):
             metrics.CARBON_STATUS.labels(status).set(1 if state.status == status else 0)
-        chosen = self.policy.select(state.intensity, state.window)
+        chosen = self.policy.preview(state.intensity, state.window)  # a scrape must not move the hysteresis
         for spec in self.pool.models:
             metrics.SELECTED_MODEL.labels(spec.name).set(1 if spec.name == chosen.name else 0)
         metrics.EXPECTED_ERROR.set(chosen.error_rate / 100.0)

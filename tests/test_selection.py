@@ -289,3 +289,14 @@ def test_scalar_fast_path_equals_the_vectorised_policy(make):
             fast = policy.select(c, window)
             slow = policy.candidates[int(policy.select_indices(c, window)[()])]
             assert fast == slow, (c, window)
+
+
+def test_preview_leaves_the_hysteresis_state_alone():
+    window = CarbonWindow(100.0, 300.0)
+    watched = InterpolationPolicy(load_pool(PAPER_POOL), hysteresis=10.0)
+    unwatched = InterpolationPolicy(load_pool(PAPER_POOL), hysteresis=10.0)
+    # ResNet101/152 switch at ~149.6 g/kWh; 148 is inside the 10 g/kWh band, so it keeps the last model.
+    for intensity in (160.0, 148.0, 160.0, 148.0):
+        assert watched.preview(100.0, window).name == "resnet152"  # a scrape while the grid looks clean
+        assert watched.select(intensity, window) == unwatched.select(intensity, window)
+    assert unwatched.select(148.0, window).name == "resnet101"
