@@ -68,10 +68,11 @@ def serve(
     except ConfigError as exc:
         _fail(str(exc))
     _setup_logging(settings.log_level)
-    from .runtime import CONFIG_ERRORS, load_parts
+    from .runtime import CONFIG_ERRORS, check_meter, load_parts
 
     try:
         parts = load_parts(settings)
+        check_meter(settings)
     except CONFIG_ERRORS as exc:
         _fail(str(exc))
     models = [m.backend_name for m in parts.pool.models]
@@ -194,6 +195,7 @@ def _serve_workers(settings: GatewaySettings, models: list[str]) -> None:
     import uvicorn
 
     from .api.app import SETTINGS_ENV
+    from .runtime import shared_meter
 
     local = None
     try:
@@ -202,15 +204,17 @@ def _serve_workers(settings: GatewaySettings, models: list[str]) -> None:
         else:
             asyncio.run(_check_remote_triton(settings.triton.url, models))
         url = settings.triton.url or local.grpc_url
-        # Secrets travel to the workers in clear (they are the parent's own settings), not as "**********".
-        os.environ[SETTINGS_ENV] = json.dumps({"settings": settings.model_dump(), "triton_url": url},
-                                              default=_reveal)
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="carbon-gateway-metrics-")
-        logger.info("gateway on http://%s:%d with %d workers (docs: /docs)", settings.host, settings.port,
-                    settings.workers)
-        uvicorn.run("gateway.api.app:app_from_environment", factory=True, host=settings.host, port=settings.port,
-                    workers=settings.workers, log_level=settings.log_level, access_log=False)
+        # One GPU, one energy counter: this process reads it, the workers report their requests to it.
+        with shared_meter(settings) as meter:
+            # Secrets travel to the workers in clear (they are the parent's own settings), not as "**********".
+            os.environ[SETTINGS_ENV] = json.dumps({"settings": settings.model_dump(), "triton_url": url,
+                                                   "meter": meter.model_dump() if meter else None}, default=_reveal)
+            logger.info("gateway on http://%s:%d with %d workers (docs: /docs)", settings.host, settings.port,
+                        settings.workers)
+            uvicorn.run("gateway.api.app:app_from_environment", factory=True, host=settings.host,
+                        port=settings.port, workers=settings.workers, log_level=settings.log_level, access_log=False)
     finally:
         if local is not None:
             local.stop()

@@ -14,17 +14,26 @@ Two pieces:
 Without a counter (no GPU, as in CI) the pool's profiled energy per inference is charged instead and
 labelled ``pool-estimate``; responses always carry that estimate, since the measured share of a
 request is only known once the window after it closes, and its measured figure goes to the metrics.
+
+One GPU has one counter, so several uvicorn workers must not each read it: the parent process runs the
+only accountant, and the workers report their requests' spans to it over a Unix datagram socket
+(``SpanReporter`` → ``SpanListener``). Spans are timed with ``time.monotonic``, one clock for every
+process of the machine.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import os
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+
+import orjson
 
 from pydantic import BaseModel, ConfigDict
 
@@ -67,6 +76,23 @@ class EnergyCounter(Protocol):
     def read_joules(self) -> float: ...
 
     def close(self) -> None: ...
+
+
+class SpanRecorder(Protocol):
+    """What the request path tells about each inference: when it began and ended on the accelerator."""
+
+    @property
+    def name(self) -> str:
+        """The meter that turns these spans into joules."""
+        ...
+
+    def begin(self, model: ModelSpec, items: int, intensity: float | None) -> int: ...
+
+    def end(self, token: int) -> None: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 class NvmlEnergyCounter:
@@ -190,18 +216,22 @@ def split_window(t0: float, t1: float, joules: float, spans: list[Span], idle_po
 
 
 class EnergyAccountant:
-    """Samples an ``EnergyCounter`` every ``interval_s`` on a thread and attributes each window."""
+    """Samples an ``EnergyCounter`` every ``interval_s`` on a thread and attributes each window.
+
+    A span still open after ``max_span_s`` (its end was lost with a crashed worker) is closed then.
+    """
 
     def __init__(self, counter: EnergyCounter, interval_s: float = 0.1, idle_power_w: float = 0.0,
-                 pue: float = 1.0, clock: Callable[[], float] = time.monotonic):
+                 pue: float = 1.0, clock: Callable[[], float] = time.monotonic, max_span_s: float = 600.0):
         self.counter = counter
         self.pue = pue
         self.interval_s = interval_s
         self.idle_power_w = idle_power_w
+        self.max_span_s = max_span_s
         self._clock = clock
         self._lock = threading.Lock()
         self._tokens = itertools.count()
-        self._active: dict[int, Span] = {}
+        self._active: dict[Hashable, Span] = {}
         self._finished: list[Span] = []
         self._last_time: float | None = None
         self._last_joules: float | None = None
@@ -216,15 +246,26 @@ class EnergyAccountant:
 
     def begin(self, model: ModelSpec, items: int, intensity: float | None) -> int:
         token = next(self._tokens)
-        with self._lock:
-            self._active[token] = Span(model.name, model.energy_mj * items, intensity, self._clock())
+        self.open_span(token, Span(model.name, model.energy_mj * items, intensity, self._clock()))
         return token
 
     def end(self, token: int) -> None:
+        self.close_span(token, self._clock())
+
+    @property
+    def open_spans(self) -> int:
         with self._lock:
-            span = self._active.pop(token, None)
+            return len(self._active)
+
+    def open_span(self, key: Hashable, span: Span) -> None:
+        with self._lock:
+            self._active[key] = span
+
+    def close_span(self, key: Hashable, end: float) -> None:
+        with self._lock:
+            span = self._active.pop(key, None)
             if span is not None:
-                span.end = self._clock()
+                span.end = end
                 self._finished.append(span)
 
     def sample(self) -> WindowSplit | None:
@@ -234,26 +275,42 @@ class EnergyAccountant:
         except Exception as exc:  # noqa: BLE001 - a failing meter must not stop the sampler
             if self.healthy:
                 logger.warning("energy meter %s failed: %s", self.counter.name, exc)
-            self.healthy = False
+            self._set_health(False)
             return None
-        self.healthy = True
+        self._set_health(True)
         now = self._clock()
         with self._lock:
             if self._last_time is None:
                 self._last_time, self._last_joules = now, joules
                 self._finished.clear()
                 return None
+            self._expire(now)
             delta = max(0.0, joules - self._last_joules)  # a counter reset never yields negative energy
-            spans = [*self._active.values(), *self._finished]
+            retired = self._finished
+            spans = [*self._active.values(), *retired]
             split = split_window(self._last_time, now, delta, spans, self.idle_power_w)
-            self._finished.clear()
+            self._finished = []
             self._last_time, self._last_joules = now, joules
             for span, share in split.by_span:
                 span.joules += share
-        self._publish(split)
+        self._publish(split, retired)
         return split
 
-    def _publish(self, split: WindowSplit) -> None:
+    def _expire(self, now: float) -> None:
+        stale = [key for key, span in self._active.items() if now - span.start > self.max_span_s]
+        for key in stale:
+            span = self._active.pop(key)
+            span.end = now
+            self._finished.append(span)
+        if stale:
+            logger.warning("closed %d request span(s) open for over %.0f s (their end was lost)",
+                           len(stale), self.max_span_s)
+
+    def _set_health(self, up: bool) -> None:
+        self.healthy = up
+        metrics.METER_UP.labels(self.counter.name).set(1 if up else 0)
+
+    def _publish(self, split: WindowSplit, retired: list[Span]) -> None:
         meter = self.counter.name
         self.totals["measured"] += split.measured
         self.totals["idle"] += split.idle
@@ -264,6 +321,8 @@ class EnergyAccountant:
             metrics.ENERGY.labels(span.model, meter).inc(share)
             if span.intensity is not None:
                 metrics.CO2.labels(span.model).inc(co2_grams(share, span.intensity, self.pue))
+        for span in retired:  # charged for the last time: its measured energy is final
+            metrics.REQUEST_ENERGY.labels(span.model).observe(span.joules)
 
     def start(self) -> None:
         self.sample()
@@ -280,6 +339,95 @@ class EnergyAccountant:
             self._thread.join(timeout=5)
         self.sample()
         self.counter.close()
+
+
+class SpanReporter:
+    """A worker's ``SpanRecorder``: sends each span's begin and end to the ``SpanListener`` of the process
+    that owns the meter. Sends never block the event loop: when the listener's queue is full (or it is
+    gone) the event is dropped and counted, and that request's energy is counted as idle."""
+
+    def __init__(self, socket_path: str, meter: str, clock: Callable[[], float] = time.monotonic):
+        self.socket_path = socket_path
+        self._meter = meter
+        self._clock = clock
+        self._tokens = itertools.count()
+        self._pid = os.getpid()
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.setblocking(False)
+
+    @property
+    def name(self) -> str:
+        return self._meter
+
+    def begin(self, model: ModelSpec, items: int, intensity: float | None) -> int:
+        token = next(self._tokens)
+        self._send({"op": "begin", "key": [self._pid, token], "model": model.name,
+                    "weight": model.energy_mj * items, "intensity": intensity, "at": self._clock()})
+        return token
+
+    def end(self, token: int) -> None:
+        self._send({"op": "end", "key": [self._pid, token], "at": self._clock()})
+
+    def _send(self, event: dict) -> None:
+        try:
+            self._socket.sendto(orjson.dumps(event), self.socket_path)
+        except OSError as exc:  # queue full (BlockingIOError) or no listener
+            metrics.DROPPED_SPANS.inc()
+            logger.debug("span event dropped: %s", exc)
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        self._socket.close()
+
+
+class SpanListener:
+    """Receives ``SpanReporter`` events on a Unix datagram socket and opens and closes spans in ``accountant``."""
+
+    def __init__(self, accountant: EnergyAccountant, socket_path: str):
+        self.accountant = accountant
+        self.socket_path = socket_path
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.bind(socket_path)
+        self._socket.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="energy-span-listener", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self._socket.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return  # closed
+            self.handle(data)
+
+    def handle(self, data: bytes) -> None:
+        try:
+            event = orjson.loads(data)
+            key = tuple(event["key"])
+            if event["op"] == "begin":
+                span = Span(str(event["model"]), float(event["weight"]),
+                            None if event["intensity"] is None else float(event["intensity"]), float(event["at"]))
+                self.accountant.open_span(key, span)
+            else:
+                self.accountant.close_span(key, float(event["at"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            logger.warning("malformed span event ignored: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._socket.close()
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
 
 
 def make_counter(kind: str, triton_metrics_url: str | None = None) -> EnergyCounter | None:

@@ -33,7 +33,8 @@ FALLBACKS = Counter(f"{PREFIX}_fallbacks_total", "Requests served by a stand-in 
 POOL_RELOADS = Counter(f"{PREFIX}_pool_reloads_total", "Pool reloads by trigger and result.", ["trigger", "result"])
 CO2 = Counter(f"{PREFIX}_co2_grams_total", "CO2eq charged to requests (energy x intensity x PUE), by model.",
               ["model"])
-REQUEST_ENERGY = Histogram(f"{PREFIX}_request_energy_joules", "Energy per request.", ["model"],
+REQUEST_ENERGY = Histogram(f"{PREFIX}_request_energy_joules", "Energy per request: its measured share where a meter "
+                           "exists, else the pool estimate.", ["model"],
                            buckets=ENERGY_BUCKETS)
 
 _gauge_mode = {"multiprocess_mode": "mostrecent"}
@@ -55,6 +56,10 @@ EXPECTED_ERROR = Gauge(f"{PREFIX}_expected_error_ratio",
                        "Expected error rate (0-1) of the model the policy picks now.", **_gauge_mode)
 METER_INFO = Gauge(f"{PREFIX}_energy_meter_info", "The energy meter in use (1).", ["meter", "measured"],
                    **_gauge_mode)
+METER_UP = Gauge(f"{PREFIX}_energy_meter_up", "1 if the energy meter answered its last reading.", ["meter"],
+                 **_gauge_mode)
+DROPPED_SPANS = Counter(f"{PREFIX}_dropped_spans_total", "Request spans that a worker could not report to the "
+                        "shared energy sampler (their energy counts as idle).")
 TRITON_UP = Gauge(f"{PREFIX}_triton_up", "1 if Triton answered the last readiness check.", **_gauge_mode)
 
 

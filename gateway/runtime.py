@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel
 
 from .carbon import (CarbonMonitor, CarbonSource, CarbonSourceError, ElectricityMapsSource, StaticSource,
                      TraceReplaySource, UkCarbonIntensitySource, WattTimeSource, load_trace)
-from .energy import EnergyAccountant, MeterError, make_counter
+from .energy import EnergyAccountant, MeterError, SpanListener, SpanRecorder, SpanReporter, make_counter
 from .labels import LabelsError, load_labels
 from .pool import ModelPool, PoolError, load_pool
 from .selection import SelectionPolicy, make_policy
@@ -75,6 +80,13 @@ def load_parts(settings: GatewaySettings) -> Parts:
                  labels=load_labels(settings.resolved_labels_file), monitor=make_monitor(settings.carbon))
 
 
+def check_meter(settings: GatewaySettings) -> None:
+    """Raise ``MeterError`` now, before anything starts, if the configured meter cannot be had."""
+    counter = make_counter(settings.energy.meter, settings.energy.triton_metrics_url)
+    if counter is not None:
+        counter.close()
+
+
 def make_accountant(settings: GatewaySettings) -> EnergyAccountant | None:
     counter = make_counter(settings.energy.meter, settings.energy.triton_metrics_url)
     if counter is None:
@@ -83,14 +95,50 @@ def make_accountant(settings: GatewaySettings) -> EnergyAccountant | None:
                             idle_power_w=settings.energy.idle_power_w, pue=settings.pue)
 
 
-def build_service(settings: GatewaySettings, triton_url: str) -> GatewayService:
+class SharedMeter(BaseModel):
+    """Where the workers of a multi-worker gateway report their requests' spans: the parent's sampler."""
+
+    socket: str
+    meter: str
+
+
+@contextmanager
+def shared_meter(settings: GatewaySettings) -> Iterator[SharedMeter | None]:
+    """Run the configured meter's sampler in this process, listening for the workers' spans.
+
+    None when there is no meter (pool estimates need no sampler). Call it after
+    ``PROMETHEUS_MULTIPROC_DIR`` is set, so that its metrics join the workers'.
+    """
+    accountant = make_accountant(settings)
+    if accountant is None:
+        yield None
+        return
+    directory = tempfile.mkdtemp(prefix="carbon-gateway-energy-")  # short: a socket path has ~100 bytes
+    listener = SpanListener(accountant, str(Path(directory) / "spans.sock"))
+    listener.start()
+    accountant.start()
+    try:
+        yield SharedMeter(socket=listener.socket_path, meter=accountant.name)
+    finally:
+        accountant.stop()
+        listener.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def make_recorder(settings: GatewaySettings, shared: SharedMeter | None) -> SpanRecorder | None:
+    if shared is not None:
+        return SpanReporter(shared.socket, shared.meter)
+    return make_accountant(settings)
+
+
+def build_service(settings: GatewaySettings, triton_url: str, shared: SharedMeter | None = None) -> GatewayService:
     parts = load_parts(settings)
     return GatewayService(
         pool=parts.pool,
         policy=parts.policy,
         carbon=parts.monitor,
         triton=TritonClient(triton_url, settings.triton.request_timeout_s),
-        accountant=make_accountant(settings),
+        recorder=make_recorder(settings, shared),
         labels=parts.labels,
         pue=settings.pue,
         max_image_pixels=settings.limits.max_image_pixels,
@@ -134,15 +182,19 @@ async def _plan_forever(service: GatewayService, interval_s: float) -> None:
 
 
 @asynccontextmanager
-async def running(settings: GatewaySettings, triton_url: str) -> AsyncIterator[Runtime]:
-    """Start the service and its background work; stop all of it on exit."""
-    service = build_service(settings, triton_url)
+async def running(settings: GatewaySettings, triton_url: str,
+                  shared: SharedMeter | None = None) -> AsyncIterator[Runtime]:
+    """Start the service and its background work; stop all of it on exit.
+
+    ``shared``: a worker of several, which reports to the parent's meter instead of reading its own.
+    """
+    service = build_service(settings, triton_url, shared)
     reloader = PoolReloader(service, settings.resolved_pool_file, settings.policy, pue=settings.pue,
                             explicit_model_control=settings.triton.model_control == "explicit",
                             ready_timeout_s=settings.triton.startup_timeout_s)
     await service.carbon.start()
-    if service.accountant is not None:
-        service.accountant.start()
+    if service.recorder is not None:
+        service.recorder.start()
     tasks: set[asyncio.Task] = set()
     if settings.watch_pool:
         tasks.add(asyncio.create_task(reloader.watch(), name="pool-watch"))
@@ -159,7 +211,7 @@ async def running(settings: GatewaySettings, triton_url: str) -> AsyncIterator[R
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if service.accountant is not None:
-            service.accountant.stop()
+        if service.recorder is not None:
+            service.recorder.stop()
         await service.carbon.aclose()
         await service.triton.close()

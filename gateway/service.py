@@ -14,7 +14,7 @@ import numpy as np
 
 from .carbon import CarbonMonitor, CarbonState
 from . import metrics
-from .energy import EnergyAccountant, EnergyReading, co2_grams, estimate
+from .energy import EnergyReading, SpanRecorder, co2_grams, estimate
 from .imaging import image_to_tensor
 from .pool import ModelPool, ModelSpec
 from .selection import Constraints, NoEligibleModel, OnlineBudgetPolicy, SelectionPolicy
@@ -69,12 +69,12 @@ class Prediction:
 
 class GatewayService:
     def __init__(self, *, pool: ModelPool, policy: SelectionPolicy, carbon: CarbonMonitor,
-                 triton: TritonClient, labels: tuple[str, ...], accountant: EnergyAccountant | None = None,
+                 triton: TritonClient, labels: tuple[str, ...], recorder: SpanRecorder | None = None,
                  pue: float = 1.0, max_image_pixels: int = 40_000_000):
         self.selector = Selector(pool, policy)
         self.carbon = carbon
         self.triton = triton
-        self.accountant = accountant
+        self.recorder = recorder  # None: no meter, requests are charged the pool's estimate
         self.labels = labels
         self.pue = pue
         self.max_image_pixels = max_image_pixels
@@ -96,7 +96,7 @@ class GatewayService:
 
     @property
     def meter_name(self) -> str:
-        return self.accountant.name if self.accountant is not None else "pool-estimate"
+        return self.recorder.name if self.recorder is not None else "pool-estimate"
 
     def publish_state(self) -> None:
         """Set the gauges that describe the decision the gateway would make now."""
@@ -112,8 +112,10 @@ class GatewayService:
         for spec in self.pool.models:
             metrics.SELECTED_MODEL.labels(spec.name).set(1 if spec.name == chosen.name else 0)
         metrics.EXPECTED_ERROR.set(chosen.error_rate / 100.0)
-        measured = "true" if self.accountant is not None else "false"
+        measured = "true" if self.recorder is not None else "false"
         metrics.METER_INFO.labels(self.meter_name, measured).set(1)
+        if self.recorder is None:  # a meter's own sampler reports whether it answers
+            metrics.METER_UP.labels(self.meter_name).set(1)
 
     def decide(self, model_name: str | None = None, constraints: Constraints | None = None,
                selector: Selector | None = None) -> Decision:
@@ -173,8 +175,8 @@ class GatewayService:
         grams_per_kwh = decision.carbon.grams_per_kwh
         co2 = co2_grams(energy.joules, grams_per_kwh, self.pue) if grams_per_kwh is not None else None
         metrics.INFERENCES.labels(model.name).inc(items)
-        metrics.REQUEST_ENERGY.labels(model.name).observe(energy.joules)
-        if self.accountant is None:  # measured energy and its CO2 are counted by the accountant, per window
+        if self.recorder is None:  # measured energy and its CO2 are counted by the meter's sampler, per window
+            metrics.REQUEST_ENERGY.labels(model.name).observe(energy.joules)
             metrics.ENERGY.labels(model.name, energy.source).inc(energy.joules)
             if co2 is not None:
                 metrics.CO2.labels(model.name).inc(co2)
@@ -186,13 +188,14 @@ class GatewayService:
     async def _infer(self, decision: Decision, batch: np.ndarray) -> tuple[np.ndarray, float]:
         model = decision.model
         self.in_flight[model.name] = self.in_flight.get(model.name, 0) + 1
-        token = self.accountant.begin(model, len(batch), decision.carbon.grams_per_kwh) if self.accountant else None
+        recorder = self.recorder
+        token = recorder.begin(model, len(batch), decision.carbon.grams_per_kwh) if recorder is not None else None
         started = time.perf_counter()
         try:
             outputs = await self.triton.infer(model.backend_name, batch, model.triton_version)
         finally:
-            if token is not None:
-                self.accountant.end(token)
+            if recorder is not None:
+                recorder.end(token)
             self.in_flight[model.name] -= 1
         return outputs, time.perf_counter() - started
 

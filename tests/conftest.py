@@ -82,3 +82,16 @@ def make_gateway(model_repository: Path, triton) -> Callable[..., Any]:
         return gateway_client(settings_for(model_repository, **overrides), triton.grpc_url)
 
     return factory
+
+
+def pids_that_served(multiproc_dir: Path) -> set[str]:
+    """The processes whose multiprocess metric files count a served request (gateway workers, not a sampler)."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    pids = set()
+    for path in multiproc_dir.glob("counter_*.db"):
+        for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):
+            if '"carbon_gateway_requests_total"' in key and value > 0:
+                pids.add(path.stem.rsplit("_", 1)[-1])
+    return pids
+

@@ -52,6 +52,7 @@ def test_serve_embedded_default_starts_and_stops_its_own_triton(model_repository
     ("port: [\n", "not valid YAML"),
     ("policy:\n  name: fixed\n  model: vgg16\n", "not in the pool"),
     ("pool_file: /nonexistent/pool.yaml\n", "cannot read pool file"),
+    ("energy:\n  meter: triton\n", "energy.meter=triton needs energy.triton_metrics_url"),
 ])
 def test_broken_config_exits_with_a_message_not_a_traceback(tmp_path, model_repository, config, message):
     path = tmp_path / "gateway.yaml"

@@ -4,8 +4,10 @@ import random
 
 import pytest
 
-from gateway.energy import (EnergyAccountant, MeterError, NvmlEnergyCounter, Span, TritonMetricsEnergyCounter,
-                            co2_grams, estimate, make_counter, split_window)
+from prometheus_client import REGISTRY
+
+from gateway.energy import (EnergyAccountant, MeterError, NvmlEnergyCounter, Span, SpanListener, SpanReporter,
+                            TritonMetricsEnergyCounter, co2_grams, estimate, make_counter, split_window)
 from gateway.pool import ModelSpec
 
 SMALL = ModelSpec(name="small", energy_mj=100.0, error_rate=10.0)
@@ -138,6 +140,70 @@ def test_sampler_thread_runs_and_stops():
     assert accountant.totals["measured"] == pytest.approx(5.0) and counter.closed
 
 
+def test_a_span_whose_end_was_lost_is_closed_after_max_span_s():
+    clock, counter = Clock(), ScriptedCounter()
+    accountant = EnergyAccountant(counter, clock=clock, max_span_s=5.0)
+    accountant.sample()
+    accountant.begin(BIG, 1, 100.0)  # its worker dies: no end ever comes
+    for second in range(1, 8):
+        clock.now, counter.joules = float(second), 10.0 * second
+        accountant.sample()
+    assert accountant.open_spans == 0
+    assert accountant.totals["attributed"] == pytest.approx(60.0)  # charged until it was closed, at 6 s
+    assert accountant.totals["idle"] == pytest.approx(10.0)
+
+
+def wait_until(predicate, timeout_s: float = 5.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_worker_spans_reach_the_sampler_over_its_socket(tmp_path):
+    import socket
+
+    clock, counter = Clock(), ScriptedCounter()
+    accountant = EnergyAccountant(counter, clock=clock)
+    listener = SpanListener(accountant, str(tmp_path / "spans.sock"))
+    listener.start()
+    reporter = SpanReporter(listener.socket_path, accountant.name, clock=clock)
+    try:
+        accountant.sample()
+        small, big = reporter.begin(SMALL, 1, 200.0), reporter.begin(BIG, 1, None)
+        wait_until(lambda: accountant.open_spans == 2)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as rogue:  # garbage is ignored, not fatal
+            rogue.sendto(b"{not json", listener.socket_path)
+            rogue.sendto(b'{"op": "begin"}', listener.socket_path)
+        clock.now, counter.joules = 1.0, 8.0
+        reporter.end(small)
+        reporter.end(big)
+        wait_until(lambda: accountant.open_spans == 0)
+        split = accountant.sample()
+    finally:
+        reporter.stop()
+        listener.stop()
+    shares = {span.model: share for span, share in split.by_span}
+    assert shares == {"small": pytest.approx(2.0), "big": pytest.approx(6.0)}  # weights 100 : 300
+    assert {span.model: span.intensity for span, _ in split.by_span} == {"small": 200.0, "big": None}
+    assert not (tmp_path / "spans.sock").exists()
+
+
+def test_a_reporter_without_a_listener_drops_and_counts_never_raises(tmp_path):
+    reporter = SpanReporter(str(tmp_path / "nobody.sock"), "nvml")
+    def dropped() -> float:
+        return REGISTRY.get_sample_value("carbon_gateway_dropped_spans_total")
+
+    before = dropped()
+    try:
+        reporter.end(reporter.begin(SMALL, 1, 100.0))
+    finally:
+        reporter.stop()
+    assert dropped() == before + 2
+
+
 def nvml_available() -> bool:
     try:
         NvmlEnergyCounter().close()
@@ -167,27 +233,64 @@ nv_gpu_power_usage{gpu_uuid="GPU-0"} 71.3
 """
 
 
+class MetricsEndpoint:
+    """A local HTTP server answering GET with ``render()`` as Prometheus text, as Triton's /metrics does."""
+
+    def __init__(self, render):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = render().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/metrics"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
 @pytest.fixture
 def metrics_server():
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    endpoint = MetricsEndpoint(lambda: TRITON_GPU_METRICS)
+    yield endpoint.url
+    endpoint.close()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = TRITON_GPU_METRICS.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
 
-        def log_message(self, *args):
-            pass
+class RisingGpuEnergy:
+    """Triton's ``nv_energy_consumption`` for a GPU drawing a constant ``watts``; remembers when it was read."""
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/metrics"
-    server.shutdown()
+    def __init__(self, watts: float):
+        import threading
+        import time
+
+        self.watts = watts
+        self._clock = time.monotonic
+        self._start = self._clock()
+        self._lock = threading.Lock()
+        self.reads: list[float] = []
+
+    def render(self) -> str:
+        with self._lock:
+            now = self._clock()
+            self.reads.append(now)
+        return (TRITON_GPU_METRICS.split("nv_energy_consumption{", 1)[0]
+                + f'nv_energy_consumption{{gpu_uuid="GPU-0"}} {self.watts * (now - self._start):.9f}\n')
+
+    def joules_between_first_and_last_read(self) -> float:
+        with self._lock:
+            return self.watts * (self.reads[-1] - self.reads[0])
 
 
 def test_triton_metrics_counter_sums_gpu_energy(metrics_server):
@@ -205,3 +308,60 @@ def test_triton_metrics_counter_on_a_cpu_triton_says_there_is_no_energy(triton):
             counter.read_joules()
     finally:
         counter.close()
+
+
+def test_workers_share_one_meter_and_its_energy_is_conserved(triton, model_repository, tmp_path):
+    """Two uvicorn workers, one GPU: its energy is measured once, not once per worker, and split between
+    the requests of both workers."""
+    import time
+
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from gateway.testing import GatewayProcess
+
+    from .conftest import IMAGES, pids_that_served
+
+    gpu = RisingGpuEnergy(watts=250.0)
+    endpoint = MetricsEndpoint(gpu.render)
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(multiproc), "CARBON_GATEWAY_ENERGY__METER": "triton",
+           "CARBON_GATEWAY_ENERGY__TRITON_METRICS_URL": endpoint.url,
+           "CARBON_GATEWAY_ENERGY__SAMPLE_INTERVAL_S": "0.05"}
+    sent = 0
+    try:
+        with GatewayProcess("--triton", triton.grpc_url, "--repository", str(model_repository), "--workers", "2",
+                            "--carbon-intensity", "120", "--c-low", "100", "--c-high", "300",
+                            "--log-level", "warning", cwd=tmp_path, env=env) as gateway:
+            while len(pids_that_served(multiproc)) < 2:  # until both workers have served
+                assert sent < 60, "one worker took every connection"
+                for image in IMAGES[:4]:
+                    with httpx.Client(base_url=gateway.url, timeout=60) as client:  # a connection per request
+                        response = client.post("/v1/classify", content=image.read_bytes(),
+                                               headers={"content-type": "image/jpeg"})
+                    assert response.status_code == 200, response.text
+                    sent += 1
+            time.sleep(0.5)  # the windows holding the last requests close
+            text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+            measured_by_now = gpu.joules_between_first_and_last_read()
+    finally:
+        endpoint.close()
+
+    def total(name: str, **labels: str) -> float:
+        return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+                   if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+    measured = total("carbon_gateway_measured_energy_joules_total", meter="triton-metrics")
+    attributed = total("carbon_gateway_energy_joules_total", meter="triton-metrics")
+    idle = total("carbon_gateway_idle_energy_joules_total", meter="triton-metrics")
+    # One reader: what it measured is at most what the GPU drew between its first and last read.
+    assert 0 < measured <= measured_by_now * (1 + 1e-9)
+    assert attributed + idle == pytest.approx(measured, rel=1e-9)
+    assert total("carbon_gateway_energy_joules_total", model="resnet152") == pytest.approx(attributed)
+    assert attributed > 0
+    assert total("carbon_gateway_co2_grams_total") == pytest.approx(attributed / 3.6e6 * 120.0)
+    # The energy-per-request histogram holds each request's measured share.
+    assert total("carbon_gateway_request_energy_joules_count") == sent
+    assert total("carbon_gateway_request_energy_joules_sum") == pytest.approx(attributed, rel=1e-6)
+    assert total("carbon_gateway_energy_meter_up", meter="triton-metrics") == 1

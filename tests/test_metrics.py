@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.testing import GatewayProcess
 
-from .conftest import IMAGES, PROJECT, free_port
+from .conftest import IMAGES, PROJECT, free_port, pids_that_served
 
 DASHBOARD = PROJECT / "deploy" / "grafana" / "dashboards" / "carbon-gateway.json"
 CLASSIFY_REQUESTS = 12
@@ -46,10 +46,6 @@ def gateway(triton, model_repository, tmp_path_factory):
                         "--carbon-intensity", "120", "--c-low", "100", "--c-high", "300", "--log-level", "warning",
                         cwd=workdir, env={"PROMETHEUS_MULTIPROC_DIR": str(env_dir)}) as process:
         yield Gateway(process.url, env_dir)
-
-
-def worker_pids_with_counters(multiproc_dir: Path) -> set[str]:
-    return {path.stem.rsplit("_", 1)[-1] for path in multiproc_dir.glob("counter_*.db")}
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +125,7 @@ def test_metrics_are_exact_across_workers_and_reach_prometheus(gateway, promethe
     sent, bursts = 0, 0
     # Bursts until both workers have served some (the kernel decides who accepts), two at least, with
     # scrapes between them so that rates are not zero.
-    while bursts < 2 or len(worker_pids_with_counters(gateway.multiproc_dir)) < 2:
+    while bursts < 2 or len(pids_that_served(gateway.multiproc_dir)) < 2:
         assert bursts < 6, "one worker took every connection"
         if bursts:
             time.sleep(2.5)
@@ -170,7 +166,7 @@ def test_metric_names_follow_prometheus_conventions(gateway):
         if family.type == "counter":
             assert any(s.name == f"{name}_total" for s in family.samples), f"counter {name} lacks _total"
         # Base units in the name: joules, seconds, grams.
-        if "energy" in name and not name.endswith("_info"):
+        if "energy" in name and not name.endswith(("_info", "_up")):  # unitless
             assert name.endswith("_joules"), name
         if "duration" in name or "age" in name:
             assert name.endswith("_seconds"), name

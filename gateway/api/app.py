@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from .. import __version__
-from ..runtime import running
+from ..runtime import SharedMeter, running
 from ..settings import GatewaySettings
 from .errors import install_error_handlers
 from .middleware import BodySizeLimitMiddleware, ConcurrencyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
@@ -31,13 +31,16 @@ SETTINGS_ENV = "CARBON_GATEWAY_RESOLVED_SETTINGS"
 def app_from_environment() -> FastAPI:
     """The app of one uvicorn worker, from the settings the parent process resolved and validated."""
     payload = json.loads(os.environ[SETTINGS_ENV])
-    return create_app(GatewaySettings.model_validate(payload["settings"]), payload["triton_url"])
+    shared = SharedMeter.model_validate(payload["meter"]) if payload.get("meter") else None
+    return create_app(GatewaySettings.model_validate(payload["settings"]), payload["triton_url"], shared)
 
 
-def create_app(settings: GatewaySettings, triton_url: str) -> FastAPI:
+def create_app(settings: GatewaySettings, triton_url: str, shared_meter: SharedMeter | None = None) -> FastAPI:
+    """The gateway app; ``shared_meter`` when it is one worker of several (see ``runtime.shared_meter``)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        async with running(settings, triton_url) as runtime:
+        async with running(settings, triton_url, shared_meter) as runtime:
             app.state.service = runtime.service
             app.state.reloader = runtime.reloader
             yield
