@@ -22,16 +22,16 @@ SHARED_DATA = Path(os.environ.get("CARBON_GATEWAY_SHARED_DATA", PROJECT.parent /
 IMAGE = SHARED_DATA / "images" / "n02129604_tiger.JPEG"
 
 
-def local_triton(log_dir: Path):
-    return running_triton(REPOSITORY, POOL_MODELS, log_dir / "tritonserver.log")
+def local_triton(log_dir: Path, model_config_name: str = "cpu"):
+    return running_triton(REPOSITORY, POOL_MODELS, log_dir / "tritonserver.log", model_config_name=model_config_name)
 
 
 @asynccontextmanager
-async def gateway_process(triton_url: str, log_dir: Path, *extra: str):
+async def gateway_process(triton_url: str, log_dir: Path, *extra: str, env: dict[str, str] | None = None):
     """``carbon-gateway serve`` (uvicorn) in a subprocess; dirty grid, so ``auto`` picks resnet18 too."""
     gateway = GatewayProcess("--triton", triton_url, "--repository", str(REPOSITORY), "--carbon-intensity", "1000",
                              "--c-low", "100", "--c-high", "300", "--log-level", "warning", *extra, cwd=PROJECT,
-                             log_file=log_dir / "gateway.log", timeout_s=60)
+                             env=env, log_file=log_dir / "gateway.log", timeout_s=60)
     gateway.start()
     try:
         await asyncio.to_thread(gateway.wait_ready)

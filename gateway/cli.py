@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -68,6 +70,9 @@ def serve(
     except ConfigError as exc:
         _fail(str(exc))
     _setup_logging(settings.log_level)
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Before anything imports prometheus_client: it picks per-process or shared values at import.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="carbon-gateway-metrics-")
     from .runtime import CONFIG_ERRORS, check_meter, load_parts
 
     try:
@@ -187,10 +192,8 @@ def _reveal(value: Any) -> Any:
 
 
 def _serve_workers(settings: GatewaySettings, models: list[str]) -> None:
-    """Several uvicorn worker processes; metrics are shared through PROMETHEUS_MULTIPROC_DIR."""
+    """Several uvicorn worker processes; metrics are shared through PROMETHEUS_MULTIPROC_DIR (set by ``serve``)."""
     import json
-    import os
-    import tempfile
 
     import uvicorn
 
@@ -204,8 +207,6 @@ def _serve_workers(settings: GatewaySettings, models: list[str]) -> None:
         else:
             asyncio.run(_check_remote_triton(settings.triton.url, models))
         url = settings.triton.url or local.grpc_url
-        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="carbon-gateway-metrics-")
         # One GPU, one energy counter: this process reads it, the workers report their requests to it.
         with shared_meter(settings) as meter:
             # Secrets travel to the workers in clear (they are the parent's own settings), not as "**********".

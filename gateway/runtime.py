@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from . import metrics
 from .carbon import (CarbonMonitor, CarbonSource, CarbonSourceError, ElectricityMapsSource, StaticSource,
                      TraceReplaySource, UkCarbonIntensitySource, WattTimeSource, load_trace)
 from .energy import EnergyAccountant, MeterError, SpanListener, SpanRecorder, SpanReporter, make_counter
@@ -106,9 +107,13 @@ class SharedMeter(BaseModel):
 def shared_meter(settings: GatewaySettings) -> Iterator[SharedMeter | None]:
     """Run the configured meter's sampler in this process, listening for the workers' spans.
 
-    None when there is no meter (pool estimates need no sampler). Call it after
-    ``PROMETHEUS_MULTIPROC_DIR`` is set, so that its metrics join the workers'.
+    None when there is no meter (pool estimates need no sampler). ``PROMETHEUS_MULTIPROC_DIR`` must have
+    been set before ``prometheus_client`` was imported, so that this process's metrics join the workers'.
     """
+    from prometheus_client import values
+
+    if not metrics.MULTIPROCESS or values.ValueClass is values.MutexValue:
+        raise RuntimeError("a shared meter needs PROMETHEUS_MULTIPROC_DIR set before prometheus_client is imported")
     accountant = make_accountant(settings)
     if accountant is None:
         yield None

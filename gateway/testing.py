@@ -1,4 +1,5 @@
-"""Real processes for tests and benchmarks: a local ``tritonserver`` and ``carbon-gateway serve``."""
+"""Real processes for tests and benchmarks: a local ``tritonserver``, ``carbon-gateway serve``, and a
+stand-in for a GPU Triton's metrics endpoint on machines without a GPU."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -27,10 +29,11 @@ def free_port() -> int:
 
 @asynccontextmanager
 async def running_triton(repository: Path, models: Sequence[str], log_file: Path | None = None,
-                         extra_args: Sequence[str] = ()) -> AsyncIterator[LocalTritonServer]:
-    """A local CPU tritonserver on free ports, ready with ``models``; stopped on exit."""
+                         extra_args: Sequence[str] = (),
+                         model_config_name: str = "cpu") -> AsyncIterator[LocalTritonServer]:
+    """A local tritonserver (CPU configs by default) on free ports, ready with ``models``; stopped on exit."""
     server = LocalTritonServer(repository, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port(),
-                               log_file=log_file, extra_args=extra_args)
+                               model_config_name=model_config_name, log_file=log_file, extra_args=extra_args)
     server.start()
     try:
         await server.wait_ready(models, timeout_s=300)
@@ -106,3 +109,63 @@ class GatewayProcess:
 
     def output(self) -> str:
         return Path(self.log_file).read_text(errors="replace")
+
+
+class MetricsEndpoint:
+    """A local HTTP server answering every GET with ``render()`` as Prometheus text, as Triton's /metrics."""
+
+    def __init__(self, render: Callable[[], str]):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = render().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/metrics"
+        threading.Thread(target=self._server.serve_forever, name="metrics-endpoint", daemon=True).start()
+
+    def __enter__(self) -> MetricsEndpoint:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class SyntheticGpuEnergy:
+    """Triton's ``nv_energy_consumption`` for one GPU drawing a constant ``watts``, remembering each read.
+
+    For exercising the measured-energy path (``energy.meter: triton``) where there is no GPU: what the
+    gateway measured can be checked against what this "GPU" drew between its first and last read.
+    """
+
+    HEADER = ("# HELP nv_energy_consumption GPU energy consumption in joules since the Triton Server started\n"
+              "# TYPE nv_energy_consumption counter\n")
+
+    def __init__(self, watts: float):
+        self.watts = watts
+        self._start = time.monotonic()
+        self._lock = threading.Lock()
+        self.reads: list[float] = []
+
+    def render(self) -> str:
+        with self._lock:
+            now = time.monotonic()
+            self.reads.append(now)
+        return f'{self.HEADER}nv_energy_consumption{{gpu_uuid="GPU-synthetic"}} {self.watts * (now - self._start):.9f}\n'
+
+    def joules_between_first_and_last_read(self) -> float:
+        with self._lock:
+            return self.watts * (self.reads[-1] - self.reads[0]) if self.reads else 0.0

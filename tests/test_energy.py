@@ -1,6 +1,7 @@
 """Energy attribution: conservation and proportional shares, on a synthetic meter with known readings."""
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +10,7 @@ from prometheus_client import REGISTRY
 from gateway.energy import (EnergyAccountant, MeterError, NvmlEnergyCounter, Span, SpanListener, SpanReporter,
                             TritonMetricsEnergyCounter, co2_grams, estimate, make_counter, split_window)
 from gateway.pool import ModelSpec
+from gateway.testing import GatewayProcess, MetricsEndpoint, SyntheticGpuEnergy
 
 SMALL = ModelSpec(name="small", energy_mj=100.0, error_rate=10.0)
 BIG = ModelSpec(name="big", energy_mj=300.0, error_rate=5.0)
@@ -233,64 +235,11 @@ nv_gpu_power_usage{gpu_uuid="GPU-0"} 71.3
 """
 
 
-class MetricsEndpoint:
-    """A local HTTP server answering GET with ``render()`` as Prometheus text, as Triton's /metrics does."""
-
-    def __init__(self, render):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                body = render().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/metrics"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 @pytest.fixture
 def metrics_server():
     endpoint = MetricsEndpoint(lambda: TRITON_GPU_METRICS)
     yield endpoint.url
     endpoint.close()
-
-
-class RisingGpuEnergy:
-    """Triton's ``nv_energy_consumption`` for a GPU drawing a constant ``watts``; remembers when it was read."""
-
-    def __init__(self, watts: float):
-        import threading
-        import time
-
-        self.watts = watts
-        self._clock = time.monotonic
-        self._start = self._clock()
-        self._lock = threading.Lock()
-        self.reads: list[float] = []
-
-    def render(self) -> str:
-        with self._lock:
-            now = self._clock()
-            self.reads.append(now)
-        return (TRITON_GPU_METRICS.split("nv_energy_consumption{", 1)[0]
-                + f'nv_energy_consumption{{gpu_uuid="GPU-0"}} {self.watts * (now - self._start):.9f}\n')
-
-    def joules_between_first_and_last_read(self) -> float:
-        with self._lock:
-            return self.watts * (self.reads[-1] - self.reads[0])
 
 
 def test_triton_metrics_counter_sums_gpu_energy(metrics_server):
@@ -310,6 +259,13 @@ def test_triton_metrics_counter_on_a_cpu_triton_says_there_is_no_energy(triton):
         counter.close()
 
 
+def multiproc_dir_of(pid: int) -> Path:
+    import psutil
+
+    workers = psutil.Process(pid).children()
+    return Path(workers[0].environ()["PROMETHEUS_MULTIPROC_DIR"])
+
+
 def test_workers_share_one_meter_and_its_energy_is_conserved(triton, model_repository, tmp_path):
     """Two uvicorn workers, one GPU: its energy is measured once, not once per worker, and split between
     the requests of both workers."""
@@ -318,15 +274,11 @@ def test_workers_share_one_meter_and_its_energy_is_conserved(triton, model_repos
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
-    from gateway.testing import GatewayProcess
-
     from .conftest import IMAGES, pids_that_served
 
-    gpu = RisingGpuEnergy(watts=250.0)
+    gpu = SyntheticGpuEnergy(watts=250.0)
     endpoint = MetricsEndpoint(gpu.render)
-    multiproc = tmp_path / "multiproc"
-    multiproc.mkdir()
-    env = {"PROMETHEUS_MULTIPROC_DIR": str(multiproc), "CARBON_GATEWAY_ENERGY__METER": "triton",
+    env = {"CARBON_GATEWAY_ENERGY__METER": "triton",
            "CARBON_GATEWAY_ENERGY__TRITON_METRICS_URL": endpoint.url,
            "CARBON_GATEWAY_ENERGY__SAMPLE_INTERVAL_S": "0.05"}
     sent = 0
@@ -334,6 +286,7 @@ def test_workers_share_one_meter_and_its_energy_is_conserved(triton, model_repos
         with GatewayProcess("--triton", triton.grpc_url, "--repository", str(model_repository), "--workers", "2",
                             "--carbon-intensity", "120", "--c-low", "100", "--c-high", "300",
                             "--log-level", "warning", cwd=tmp_path, env=env) as gateway:
+            multiproc = multiproc_dir_of(gateway.process.pid)  # serve made one: none was given
             while len(pids_that_served(multiproc)) < 2:  # until both workers have served
                 assert sent < 60, "one worker took every connection"
                 for image in IMAGES[:4]:

@@ -1,0 +1,190 @@
+"""Measured energy through the gateway: a meter's joules, checked against a reference, split per model.
+
+    python benchmarks/energy_attribution.py            # no GPU: a synthetic 250 W GPU, 2 workers, 30 s
+    python benchmarks/energy_attribution.py --meter nvml --triton-config python-gpu --seconds 60   # on a GPU
+
+Starts a local Triton and a gateway with ``--workers`` processes and a measured ``energy.meter``, then
+sends binary tensor requests to every pool model in turn (pinned by name) at ``--concurrency`` for
+``--seconds``. Over the same interval it takes an independent reference: NVML's total-energy counter
+read by this script (``--meter nvml``), or the known draw of a synthetic GPU (``--meter synthetic``: a
+local ``nv_energy_consumption`` endpoint rising at ``--watts``, which the gateway reads as
+``energy.meter: triton``). It prints the reference against what the gateway measured, attributed to
+requests and left idle, and per model the measured energy per request beside the pool's profiled one.
+
+With the synthetic GPU the per-model split only shows the apportioning (by overlap x profiled cost),
+not real cost; the totals still test that N workers measure the GPU once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import PROJECT, REPOSITORY, binary_infer_request, gateway_process, local_triton, workdir  # noqa: E402
+
+from gateway.energy import NvmlEnergyCounter  # noqa: E402
+from gateway.pool import load_pool  # noqa: E402
+from gateway.testing import MetricsEndpoint, SyntheticGpuEnergy  # noqa: E402
+
+
+class Reference:
+    """Joules by an independent reading: NVML read here, or the synthetic GPU's known draw."""
+
+    def __init__(self, meter: str, watts: float):
+        self.synthetic = SyntheticGpuEnergy(watts) if meter == "synthetic" else None
+        self.endpoint = MetricsEndpoint(self.synthetic.render) if self.synthetic else None
+        self.nvml = NvmlEnergyCounter() if meter == "nvml" else None
+
+    def gateway_env(self) -> dict[str, str]:
+        if self.endpoint is not None:
+            return {"CARBON_GATEWAY_ENERGY__METER": "triton",
+                    "CARBON_GATEWAY_ENERGY__TRITON_METRICS_URL": self.endpoint.url}
+        return {"CARBON_GATEWAY_ENERGY__METER": "nvml"}
+
+    def read(self) -> float:
+        if self.nvml is not None:
+            return self.nvml.read_joules()
+        return self.synthetic.watts * time.monotonic()
+
+    def close(self) -> None:
+        if self.endpoint is not None:
+            self.endpoint.close()
+        if self.nvml is not None:
+            self.nvml.close()
+
+
+def scrape(url: str) -> dict[tuple[str, tuple], float]:
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def total(samples: dict, name: str, **labels: str) -> float:
+    return sum(v for (n, ls), v in samples.items() if n == name and all(dict(ls).get(k) == x for k, x in labels.items()))
+
+
+async def load(url: str, models: list[str], seconds: float, concurrency: int) -> dict[str, int]:
+    batch = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    body, headers = binary_infer_request(batch)
+    served = {m: 0 for m in models}
+    stop = time.perf_counter() + seconds
+
+    async def client_loop(client: httpx.AsyncClient, offset: int) -> None:
+        i = offset
+        while time.perf_counter() < stop:
+            model = models[i % len(models)]
+            i += 1
+            response = await client.post(f"/v2/models/{model}/infer", content=body, headers=headers)
+            if response.status_code != 200:
+                raise RuntimeError(f"{model}: {response.status_code} {response.text[:200]}")
+            served[model] += 1
+
+    async def progress_bar() -> None:
+        columns = (TextColumn("load"), BarColumn(), TextColumn("{task.fields[n]} requests"), TimeRemainingColumn())
+        with Progress(*columns, transient=True) as progress:
+            task = progress.add_task("load", total=seconds, n=0)
+            began = time.perf_counter()
+            while time.perf_counter() < stop:
+                progress.update(task, completed=time.perf_counter() - began, n=sum(served.values()))
+                await asyncio.sleep(0.5)
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=0)  # spread over the workers
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        await asyncio.gather(progress_bar(), *(client_loop(client, k) for k in range(concurrency)))
+    return served
+
+
+async def run(args) -> dict:
+    pool_file = args.pool or REPOSITORY / "pool.yaml"
+    pool = load_pool(pool_file)
+    models = [m.name for m in pool.models]
+    reference = Reference(args.meter, args.watts)
+    logs = workdir()
+    env = {**reference.gateway_env(), "CARBON_GATEWAY_ENERGY__SAMPLE_INTERVAL_S": str(args.interval),
+           "CARBON_GATEWAY_ENERGY__IDLE_POWER_W": str(args.idle_power_w),
+           "CARBON_GATEWAY_TRITON__MODEL_CONFIG_NAME": args.triton_config}
+    try:
+        async with (local_triton(logs, args.triton_config) as triton,
+                    gateway_process(triton.grpc_url, logs, "--workers", str(args.workers), "--pool",
+                                    str(pool_file), env=env) as (_, url)):
+            for model in models:  # warm up every model once
+                await load(url, [model], 0.01, 1)
+            await asyncio.sleep(2 * args.interval)
+            before, ref_before, began = scrape(url), reference.read(), time.perf_counter()
+            served = await load(url, models, args.seconds, args.concurrency)
+            await asyncio.sleep(3 * args.interval)  # the windows holding the last requests close
+            after, ref_after, elapsed = scrape(url), reference.read(), time.perf_counter() - began
+    finally:
+        reference.close()
+
+    def delta(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    meter = "triton-metrics" if args.meter == "synthetic" else args.meter
+    measured = delta("carbon_gateway_measured_energy_joules_total")
+    attributed = delta("carbon_gateway_energy_joules_total")
+    idle = delta("carbon_gateway_idle_energy_joules_total")
+    by_model = {}
+    for spec in pool.models:
+        count = delta("carbon_gateway_request_energy_joules_count", model=spec.name)
+        joules = delta("carbon_gateway_request_energy_joules_sum", model=spec.name)
+        by_model[spec.name] = {"served": served.get(spec.name, 0), "histogram_count": count,
+                               "measured_j_per_request": joules / count if count else float("nan"),
+                               "profiled_j_per_inference": spec.energy_mj / 1000.0,
+                               "profiled_source": spec.energy_source}
+    return {"meter": meter, "reference": args.meter, "workers": args.workers, "seconds": elapsed,
+            "concurrency": args.concurrency, "requests": sum(served.values()),
+            "reference_joules": ref_after - ref_before, "measured_joules": measured, "attributed_joules": attributed,
+            "idle_joules": idle, "conservation_error_joules": measured - attributed - idle,
+            "co2_grams": delta("carbon_gateway_co2_grams_total"), "by_model": by_model}
+
+
+def report(result: dict) -> str:
+    ref, measured = result["reference_joules"], result["measured_joules"]
+    lines = [f"{result['requests']} requests in {result['seconds']:.1f} s, {result['workers']} workers, "
+             f"concurrency {result['concurrency']}, meter {result['meter']} (reference: {result['reference']})",
+             "", "| | joules | W |", "|---|---:|---:|"]
+    for name, value in (("reference", ref), ("measured by the gateway", measured),
+                        ("attributed to requests", result["attributed_joules"]), ("idle", result["idle_joules"])):
+        lines.append(f"| {name} | {value:.3f} | {value / result['seconds']:.2f} |")
+    lines += ["", f"measured / reference: {measured / ref:.4f} (the two read over intervals a sampling period apart); "
+              f"measured - attributed - idle: {result['conservation_error_joules']:.3g} J",
+              "", "| model | requests | measured J/request | profiled J/inference | profiled by |", "|---|---:|---:|---:|---|"]
+    for name, cell in result["by_model"].items():
+        lines.append(f"| {name} | {cell['served']} | {cell['measured_j_per_request']:.4f} | "
+                     f"{cell['profiled_j_per_inference']:.4f} | {cell['profiled_source']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--meter", choices=("synthetic", "nvml"), default="synthetic")
+    parser.add_argument("--watts", type=float, default=250.0, help="synthetic: the GPU's constant draw")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--interval", type=float, default=0.1, help="energy.sample_interval_s")
+    parser.add_argument("--idle-power-w", type=float, default=0.0)
+    parser.add_argument("--triton-config", default="cpu", help="cpu, or python-gpu on a GPU host")
+    parser.add_argument("--pool", type=Path, default=None, help="default: model_repository/pool.yaml")
+    parser.add_argument("--json", type=Path, default=PROJECT / "var" / "bench" / "energy-attribution.json")
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    print(report(result))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
