@@ -318,3 +318,35 @@ def test_workers_share_one_meter_and_its_energy_is_conserved(triton, model_repos
     assert total("carbon_gateway_request_energy_joules_count") == sent
     assert total("carbon_gateway_request_energy_joules_sum") == pytest.approx(attributed, rel=1e-6)
     assert total("carbon_gateway_energy_meter_up", meter="triton-metrics") == 1
+
+
+async def test_one_worker_measures_in_process_and_responses_say_theirs_is_the_estimate(make_gateway):
+    from .conftest import IMAGES
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    def snapshot() -> tuple[float, float, float, float]:
+        return (value("carbon_gateway_measured_energy_joules_total", meter="triton-metrics"),
+                value("carbon_gateway_energy_joules_total", model="resnet152", meter="triton-metrics"),
+                value("carbon_gateway_idle_energy_joules_total", meter="triton-metrics"),
+                value("carbon_gateway_request_energy_joules_count", model="resnet152"))
+
+    gpu = SyntheticGpuEnergy(watts=100.0)
+    with MetricsEndpoint(gpu.render) as endpoint:
+        before = snapshot()
+        async with make_gateway(carbon__intensity=120.0, carbon__c_low=100.0, carbon__c_high=300.0,
+                                energy__meter="triton", energy__triton_metrics_url=endpoint.url,
+                                energy__sample_interval_s=0.02) as client:
+            assert (await client.get("/readyz")).json()["energy_meter"] == "triton-metrics"
+            for image in IMAGES[:3]:
+                response = await client.post("/v1/classify", content=image.read_bytes(),
+                                             headers={"content-type": "image/jpeg"})
+                assert response.status_code == 200, response.text
+                assert response.json()["energy"]["source"] == "pool-estimate"  # the measured share comes later
+                assert response.headers["x-energy-source"] == "pool-estimate"
+        # Leaving the gateway stopped the sampler after a last reading.
+        measured, attributed, idle, counted = (b - a for a, b in zip(before, snapshot(), strict=True))
+    assert 0 < measured <= gpu.joules_between_first_and_last_read() * (1 + 1e-9)
+    assert attributed > 0 and attributed + idle == pytest.approx(measured)
+    assert counted == 3
