@@ -37,8 +37,9 @@ prometheus:
 	  { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update >/dev/null && \
 	    $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y --no-install-recommends prometheus >/dev/null; }; }
 
-## Set everything up and run the whole test suite (it builds the pool and starts a real tritonserver).
+## Set everything up, lint, and run the whole test suite (it builds the pool and starts a real tritonserver).
 test: setup prometheus
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 clean:

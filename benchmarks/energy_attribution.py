@@ -30,11 +30,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import PROJECT, REPOSITORY, binary_infer_request, gateway_process, local_triton, workdir  # noqa: E402
+from _harness import PROJECT, REPOSITORY, binary_infer_request, gateway_process, local_triton, workdir
 
-from gateway.energy import NvmlEnergyCounter  # noqa: E402
-from gateway.pool import load_pool  # noqa: E402
-from gateway.testing import MetricsEndpoint, SyntheticGpuEnergy  # noqa: E402
+from gateway.energy import NvmlEnergyCounter
+from gateway.pool import load_pool
+from gateway.testing import MetricsEndpoint, SyntheticGpuEnergy
 
 
 class Reference:
@@ -70,7 +70,8 @@ def scrape(url: str) -> dict[tuple[str, tuple], float]:
 
 
 def total(samples: dict, name: str, **labels: str) -> float:
-    return sum(v for (n, ls), v in samples.items() if n == name and all(dict(ls).get(k) == x for k, x in labels.items()))
+    return sum(value for (n, pairs), value in samples.items()
+               if n == name and all(dict(pairs).get(k) == v for k, v in labels.items()))
 
 
 async def load(url: str, models: list[str], seconds: float, concurrency: int) -> dict[str, int]:
@@ -159,7 +160,8 @@ def report(result: dict) -> str:
         lines.append(f"| {name} | {value:.3f} | {value / result['seconds']:.2f} |")
     lines += ["", f"measured / reference: {measured / ref:.4f} (the two read over intervals a sampling period apart); "
               f"measured - attributed - idle: {result['conservation_error_joules']:.3g} J",
-              "", "| model | requests | measured J/request | profiled J/inference | profiled by |", "|---|---:|---:|---:|---|"]
+              "", "| model | requests | measured J/request | profiled J/inference | profiled by |",
+              "|---|---:|---:|---:|---|"]
     for name, cell in result["by_model"].items():
         lines.append(f"| {name} | {cell['served']} | {cell['measured_j_per_request']:.4f} | "
                      f"{cell['profiled_j_per_inference']:.4f} | {cell['profiled_source']} |")

@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import (PROJECT, SHARED_DATA, binary_infer_request, gateway_process, local_triton, stats,  # noqa: E402
+from _harness import (PROJECT, SHARED_DATA, binary_infer_request, gateway_process, local_triton, stats,
                       workdir)
 
 
@@ -50,8 +50,8 @@ async def run(args) -> dict:
         requests.append(("tensor", "/v2/models/auto/infer", tensor_body, tensor_headers, 200))
         if i % 3 == 0:
             requests.append(("bad-image", "/v1/classify", b"not an image at all", {"content-type": "image/jpeg"}, 415))
-            requests.append(("bad-tensor", "/v2/models/auto/infer", b'{"inputs": [', {"content-type": "application/json"},
-                             400))
+            requests.append(("bad-tensor", "/v2/models/auto/infer", b'{"inputs": [',
+                             {"content-type": "application/json"}, 400))
     logs = workdir()
     async with local_triton(logs) as triton, gateway_process(triton.grpc_url, logs) as (process, url):
         samples: list[tuple[float, int]] = []
@@ -60,7 +60,7 @@ async def run(args) -> dict:
         unexpected: list[str] = []
         limits = httpx.Limits(max_connections=args.concurrency * 2, max_keepalive_connections=args.concurrency * 2)
         async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
-            for name, path, content, headers, _ in requests[:4]:  # warm up
+            for _name, path, content, headers, _ in requests[:4]:  # warm up
                 await client.post(path, content=content, headers=headers)
             began = time.perf_counter()
             stop = began + args.seconds
@@ -93,7 +93,8 @@ async def run(args) -> dict:
     times = np.array([t for t, _ in samples])
     rss_mb = np.array([r for _, r in samples]) / 2**20
     settled = rss_mb[times >= min(10.0, args.seconds / 4)]
-    slope = float(np.polyfit(times[times >= min(10.0, args.seconds / 4)], settled, 1)[0] * 60) if settled.size > 2 else 0.0
+    settled_times = times[times >= min(10.0, args.seconds / 4)]
+    slope = float(np.polyfit(settled_times, settled, 1)[0] * 60) if settled.size > 2 else 0.0
     total = sum(len(v) for v in latencies.values())
     return {
         "seconds": elapsed, "concurrency": args.concurrency, "requests": total, "throughput_rps": total / elapsed,
@@ -101,7 +102,7 @@ async def run(args) -> dict:
         "statuses": dict(sorted(statuses.items())), "unexpected_errors": len(unexpected), "unexpected": unexpected[:20],
         "rss_mb": {"after_warmup": float(settled[0]) if settled.size else float("nan"), "end": float(rss_mb[-1]),
                    "peak": float(rss_mb.max()), "slope_mb_per_min": slope},
-        "rss_samples": [[round(float(t), 1), round(float(r), 1)] for t, r in zip(times, rss_mb)],
+        "rss_samples": [[round(float(t), 1), round(float(r), 1)] for t, r in zip(times, rss_mb, strict=True)],
     }
 
 
@@ -115,10 +116,12 @@ def report(result: dict) -> str:
     lines += ["", "statuses: " + ", ".join(f"{k}: {v}" for k, v in result["statuses"].items()), "",
               "| t (s) | gateway RSS (MiB) |", "|---:|---:|"]
     step = max(1, len(result["rss_samples"]) // 12)
-    for t, mb in result["rss_samples"][::step] + ([result["rss_samples"][-1]] if len(result["rss_samples"]) % step != 1 else []):
+    samples = result["rss_samples"]
+    for t, mb in samples[::step] + ([samples[-1]] if len(samples) % step != 1 else []):
         lines.append(f"| {t:.0f} | {mb:.1f} |")
     rss = result["rss_mb"]
-    lines.append(f"\nRSS after warm-up {rss['after_warmup']:.1f} MiB, end {rss['end']:.1f} MiB, peak {rss['peak']:.1f} MiB, "
+    lines.append(f"\nRSS after warm-up {rss['after_warmup']:.1f} MiB, end {rss['end']:.1f} MiB, "
+                 f"peak {rss['peak']:.1f} MiB, "
                  f"slope {rss['slope_mb_per_min']:+.2f} MiB/min")
     return "\n".join(lines)
 

@@ -33,7 +33,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import (IMAGE, PROJECT, binary_infer_request, gateway_process, local_triton, stats,  # noqa: E402
+from _harness import (IMAGE, PROJECT, binary_infer_request, gateway_process, local_triton, stats,
                       workdir)
 
 TARGETS = ("direct-grpc", "tensor-bin", "tensor-auto", "tensor-json", "image", "healthz")
@@ -137,8 +137,9 @@ async def run(args) -> dict:
     import tritonclient.grpc as grpcclient
     import tritonclient.grpc.aio as grpcaio
 
-    results: dict = {"selector": selector_ns_per_call(), "cells": [], "seconds_per_cell": args.seconds, "rounds": args.rounds,
-                     "concurrency": args.concurrency, "client": args.client, "machine": {"cpus": __import__("os").cpu_count()}}
+    results: dict = {"selector": selector_ns_per_call(), "cells": [], "seconds_per_cell": args.seconds,
+                     "rounds": args.rounds, "concurrency": args.concurrency, "client": args.client,
+                     "machine": {"cpus": __import__("os").cpu_count()}}
     print(f"selector: InterpolationPolicy.select = {results['selector']['ns_per_call']:.0f} ns per call")
     batch = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
     binary_body, binary_headers = binary_infer_request(batch)
@@ -196,8 +197,10 @@ async def run(args) -> dict:
                     if entry["own"]:
                         cell["gateway_own_p50_ms"] = float(np.percentile(np.asarray(entry["own"]) * 1e3, 50))
                     results["cells"].append(cell)
-                    own = f"  gateway-own p50 {cell['gateway_own_p50_ms']:.2f} ms" if "gateway_own_p50_ms" in cell else ""
-                    print(f"c={concurrency:<3} {target:<12} {cell['throughput_rps']:8.1f} req/s  p50 {cell['p50_ms']:8.2f} ms"
+                    own_p50 = cell.get("gateway_own_p50_ms")
+                    own = f"  gateway-own p50 {own_p50:.2f} ms" if own_p50 is not None else ""
+                    print(f"c={concurrency:<3} {target:<12} {cell['throughput_rps']:8.1f} req/s  "
+                          f"p50 {cell['p50_ms']:8.2f} ms"
                           f"  p99 {cell['p99_ms']:8.2f} ms  errors {cell['errors']}{own}", flush=True)
         await grpc.close()
     return results
@@ -205,7 +208,8 @@ async def run(args) -> dict:
 
 def table(results: dict) -> str:
     cells = {(c["target"], c["concurrency"]): c for c in results["cells"]}
-    lines = ["| concurrency | target | req/s | p50 ms | p99 ms | p50 vs direct | req/s vs direct | gateway-own p50 ms | errors |",
+    lines = ["| concurrency | target | req/s | p50 ms | p99 ms | p50 vs direct | req/s vs direct "
+             "| gateway-own p50 ms | errors |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for concurrency in results["concurrency"]:
         direct = cells.get(("direct-grpc", concurrency))

@@ -35,8 +35,9 @@ def main(shared: Path) -> None:
     window = timed("trailing 24 h window", lambda: trailing_window(workload, 24))
     for name in ("fixed", "interpolation"):
         settings = PolicySettings(name=name, model="resnet101" if name == "fixed" else None)
-        run = timed(f"{name} policy, {len(workload.times)} periods", lambda: replay.static(name, settings, window))
-        timed("  outcome", lambda: replay.outcome(run))
+        run = timed(f"{name} policy, {len(workload.times)} periods",
+                    lambda name=name, settings=settings: replay.static(name, settings, window))
+        timed("  outcome", lambda run=run: replay.outcome(run))
     budget = replay.outcome(replay.static("h", PolicySettings(), window)).co2_g
     timed("offline optimum (exact frontier + split plan)", lambda: replay.optimum("opt", budget_g=budget))
     timed("online budget policy, one run (perfect forecast)", lambda: replay.online("on", budget / 30, "perfect"))

@@ -305,7 +305,7 @@ def profile(
     table = Table(title=f"Pool {the_pool.name}: energy and latency per inference (batch 1)")
     for column in ("model", "energy mJ/inference", f"error % ({the_pool.error_metric})", "p50 ms", "p95 ms"):
         table.add_column(column, justify="right")
-    for spec, result in zip(the_pool.models, results):
+    for spec, result in zip(the_pool.models, results, strict=True):
         energy = f"{result.energy_mj:.1f}" if result.energy_mj is not None else "-"
         table.add_row(spec.name, energy, f"{spec.error_rate:.3f}", f"{result.latency_p50_ms:.1f}",
                       f"{result.latency_p95_ms:.1f}")
@@ -334,8 +334,8 @@ def _hardware_description(local: bool) -> str:
         pass
     cpu = platform.processor() or platform.machine()
     try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-        cpu = model
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     import os
@@ -346,7 +346,8 @@ def _hardware_description(local: bool) -> str:
 @app.command("build-models")
 def build_models(
     output: Annotated[Path, typer.Option(help="Repository to write.")] = Path("model_repository"),
-    models: Annotated[str, typer.Option(help="Comma-separated ResNets.")] = "resnet18,resnet34,resnet50,resnet101,resnet152",
+    models: Annotated[str, typer.Option(help="Comma-separated ResNets.")] = (
+        "resnet18,resnet34,resnet50,resnet101,resnet152"),
     weights: Annotated[str, typer.Option(help="auto: ImageNet weights if they can be fetched, else random; "
                                          "pretrained: fail without them; random.")] = "auto",
     labels: Annotated[Optional[Path], typer.Option(help="ImageNet class names, one per line "
@@ -378,17 +379,20 @@ def replay(
     carbon_trace: Annotated[Path, typer.Option(help="Carbon-intensity CSV trace.")],
     requests: Annotated[Path, typer.Option(help="Request trace: whitespace table with timestamp and count columns.")],
     pool: Annotated[Path, typer.Option(help="Pool file (energy and error per model).")],
-    out: Annotated[Path, typer.Option(help="Directory for results.csv/json, periods.csv and the plots.")] = Path("var/replay"),
+    out: Annotated[Path, typer.Option(help="Directory for results.csv/json, periods.csv and the plots.")] = Path(
+        "var/replay"),
     start: Annotated[Optional[str], typer.Option(help="First period, ISO date/time (UTC).")] = None,
     end: Annotated[Optional[str], typer.Option(help="End, exclusive, ISO date/time (UTC).")] = None,
     time_column: Annotated[str, typer.Option()] = "Time",
     value_column: Annotated[str, typer.Option()] = "Carbon Intensity",
     total_requests: Annotated[float, typer.Option(help="Requests over the replayed range.")] = 100e6,
     pue: Annotated[float, typer.Option()] = 1.0,
-    window_hours: Annotated[float, typer.Option(help="Heuristic's trailing C_low/C_high window; 0: whole range.")] = 24.0,
+    window_hours: Annotated[float, typer.Option(
+        help="Heuristic's trailing C_low/C_high window; 0: whole range.")] = 24.0,
     baseline: Annotated[str, typer.Option(help="Model the carbon-emission efficiency compares against.")] = "resnet50",
     hysteresis: Annotated[float, typer.Option(help="g/kWh; > 0 adds an interpolation+hysteresis run.")] = 0.0,
-    forecast: Annotated[Optional[list[str]], typer.Option(help="Online policy forecasts: perfect, persistence.")] = None,
+    forecast: Annotated[Optional[list[str]], typer.Option(
+        help="Online policy forecasts: perfect, persistence.")] = None,
     frontier_points: Annotated[int, typer.Option(help="Budgets swept for the online frontier.")] = 6,
     plots: Annotated[bool, typer.Option(help="Draw timeline.png and pareto.png.")] = True,
 ) -> None:

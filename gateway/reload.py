@@ -106,7 +106,7 @@ class PoolReloader:
         while True:
             ready = await asyncio.gather(*(self.service.triton.model_ready(m.backend_name, m.triton_version)
                                            for m in pool.models))
-            missing = [m.name for m, ok in zip(pool.models, ready) if not ok]
+            missing = [m.name for m, ok in zip(pool.models, ready, strict=True) if not ok]
             if not missing:
                 return
             if asyncio.get_running_loop().time() >= deadline:

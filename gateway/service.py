@@ -254,7 +254,7 @@ class GatewayService:
         if not await self.triton.server_live():
             return False, {spec.name: False for spec in pool.models}
         ready = await asyncio.gather(*(self.triton.model_ready(s.backend_name, s.triton_version) for s in pool.models))
-        return True, {spec.name: bool(ok) for spec, ok in zip(pool.models, ready)}
+        return True, {spec.name: bool(ok) for spec, ok in zip(pool.models, ready, strict=True)}
 
     async def weights(self) -> dict[str, str]:
         """Which weights each model was built with, as its Triton config records ("unknown" if it says not)."""

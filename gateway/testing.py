@@ -164,7 +164,8 @@ class SyntheticGpuEnergy:
         with self._lock:
             now = time.monotonic()
             self.reads.append(now)
-        return f'{self.HEADER}nv_energy_consumption{{gpu_uuid="GPU-synthetic"}} {self.watts * (now - self._start):.9f}\n'
+        joules = self.watts * (now - self._start)
+        return f'{self.HEADER}nv_energy_consumption{{gpu_uuid="GPU-synthetic"}} {joules:.9f}\n'
 
     def joules_between_first_and_last_read(self) -> float:
         with self._lock:

@@ -126,7 +126,8 @@ class TritonClient:
             response = await self._client.get_model_repository_index(as_json=True, client_timeout=5.0)
         except InferenceServerException as exc:
             raise _classify(exc) from exc
-        return {entry["name"]: (entry.get("state", ""), entry.get("reason", "")) for entry in response.get("models", [])}
+        return {entry["name"]: (entry.get("state", ""), entry.get("reason", ""))
+                for entry in response.get("models", [])}
 
     async def load_model(self, name: str) -> None:
         """Load (or reload) a model; Triton must run in explicit model-control mode."""

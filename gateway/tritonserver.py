@@ -159,7 +159,8 @@ class LocalTritonServer:
         failed = {m: index[m][1] for m in models if index[m][0] == "UNAVAILABLE" and index[m][1]
                   and "unloaded" not in index[m][1]}
         if failed:
-            raise TritonServerError(f"Triton failed to load {failed}" + (f"; see {self.log_file}" if self.log_file else ""))
+            where = f"; see {self.log_file}" if self.log_file else ""
+            raise TritonServerError(f"Triton failed to load {failed}{where}")
 
     def stop(self, timeout_s: float = 30.0) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -39,7 +39,8 @@ def test_serve_embedded_default_starts_and_stops_its_own_triton(model_repository
     gateway = GatewayProcess("--repository", str(model_repository), cwd=tmp_path, env=env)
     with gateway:
         assert httpx.get(f"{gateway.url}/readyz").json()["triton_url"] == f"127.0.0.1:{grpc}"
-        triton_pids = subprocess.run(["pgrep", "-f", f"grpc-port={grpc}"], capture_output=True, text=True).stdout.split()
+        pgrep = subprocess.run(["pgrep", "-f", f"grpc-port={grpc}"], capture_output=True, text=True)
+        triton_pids = pgrep.stdout.split()
         assert triton_pids
     assert gateway.process.returncode == 0, gateway.output()
     time.sleep(0.5)
@@ -66,7 +67,8 @@ def test_broken_config_exits_with_a_message_not_a_traceback(tmp_path, model_repo
 
 def test_build_models_reports_its_weights(tmp_path):
     result = subprocess.run([*CLI, "build-models", "--output", str(tmp_path / "repo"), "--models", "resnet18",
-                             "--weights", "random", "--labels", str(PROJECT.parent / "shared/data/imagenet_classes.txt")],
+                             "--weights", "random",
+                             "--labels", str(PROJECT.parent / "shared/data/imagenet_classes.txt")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "built 1 models" in result.stdout and "random weights" in result.stdout
@@ -93,7 +95,8 @@ def test_sighup_reloads_the_pool(triton, model_repository, tmp_path):
 
 def test_serve_fails_fast_when_the_pool_names_a_model_triton_lacks(model_repository, tmp_path):
     pool = tmp_path / "pool.yaml"
-    pool.write_text("models: [{name: resnet18, energy_mj: 1, error_rate: 9}, {name: vgg16, energy_mj: 2, error_rate: 8}]\n")
+    pool.write_text("models: [{name: resnet18, energy_mj: 1, error_rate: 9}, "
+                    "{name: vgg16, energy_mj: 2, error_rate: 8}]\n")
     env = {**os.environ, "CARBON_GATEWAY_TRITON__GRPC_PORT": str(free_port()),
            "CARBON_GATEWAY_TRITON__HTTP_PORT": str(free_port()),
            "CARBON_GATEWAY_TRITON__METRICS_PORT": str(free_port())}

@@ -26,7 +26,7 @@ def test_real_jpegs_become_normalised_chw_tensors(shared_data):
         assert tensor.shape == (3, CROP, CROP) and tensor.dtype == np.float32
         assert tensor.flags["C_CONTIGUOUS"]
         # ImageNet normalisation keeps values within (0-0.485)/0.229 .. (1-0.406)/0.225
-        assert -2.2 < tensor.min() and tensor.max() < 2.7
+        assert tensor.min() > -2.2 and tensor.max() < 2.7
 
 
 def test_preprocess_normalises_known_colours():

@@ -227,8 +227,8 @@ def test_online_budget_falls_back_to_the_smallest_model_when_spent():
 
 def test_latency_slo_removes_slow_models():
     slow = pool(("a", 100.0, 9.0), ("b", 200.0, 7.0), ("c", 300.0, 5.0))
-    slow = slow.model_copy(update={"models": tuple(m.model_copy(update={"latency_ms": l})
-                                                   for m, l in zip(slow.models, (5.0, 10.0, 50.0)))})
+    slow = slow.model_copy(update={"models": tuple(m.model_copy(update={"latency_ms": latency})
+                                                   for m, latency in zip(slow.models, (5.0, 10.0, 50.0), strict=True))})
     policy = InterpolationPolicy(slow, max_latency_ms=20.0)
     assert [s.name for s in policy.candidates] == ["a", "b"]
     assert policy.select(0.0, WINDOW).name == "b"
@@ -267,7 +267,7 @@ def test_make_policy_builds_every_policy_from_settings():
         "interpolation": "InterpolationPolicy", "fixed": "FixedPolicy",
         "carbon-price": "CarbonPricePolicy", "online-budget": "OnlineBudgetPolicy"}
     assert all(p.name == name for name, p in built.items())
-    with pytest.raises(ValueError, match="needs policy.price"):
+    with pytest.raises(ValueError, match=r"needs policy\.price"):
         PolicySettings(name="carbon-price")
 
 
@@ -282,7 +282,8 @@ def test_scalar_fast_path_equals_the_vectorised_policy(make):
     policy = make(load_pool(PAPER_POOL))
     rng = np.random.default_rng(1)
     lows = rng.uniform(0, 300, 300)
-    windows = [CarbonWindow(lo, lo + span) for lo, span in zip(lows, rng.choice([0.0, 1e-9, 50.0, 400.0], 300))]
+    spans = rng.choice([0.0, 1e-9, 50.0, 400.0], 300)
+    windows = [CarbonWindow(lo, lo + span) for lo, span in zip(lows, spans, strict=True)]
     # Include exact window ends and the exact tie points between neighbouring models.
     for window in windows:
         for c in (*rng.uniform(-100, 800, 5), window.low, window.high, (window.low + window.high) / 2):

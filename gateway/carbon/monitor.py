@@ -275,7 +275,7 @@ class CarbonMonitor:
                      if current.timestamp <= p.timestamp < current.timestamp + self.window_span]
             if ahead:
                 observed, basis = ahead, "forecast"
-        observed = observed + [current.intensity]
+        observed = [*observed, current.intensity]
         low = self.c_low if self.c_low is not None else min(observed)
         high = self.c_high if self.c_high is not None else max(observed)
         if self.c_low is not None and self.c_high is not None:

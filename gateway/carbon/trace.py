@@ -170,7 +170,7 @@ class TraceReplaySource:
         now = self.trace_time()
         times, values = self.trace.times, self.trace.values
         mask = (times >= now - self.history_hours * 3600) & (times <= now)
-        return [self._reading(float(t), float(v)) for t, v in zip(times[mask], values[mask])]
+        return [self._reading(float(t), float(v)) for t, v in zip(times[mask], values[mask], strict=True)]
 
     async def forecast(self) -> list[CarbonReading]:
         """The trace's own next ``history_hours``: a perfect forecast, for trying the forecast window.
@@ -180,7 +180,8 @@ class TraceReplaySource:
         period_start, _ = self.trace.value_at(self.trace_time())
         times, values = self.trace.times, self.trace.values
         mask = (times >= period_start) & (times < period_start + self.history_hours * 3600)
-        return [self._reading(float(t), float(v), forecast=True) for t, v in zip(times[mask], values[mask])]
+        return [self._reading(float(t), float(v), forecast=True)
+                for t, v in zip(times[mask], values[mask], strict=True)]
 
     async def aclose(self) -> None:
         return None

@@ -51,7 +51,7 @@ def _load_weights(name: str, choice: WeightsChoice):
     socket.setdefaulttimeout(30)
     try:
         state = torch.hub.load_state_dict_from_url(RESNETS[name].weights_url, progress=False, check_hash=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to fetch means no pretrained weights here
+    except Exception as exc:  # any failure to fetch means no pretrained weights here
         if choice == "pretrained":
             raise BuildError(f"cannot fetch pretrained weights for {name}: {exc}") from exc
         logger.warning("%s: pretrained weights unavailable (%s); using random weights", name, exc)

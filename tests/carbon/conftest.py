@@ -54,7 +54,7 @@ class ProviderServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 parts = urlsplit(self.path)
                 reply = server._take(parts.path, Seen(parts.path, dict(parse_qsl(parts.query)),
                                                       {k.lower(): v for k, v in self.headers.items()},

@@ -66,7 +66,8 @@ async def test_outage_goes_stale_then_forecast_then_default_and_recovers(server,
 
 @pytest.mark.parametrize("garbage", [Reply(200, b"{not json"), Reply(200, b""),
                                      Reply(body={"data": [{"from": "x", "intensity": {}}]}),
-                                     Reply(body={"data": [uk_period(datetime(2024, 1, 1, tzinfo=timezone.utc), -1, -1)]})])
+                                     Reply(body={"data": [uk_period(datetime(2024, 1, 1, tzinfo=timezone.utc),
+                                                                    -1, -1)]})])
 async def test_garbage_never_replaces_a_good_value(server, now, garbage):
     server.json("/intensity", uk_national(uk_period(now, 205, 200)))
     monitor = CarbonMonitor(uk_source(server), poll_interval=60)
@@ -147,7 +148,7 @@ def test_providers_are_chosen_by_config(server):
         "base_url": server.url, "username": "u", "password": "p", "region": "CAISO_NORTH"}}})
     monitor = make_monitor(wt.carbon)
     assert isinstance(monitor.source, WattTimeSource) and (monitor.c_low, monitor.c_high) == (0, 100)
-    with pytest.raises(ConfigError, match="needs carbon.electricitymaps.zone and .auth_token"):
+    with pytest.raises(ConfigError, match=r"needs carbon\.electricitymaps\.zone and \.auth_token"):
         load_settings(None, {"carbon": {"source": "electricitymaps", "electricitymaps": {"zone": "GB"}}})
     with pytest.raises(ConfigError, match="region_id"):
         load_settings(None, {"carbon": {"source": "uk", "uk": {"region_id": 40}}})

@@ -116,7 +116,8 @@ def test_json_trace_with_dotted_columns_matches_the_csv(gb, tmp_path):
 
     moments = [datetime.fromtimestamp(t, timezone.utc) for t in gb.times[:48]]
     path = tmp_path / "uk_response.json"  # a saved UK API response, replayed as a trace
-    path.write_text(json.dumps(uk_national(*(uk_period(m, v + 1, v) for m, v in zip(moments, gb.values[:48])))))
+    periods = (uk_period(m, v + 1, v) for m, v in zip(moments, gb.values[:48], strict=True))
+    path.write_text(json.dumps(uk_national(*periods)))
     trace = load_trace(path, "from", "intensity.actual")
     assert list(trace.values) == pytest.approx(list(gb.values[:48])) and list(trace.times) == list(gb.times[:48])
     plain = tmp_path / "plain.json"

@@ -72,7 +72,8 @@ def check(data: bytes) -> None:
     assert np.isfinite(tensor).all()
 
 
-MAGIC = st.sampled_from([b"", b"\xff\xd8\xff\xe0", b"\xff\xd8\xff\xdb", b"\x89PNG\r\n\x1a\n", b"RIFF\x00\x00\x00\x00WEBPVP8 ",
+MAGIC = st.sampled_from([b"", b"\xff\xd8\xff\xe0", b"\xff\xd8\xff\xdb", b"\x89PNG\r\n\x1a\n",
+                         b"RIFF\x00\x00\x00\x00WEBPVP8 ",
                          b"RIFF\x00\x00\x00\x00WEBPVP8L", b"GIF89a", b"BM", b"II*\x00", b"\x00\x00\x01\x00"])
 
 
@@ -111,7 +112,8 @@ def test_mutated_real_images(data):
 
 @FUZZ
 @given(width=st.integers(0, 2**31 - 1), height=st.integers(0, 2**31 - 1),
-       depth_and_type=st.sampled_from([(1, 0), (8, 0), (16, 0), (8, 2), (16, 2), (8, 3), (8, 4), (16, 4), (8, 6), (16, 6),
+       depth_and_type=st.sampled_from([(1, 0), (8, 0), (16, 0), (8, 2), (16, 2), (8, 3), (8, 4), (16, 4), (8, 6),
+                                       (16, 6),
                                        (3, 2), (16, 3)]),
        raw=st.binary(max_size=256))
 def test_png_headers_with_any_dimensions(width, height, depth_and_type, raw):
