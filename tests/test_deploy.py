@@ -109,7 +109,7 @@ def _binds(service: dict) -> dict[str, str]:
     return binds
 
 
-def test_compose_wiring(compose):
+def test_compose_wiring(compose, monkeypatch):
     services = compose["services"]
     gateway = services["gateway"]
     assert gateway["command"][0] == "serve"
@@ -120,6 +120,15 @@ def test_compose_wiring(compose):
     assert gateway["depends_on"]["triton"]["condition"] == "service_healthy"
     assert TRITON_METRICS in _published(services["triton"])
     assert "/v2/health/ready" in " ".join(services["triton"]["healthcheck"]["test"])
+
+    # Energy is measured, from the Triton that serves the gateway, at least as often as the gateway samples.
+    for name, value in gateway["environment"].items():
+        monkeypatch.setenv(name, str(value))
+    settings = load_settings(None, {})
+    assert settings.energy.meter == "triton"
+    assert settings.energy.triton_metrics_url == f"http://triton:{TRITON_METRICS}/metrics"
+    interval = next(a for a in services["triton"]["command"] if a.startswith("--metrics-interval-ms="))
+    assert int(interval.split("=")[1]) <= settings.energy.sample_interval_s * 1000
 
     prometheus = services["prometheus"]
     assert 9090 in _published(prometheus)
