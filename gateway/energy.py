@@ -16,16 +16,18 @@ labelled ``pool-estimate``; responses always carry that estimate, since the meas
 request is only known once the window after it closes, and its measured figure goes to the metrics.
 
 One GPU has one counter, so several uvicorn workers must not each read it: the parent process runs the
-only accountant, and the workers report their requests' spans to it over a Unix datagram socket
+only accountant, and each worker streams its requests' spans to it over a Unix socket connection
 (``SpanReporter`` → ``SpanListener``). Spans are timed with ``time.monotonic``, one clock for every
 process of the machine.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
+import selectors
 import socket
 import threading
 import time
@@ -90,9 +92,9 @@ class SpanRecorder(Protocol):
 
     def end(self, token: int) -> None: ...
 
-    def start(self) -> None: ...
+    async def open(self) -> None: ...
 
-    def stop(self) -> None: ...
+    async def aclose(self) -> None: ...
 
 
 class NvmlEnergyCounter:
@@ -329,6 +331,12 @@ class EnergyAccountant:
         self._thread = threading.Thread(target=self._run, name="energy-sampler", daemon=True)
         self._thread.start()
 
+    async def open(self) -> None:
+        self.start()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.stop)
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             self.sample()
@@ -342,55 +350,84 @@ class EnergyAccountant:
 
 
 class SpanReporter:
-    """A worker's ``SpanRecorder``: sends each span's begin and end to the ``SpanListener`` of the process
-    that owns the meter. Sends never block the event loop: when the listener's queue is full (or it is
-    gone) the event is dropped and counted, and that request's energy is counted as idle."""
+    """A worker's ``SpanRecorder``: streams each span's begin and end to the ``SpanListener`` of the process
+    that owns the meter, one JSON line per event over a Unix stream connection.
 
-    def __init__(self, socket_path: str, meter: str, clock: Callable[[], float] = time.monotonic):
+    Writes go through an asyncio transport, so they never block the event loop and are never lost while
+    the listener keeps up; only when it is gone, or ``max_buffer_bytes`` are waiting for it, is an event
+    dropped and counted (its request's energy then counts as idle).
+    """
+
+    def __init__(self, socket_path: str, meter: str, clock: Callable[[], float] = time.monotonic,
+                 max_buffer_bytes: int = 1 << 20):
         self.socket_path = socket_path
+        self.max_buffer_bytes = max_buffer_bytes
         self._meter = meter
         self._clock = clock
         self._tokens = itertools.count()
-        self._pid = os.getpid()
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._socket.setblocking(False)
+        self._transport: asyncio.WriteTransport | None = None
 
     @property
     def name(self) -> str:
         return self._meter
 
+    async def open(self) -> None:
+        try:
+            self._transport, _ = await asyncio.get_running_loop().create_unix_connection(
+                asyncio.Protocol, self.socket_path)
+        except OSError as exc:
+            logger.error("energy sampler unreachable at %s (%s): this worker's requests count as idle energy",
+                         self.socket_path, exc)
+
     def begin(self, model: ModelSpec, items: int, intensity: float | None) -> int:
         token = next(self._tokens)
-        self._send({"op": "begin", "key": [self._pid, token], "model": model.name,
-                    "weight": model.energy_mj * items, "intensity": intensity, "at": self._clock()})
+        self._send({"op": "begin", "token": token, "model": model.name, "weight": model.energy_mj * items,
+                    "intensity": intensity, "at": self._clock()})
         return token
 
     def end(self, token: int) -> None:
-        self._send({"op": "end", "key": [self._pid, token], "at": self._clock()})
+        self._send({"op": "end", "token": token, "at": self._clock()})
 
     def _send(self, event: dict) -> None:
-        try:
-            self._socket.sendto(orjson.dumps(event), self.socket_path)
-        except OSError as exc:  # queue full (BlockingIOError) or no listener
+        transport = self._transport
+        if transport is None or transport.is_closing() or transport.get_write_buffer_size() > self.max_buffer_bytes:
             metrics.DROPPED_SPANS.inc()
-            logger.debug("span event dropped: %s", exc)
+            return
+        transport.write(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE))
 
-    def start(self) -> None:
-        pass
+    async def aclose(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
-    def stop(self) -> None:
-        self._socket.close()
+
+@dataclass
+class _Worker:
+    """One reporter's connection: its unparsed bytes, and its spans still open."""
+
+    number: int
+    pending: bytes = b""
+    open_tokens: set[int] = field(default_factory=set)
 
 
 class SpanListener:
-    """Receives ``SpanReporter`` events on a Unix datagram socket and opens and closes spans in ``accountant``."""
+    """Accepts ``SpanReporter`` connections on a Unix socket and opens and closes their spans in ``accountant``.
+
+    One thread serves every connection. A connection that closes (its worker exited or crashed) has its
+    open spans closed then, so that no span outlives its worker.
+    """
+
+    MAX_LINE = 1 << 16
 
     def __init__(self, accountant: EnergyAccountant, socket_path: str):
         self.accountant = accountant
         self.socket_path = socket_path
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._socket.bind(socket_path)
-        self._socket.settimeout(0.2)
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(socket_path)
+        self._server.listen(64)
+        self._server.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._server, selectors.EVENT_READ)
+        self._numbers = itertools.count()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="energy-span-listener", daemon=True)
 
@@ -399,31 +436,69 @@ class SpanListener:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                data = self._socket.recv(4096)
-            except TimeoutError:
-                continue
-            except OSError:
-                return  # closed
-            self.handle(data)
+            for key, _ in self._selector.select(timeout=0.2):
+                if key.data is None:
+                    self._accept()
+                else:
+                    self._read(key.fileobj, key.data)
 
-    def handle(self, data: bytes) -> None:
+    def _accept(self) -> None:
         try:
-            event = orjson.loads(data)
-            key = tuple(event["key"])
+            connection, _ = self._server.accept()
+        except BlockingIOError:
+            return
+        connection.setblocking(False)
+        self._selector.register(connection, selectors.EVENT_READ, _Worker(next(self._numbers)))
+
+    def _read(self, connection: socket.socket, worker: _Worker) -> None:
+        try:
+            chunk = connection.recv(1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._hang_up(connection, worker)
+            return
+        *lines, worker.pending = (worker.pending + chunk).split(b"\n")
+        for line in lines:
+            self.handle(worker, line)
+        if len(worker.pending) > self.MAX_LINE:
+            logger.warning("span stream from worker %d sent %d bytes without a newline: dropped",
+                           worker.number, len(worker.pending))
+            worker.pending = b""
+
+    def handle(self, worker: _Worker, line: bytes) -> None:
+        try:
+            event = orjson.loads(line)
+            token = int(event["token"])
             if event["op"] == "begin":
-                span = Span(str(event["model"]), float(event["weight"]),
-                            None if event["intensity"] is None else float(event["intensity"]), float(event["at"]))
-                self.accountant.open_span(key, span)
+                intensity = None if event["intensity"] is None else float(event["intensity"])
+                span = Span(str(event["model"]), float(event["weight"]), intensity, float(event["at"]))
+                self.accountant.open_span((worker.number, token), span)
+                worker.open_tokens.add(token)
             else:
-                self.accountant.close_span(key, float(event["at"]))
+                self.accountant.close_span((worker.number, token), float(event["at"]))
+                worker.open_tokens.discard(token)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            logger.warning("malformed span event ignored: %s", exc)
+            logger.warning("malformed span event from worker %d ignored: %s", worker.number, exc)
+
+    def _hang_up(self, connection: socket.socket, worker: _Worker) -> None:
+        self._selector.unregister(connection)
+        connection.close()
+        if worker.open_tokens:
+            logger.warning("worker %d disconnected with %d request(s) in flight: their spans end now",
+                           worker.number, len(worker.open_tokens))
+            now = time.monotonic()
+            for token in worker.open_tokens:
+                self.accountant.close_span((worker.number, token), now)
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        self._socket.close()
+        for key in list(self._selector.get_map().values()):
+            key.fileobj.close()
+        self._selector.close()
         try:
             os.unlink(self.socket_path)
         except FileNotFoundError:

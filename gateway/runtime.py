@@ -199,7 +199,7 @@ async def running(settings: GatewaySettings, triton_url: str,
                             ready_timeout_s=settings.triton.startup_timeout_s)
     await service.carbon.start()
     if service.recorder is not None:
-        service.recorder.start()
+        await service.recorder.open()
     tasks: set[asyncio.Task] = set()
     if settings.watch_pool:
         tasks.add(asyncio.create_task(reloader.watch(), name="pool-watch"))
@@ -217,6 +217,6 @@ async def running(settings: GatewaySettings, triton_url: str,
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if service.recorder is not None:
-            service.recorder.stop()
+            await service.recorder.aclose()
         await service.carbon.aclose()
         await service.triton.close()

@@ -1,5 +1,6 @@
 """Energy attribution: conservation and proportional shares, on a synthetic meter with known readings."""
 
+import asyncio
 import random
 from pathlib import Path
 
@@ -155,16 +156,17 @@ def test_a_span_whose_end_was_lost_is_closed_after_max_span_s():
     assert accountant.totals["idle"] == pytest.approx(10.0)
 
 
-def wait_until(predicate, timeout_s: float = 5.0) -> None:
+async def wait_until(predicate, timeout_s: float = 5.0) -> None:
+    """Poll without blocking the event loop, which flushes the reporters' writes."""
     import time
 
     deadline = time.monotonic() + timeout_s
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
+        await asyncio.sleep(0.005)
 
 
-def test_worker_spans_reach_the_sampler_over_its_socket(tmp_path):
+async def test_worker_spans_reach_the_sampler_over_its_socket(tmp_path):
     import socket
 
     clock, counter = Clock(), ScriptedCounter()
@@ -172,20 +174,21 @@ def test_worker_spans_reach_the_sampler_over_its_socket(tmp_path):
     listener = SpanListener(accountant, str(tmp_path / "spans.sock"))
     listener.start()
     reporter = SpanReporter(listener.socket_path, accountant.name, clock=clock)
+    await reporter.open()
     try:
         accountant.sample()
         small, big = reporter.begin(SMALL, 1, 200.0), reporter.begin(BIG, 1, None)
-        wait_until(lambda: accountant.open_spans == 2)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as rogue:  # garbage is ignored, not fatal
-            rogue.sendto(b"{not json", listener.socket_path)
-            rogue.sendto(b'{"op": "begin"}', listener.socket_path)
+        await wait_until(lambda: accountant.open_spans == 2)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as rogue:  # garbage is ignored, not fatal
+            rogue.connect(listener.socket_path)
+            rogue.sendall(b'{not json\n{"op": "begin"}\n\n' + b"x" * 70_000)
         clock.now, counter.joules = 1.0, 8.0
         reporter.end(small)
         reporter.end(big)
-        wait_until(lambda: accountant.open_spans == 0)
+        await wait_until(lambda: accountant.open_spans == 0)
         split = accountant.sample()
     finally:
-        reporter.stop()
+        await reporter.aclose()
         listener.stop()
     shares = {span.model: share for span, share in split.by_span}
     assert shares == {"small": pytest.approx(2.0), "big": pytest.approx(6.0)}  # weights 100 : 300
@@ -193,16 +196,56 @@ def test_worker_spans_reach_the_sampler_over_its_socket(tmp_path):
     assert not (tmp_path / "spans.sock").exists()
 
 
-def test_a_reporter_without_a_listener_drops_and_counts_never_raises(tmp_path):
-    reporter = SpanReporter(str(tmp_path / "nobody.sock"), "nvml")
-    def dropped() -> float:
-        return REGISTRY.get_sample_value("carbon_gateway_dropped_spans_total")
-
-    before = dropped()
+async def test_a_burst_of_spans_is_not_lost(tmp_path):
+    accountant = EnergyAccountant(ScriptedCounter())
+    listener = SpanListener(accountant, str(tmp_path / "spans.sock"))
+    listener.start()
+    reporter = SpanReporter(listener.socket_path, accountant.name)
+    await reporter.open()
+    dropped_before = dropped()
     try:
-        reporter.end(reporter.begin(SMALL, 1, 100.0))
+        tokens = []
+        for _ in range(40):  # 500 requests per turn of the event loop: far more than the gateway admits
+            tokens += [reporter.begin(BIG, 1, 100.0) for _ in range(500)]
+            await asyncio.sleep(0)
+        await wait_until(lambda: accountant.open_spans == 20_000, timeout_s=30)
+        for start in range(0, len(tokens), 500):
+            for token in tokens[start:start + 500]:
+                reporter.end(token)
+            await asyncio.sleep(0)
+        await wait_until(lambda: accountant.open_spans == 0, timeout_s=30)
     finally:
-        reporter.stop()
+        await reporter.aclose()
+        listener.stop()
+    assert dropped() == dropped_before
+
+
+async def test_spans_of_a_worker_that_disconnects_end_with_it(tmp_path):
+    clock, counter = Clock(), ScriptedCounter()
+    accountant = EnergyAccountant(counter, clock=clock)
+    listener = SpanListener(accountant, str(tmp_path / "spans.sock"))
+    listener.start()
+    reporter = SpanReporter(listener.socket_path, accountant.name, clock=clock)
+    await reporter.open()
+    try:
+        reporter.begin(BIG, 1, 100.0)  # the worker dies in the middle of this request
+        await wait_until(lambda: accountant.open_spans == 1)
+        await reporter.aclose()
+        await wait_until(lambda: accountant.open_spans == 0)
+    finally:
+        listener.stop()
+
+
+def dropped() -> float:
+    return REGISTRY.get_sample_value("carbon_gateway_dropped_spans_total")
+
+
+async def test_a_reporter_without_a_listener_drops_and_counts_never_raises(tmp_path):
+    reporter = SpanReporter(str(tmp_path / "nobody.sock"), "nvml")
+    await reporter.open()  # logged: nothing listens there
+    before = dropped()
+    reporter.end(reporter.begin(SMALL, 1, 100.0))
+    await reporter.aclose()
     assert dropped() == before + 2
 
 
