@@ -88,6 +88,11 @@ class SpanRecorder(Protocol):
         """The meter that turns these spans into joules."""
         ...
 
+    @property
+    def healthy(self) -> bool:
+        """Whether the spans reach a meter that answers."""
+        ...
+
     def begin(self, model: ModelSpec, items: int, intensity: float | None) -> int: ...
 
     def end(self, token: int) -> None: ...
@@ -371,6 +376,10 @@ class SpanReporter:
     def name(self) -> str:
         return self._meter
 
+    @property
+    def healthy(self) -> bool:
+        return self._transport is not None and not self._transport.is_closing()
+
     async def open(self) -> None:
         try:
             self._transport, _ = await asyncio.get_running_loop().create_unix_connection(
@@ -495,7 +504,8 @@ class SpanListener:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
         for key in list(self._selector.get_map().values()):
             key.fileobj.close()
         self._selector.close()

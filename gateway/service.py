@@ -98,6 +98,10 @@ class GatewayService:
     def meter_name(self) -> str:
         return self.recorder.name if self.recorder is not None else "pool-estimate"
 
+    @property
+    def meter_up(self) -> bool:
+        return self.recorder.healthy if self.recorder is not None else True
+
     def publish_state(self) -> None:
         """Set the gauges that describe the decision the gateway would make now."""
         state = self.carbon.state

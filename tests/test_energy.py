@@ -196,7 +196,8 @@ async def test_worker_spans_reach_the_sampler_over_its_socket(tmp_path):
     assert not (tmp_path / "spans.sock").exists()
 
 
-async def test_a_burst_of_spans_is_not_lost(tmp_path):
+async def test_bursts_of_spans_are_not_lost(tmp_path):
+    """2,000 events at once, four times the queue of a Unix datagram socket, as often as the sampler keeps up."""
     accountant = EnergyAccountant(ScriptedCounter())
     listener = SpanListener(accountant, str(tmp_path / "spans.sock"))
     listener.start()
@@ -204,20 +205,38 @@ async def test_a_burst_of_spans_is_not_lost(tmp_path):
     await reporter.open()
     dropped_before = dropped()
     try:
-        tokens = []
-        for _ in range(40):  # 500 requests per turn of the event loop: far more than the gateway admits
-            tokens += [reporter.begin(BIG, 1, 100.0) for _ in range(500)]
-            await asyncio.sleep(0)
-        await wait_until(lambda: accountant.open_spans == 20_000, timeout_s=30)
-        for start in range(0, len(tokens), 500):
-            for token in tokens[start:start + 500]:
+        tokens: list[int] = []
+        for _ in range(10):
+            tokens += [reporter.begin(BIG, 1, 100.0) for _ in range(2_000)]
+            sent = len(tokens)
+            await wait_until(lambda sent=sent: accountant.open_spans == sent, timeout_s=30)
+        for start in range(0, len(tokens), 2_000):
+            for token in tokens[start:start + 2_000]:
                 reporter.end(token)
-            await asyncio.sleep(0)
-        await wait_until(lambda: accountant.open_spans == 0, timeout_s=30)
+            left = len(tokens) - start - 2_000
+            await wait_until(lambda left=left: accountant.open_spans == left, timeout_s=30)
     finally:
         await reporter.aclose()
         listener.stop()
     assert dropped() == dropped_before
+
+
+async def test_a_sampler_that_falls_behind_costs_dropped_spans_not_memory(tmp_path):
+    accountant = EnergyAccountant(ScriptedCounter())
+    listener = SpanListener(accountant, str(tmp_path / "spans.sock"))  # not started: it never reads
+    reporter = SpanReporter(listener.socket_path, accountant.name, max_buffer_bytes=10_000)
+    await reporter.open()
+    dropped_before = dropped()
+    try:
+        for _ in range(20):
+            for _ in range(1_000):
+                reporter.begin(BIG, 1, 100.0)
+            await asyncio.sleep(0)
+        assert dropped() > dropped_before
+        assert reporter._transport.get_write_buffer_size() < 10_000 + 200
+    finally:
+        await reporter.aclose()
+        listener.stop()
 
 
 async def test_spans_of_a_worker_that_disconnects_end_with_it(tmp_path):
@@ -381,7 +400,8 @@ async def test_one_worker_measures_in_process_and_responses_say_theirs_is_the_es
         async with make_gateway(carbon__intensity=120.0, carbon__c_low=100.0, carbon__c_high=300.0,
                                 energy__meter="triton", energy__triton_metrics_url=endpoint.url,
                                 energy__sample_interval_s=0.02) as client:
-            assert (await client.get("/readyz")).json()["energy_meter"] == "triton-metrics"
+            ready = (await client.get("/readyz")).json()
+            assert (ready["energy_meter"], ready["energy_meter_up"]) == ("triton-metrics", True)
             for image in IMAGES[:3]:
                 response = await client.post("/v1/classify", content=image.read_bytes(),
                                              headers={"content-type": "image/jpeg"})
@@ -393,3 +413,18 @@ async def test_one_worker_measures_in_process_and_responses_say_theirs_is_the_es
     assert 0 < measured <= gpu.joules_between_first_and_last_read() * (1 + 1e-9)
     assert attributed > 0 and attributed + idle == pytest.approx(measured)
     assert counted == 3
+
+
+async def test_a_meter_that_is_down_is_reported_and_serving_goes_on(make_gateway):
+    from .conftest import IMAGES, free_port
+
+    nowhere = f"http://127.0.0.1:{free_port()}/metrics"  # nothing listens there
+    async with make_gateway(energy__meter="triton", energy__triton_metrics_url=nowhere,
+                            energy__sample_interval_s=0.02) as client:
+        response = await client.post("/v1/classify", content=IMAGES[0].read_bytes(),
+                                     headers={"content-type": "image/jpeg"})
+        assert response.status_code == 200, response.text
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200
+        assert (ready.json()["energy_meter"], ready.json()["energy_meter_up"]) == ("triton-metrics", False)
+        assert REGISTRY.get_sample_value("carbon_gateway_energy_meter_up", {"meter": "triton-metrics"}) == 0

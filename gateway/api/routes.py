@@ -282,7 +282,7 @@ async def readyz(response: Response, service: GatewayService = Depends(get_servi
         response.status_code = 503
     return ReadyResponse(ready=ready, triton_url=service.triton.url, triton_reachable=reachable, models=models,
                          carbon=_carbon_out(service.carbon.state), policy=service.policy.name,
-                         energy_meter=service.meter_name)
+                         energy_meter=service.meter_name, energy_meter_up=service.meter_up)
 
 
 @router.get("/v1/models", response_model=list[ModelStatus], summary="The pool: models, figures, readiness, weights")

@@ -79,7 +79,9 @@ class ReadyResponse(BaseModel):
     models: list[ModelStatus]
     carbon: CarbonOut
     policy: str
-    energy_meter: str
+    energy_meter: str = Field(description="What measures energy: a meter name, or `pool-estimate`.")
+    energy_meter_up: bool = Field(description="Whether the meter answered its last reading (for a worker of "
+                                  "several: whether it reaches the parent's sampler). Serving goes on either way.")
 
 
 class HealthResponse(BaseModel):
