@@ -12,8 +12,9 @@ Two pieces:
   energy attributed to requests plus idle energy equals what the counter measured.
 
 Without a counter (no GPU, as in CI) the pool's profiled energy per inference is charged instead and
-labelled ``pool-estimate``; responses always carry that estimate, since the measured share of a
-request is only known once the window after it closes, and its measured figure goes to the metrics.
+labelled ``pool-estimate``. A request's measured share is only known once the window after it closes,
+so responses carry the estimate unless the client asks for a *receipt*: then the request waits for its
+last window (about one sampling interval) and answers with its measured share.
 
 One GPU has one counter, so several uvicorn workers must not each read it: the parent process runs the
 only accountant, and each worker streams its requests' spans to it over a Unix socket connection
@@ -24,6 +25,7 @@ process of the machine.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -93,9 +95,14 @@ class SpanRecorder(Protocol):
         """Whether the spans reach a meter that answers."""
         ...
 
-    def begin(self, model: ModelSpec, items: int, intensity: float | None) -> int: ...
+    def begin(self, model: ModelSpec, items: int, intensity: float | None, receipt: bool = False) -> int: ...
 
     def end(self, token: int) -> None: ...
+
+    async def receipt(self, token: int, timeout_s: float) -> float | None:
+        """The measured joules of a span begun with ``receipt=True``, once its last window has closed;
+        None if that takes longer than ``timeout_s``."""
+        ...
 
     async def open(self) -> None: ...
 
@@ -194,6 +201,7 @@ class Span:
     start: float
     end: float | None = None
     joules: float = 0.0
+    on_final: Callable[[float], None] | None = None  # told the span's joules when it is charged for the last time
 
     def overlap(self, t0: float, t1: float) -> float:
         end = t1 if self.end is None else self.end
@@ -222,6 +230,36 @@ def split_window(t0: float, t1: float, joules: float, spans: list[Span], idle_po
     return WindowSplit(measured=joules, idle=idle, by_span=[(span, active * w / total) for span, w in weights])
 
 
+class _Receipts:
+    """Futures for the spans whose measured joules a request waits for; lives on the event loop."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[int, asyncio.Future[float]] = {}
+
+    def expect(self, token: int) -> Callable[[float], None]:
+        """Register ``token``; returns a callback that resolves it from any thread."""
+        loop = asyncio.get_running_loop()
+        self._waiting[token] = loop.create_future()
+        return lambda joules: loop.call_soon_threadsafe(self.resolve, token, joules)
+
+    def resolve(self, token: int, joules: float) -> None:
+        future = self._waiting.pop(token, None)
+        if future is not None and not future.done():
+            future.set_result(joules)
+
+    async def wait(self, token: int, timeout_s: float) -> float | None:
+        """Call it right after the span ends (no await between): a receipt that came first is not kept."""
+        future = self._waiting.get(token)
+        if future is None:
+            return None
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            return None
+        finally:
+            self._waiting.pop(token, None)
+
+
 class EnergyAccountant:
     """Samples an ``EnergyCounter`` every ``interval_s`` on a thread and attributes each window.
 
@@ -246,18 +284,23 @@ class EnergyAccountant:
         self._thread: threading.Thread | None = None
         self.totals = {"measured": 0.0, "idle": 0.0, "attributed": 0.0}
         self.healthy = True
+        self._receipts = _Receipts()
 
     @property
     def name(self) -> str:
         return self.counter.name
 
-    def begin(self, model: ModelSpec, items: int, intensity: float | None) -> int:
+    def begin(self, model: ModelSpec, items: int, intensity: float | None, receipt: bool = False) -> int:
         token = next(self._tokens)
-        self.open_span(token, Span(model.name, model.energy_mj * items, intensity, self._clock()))
+        on_final = self._receipts.expect(token) if receipt else None
+        self.open_span(token, Span(model.name, model.energy_mj * items, intensity, self._clock(), on_final=on_final))
         return token
 
     def end(self, token: int) -> None:
         self.close_span(token, self._clock())
+
+    async def receipt(self, token: int, timeout_s: float) -> float | None:
+        return await self._receipts.wait(token, timeout_s)
 
     @property
     def open_spans(self) -> int:
@@ -330,6 +373,11 @@ class EnergyAccountant:
                 metrics.CO2.labels(span.model).inc(co2_grams(share, span.intensity, self.pue))
         for span in retired:  # charged for the last time: its measured energy is final
             metrics.REQUEST_ENERGY.labels(span.model).observe(span.joules)
+            if span.on_final is not None:
+                try:
+                    span.on_final(span.joules)
+                except Exception as exc:  # noqa: BLE001 - a receipt that cannot be delivered must not stop the sampler
+                    logger.debug("energy receipt not delivered: %s", exc)
 
     def start(self) -> None:
         self.sample()
@@ -371,6 +419,7 @@ class SpanReporter:
         self._clock = clock
         self._tokens = itertools.count()
         self._transport: asyncio.WriteTransport | None = None
+        self._receipts = _Receipts()
 
     @property
     def name(self) -> str:
@@ -383,16 +432,23 @@ class SpanReporter:
     async def open(self) -> None:
         try:
             self._transport, _ = await asyncio.get_running_loop().create_unix_connection(
-                asyncio.Protocol, self.socket_path)
+                lambda: _ReceiptProtocol(self._receipts), self.socket_path)
         except OSError as exc:
             logger.error("energy sampler unreachable at %s (%s): this worker's requests count as idle energy",
                          self.socket_path, exc)
 
-    def begin(self, model: ModelSpec, items: int, intensity: float | None) -> int:
+    def begin(self, model: ModelSpec, items: int, intensity: float | None, receipt: bool = False) -> int:
         token = next(self._tokens)
-        self._send({"op": "begin", "token": token, "model": model.name, "weight": model.energy_mj * items,
-                    "intensity": intensity, "at": self._clock()})
+        event = {"op": "begin", "token": token, "model": model.name, "weight": model.energy_mj * items,
+                 "intensity": intensity, "at": self._clock()}
+        if receipt and self.healthy:
+            self._receipts.expect(token)
+            event["receipt"] = True
+        self._send(event)
         return token
+
+    async def receipt(self, token: int, timeout_s: float) -> float | None:
+        return await self._receipts.wait(token, timeout_s)
 
     def end(self, token: int) -> None:
         self._send({"op": "end", "token": token, "at": self._clock()})
@@ -409,13 +465,39 @@ class SpanReporter:
             self._transport.close()
 
 
+class _ReceiptProtocol(asyncio.Protocol):
+    """A reporter's side of the connection: the sampler sends back ``{"token", "joules"}`` receipts."""
+
+    def __init__(self, receipts: _Receipts):
+        self._receipts = receipts
+        self._pending = b""
+
+    def data_received(self, data: bytes) -> None:
+        *lines, self._pending = (self._pending + data).split(b"\n")
+        for line in lines:
+            try:
+                message = orjson.loads(line)
+                token, joules = int(message["token"]), float(message["joules"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # a receipt lost: that request answers with the estimate
+            self._receipts.resolve(token, joules)
+
+
 @dataclass
 class _Worker:
     """One reporter's connection: its unparsed bytes, and its spans still open."""
 
     number: int
+    connection: socket.socket
     pending: bytes = b""
     open_tokens: set[int] = field(default_factory=set)
+
+    def send_receipt(self, token: int, joules: float) -> None:
+        """From the sampler thread; a full or closed connection loses the receipt (the request times out)."""
+        try:
+            self.connection.send(orjson.dumps({"token": token, "joules": joules}, option=orjson.OPT_APPEND_NEWLINE))
+        except OSError:
+            pass
 
 
 class SpanListener:
@@ -457,7 +539,7 @@ class SpanListener:
         except BlockingIOError:
             return
         connection.setblocking(False)
-        self._selector.register(connection, selectors.EVENT_READ, _Worker(next(self._numbers)))
+        self._selector.register(connection, selectors.EVENT_READ, _Worker(next(self._numbers), connection))
 
     def _read(self, connection: socket.socket, worker: _Worker) -> None:
         try:
@@ -483,7 +565,9 @@ class SpanListener:
             token = int(event["token"])
             if event["op"] == "begin":
                 intensity = None if event["intensity"] is None else float(event["intensity"])
-                span = Span(str(event["model"]), float(event["weight"]), intensity, float(event["at"]))
+                on_final = functools.partial(worker.send_receipt, token) if event.get("receipt") else None
+                span = Span(str(event["model"]), float(event["weight"]), intensity, float(event["at"]),
+                            on_final=on_final)
                 self.accountant.open_span((worker.number, token), span)
                 worker.open_tokens.add(token)
             else:

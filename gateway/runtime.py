@@ -147,6 +147,7 @@ def build_service(settings: GatewaySettings, triton_url: str, shared: SharedMete
         labels=parts.labels,
         pue=settings.pue,
         max_image_pixels=settings.limits.max_image_pixels,
+        receipt_timeout_s=settings.energy.receipt_timeout_s,
     )
 
 

@@ -70,7 +70,7 @@ class Prediction:
 class GatewayService:
     def __init__(self, *, pool: ModelPool, policy: SelectionPolicy, carbon: CarbonMonitor,
                  triton: TritonClient, labels: tuple[str, ...], recorder: SpanRecorder | None = None,
-                 pue: float = 1.0, max_image_pixels: int = 40_000_000):
+                 pue: float = 1.0, max_image_pixels: int = 40_000_000, receipt_timeout_s: float = 2.0):
         self.selector = Selector(pool, policy)
         self.carbon = carbon
         self.triton = triton
@@ -78,6 +78,7 @@ class GatewayService:
         self.labels = labels
         self.pue = pue
         self.max_image_pixels = max_image_pixels
+        self.receipt_timeout_s = receipt_timeout_s
         self.in_flight: dict[str, int] = {}
         self._served_since_plan = 0
 
@@ -149,19 +150,21 @@ class GatewayService:
         return min(options, key=lambda m: (abs(m.energy_mj - chosen.energy_mj), m.error_rate))
 
     async def run(self, batch: np.ndarray, model_name: str | None = None,
-                  constraints: Constraints | None = None) -> Outcome:
+                  constraints: Constraints | None = None, receipt: bool = False) -> Outcome:
         """Infer a batch (N, ...) on the chosen model and account its energy and CO2.
 
         If the policy's model is not ready in Triton, the nearest ready model in energy serves the
         request instead and the outcome says so (``decision.fallback_from``); a pinned model does not
-        fall back.
+        fall back. With ``receipt`` and a meter, the outcome carries the request's measured energy,
+        which takes waiting for its last sampling window to close (the estimate after
+        ``receipt_timeout_s``).
         """
         selector = self.selector
         decision = self.decide(model_name, constraints, selector)
         failed: set[str] = set()
         while True:
             try:
-                outputs, compute_seconds = await self._infer(decision, batch)
+                outputs, compute_seconds, token = await self._infer(decision, batch, receipt)
                 break
             except ModelNotReady:
                 if decision.pinned:
@@ -175,7 +178,8 @@ class GatewayService:
                 metrics.FALLBACKS.labels(chosen.name, stand_in.name).inc()
                 decision = Decision(stand_in, decision.carbon, pinned=False, fallback_from=chosen.name)
         model, items = decision.model, len(batch)
-        energy = estimate(model, items)
+        energy = await self._measured(token) if token is not None else None
+        energy = energy or estimate(model, items)
         grams_per_kwh = decision.carbon.grams_per_kwh
         co2 = co2_grams(energy.joules, grams_per_kwh, self.pue) if grams_per_kwh is not None else None
         metrics.INFERENCES.labels(model.name).inc(items)
@@ -189,11 +193,14 @@ class GatewayService:
         self._served_since_plan += items
         return Outcome(decision, outputs, energy, co2, compute_seconds)
 
-    async def _infer(self, decision: Decision, batch: np.ndarray) -> tuple[np.ndarray, float]:
+    async def _infer(self, decision: Decision, batch: np.ndarray,
+                     receipt: bool) -> tuple[np.ndarray, float, int | None]:
+        """Outputs, seconds, and the recorder's token when a receipt was asked for and a meter records."""
         model = decision.model
         self.in_flight[model.name] = self.in_flight.get(model.name, 0) + 1
         recorder = self.recorder
-        token = recorder.begin(model, len(batch), decision.carbon.grams_per_kwh) if recorder is not None else None
+        token = (recorder.begin(model, len(batch), decision.carbon.grams_per_kwh, receipt=receipt)
+                 if recorder is not None else None)
         started = time.perf_counter()
         try:
             outputs = await self.triton.infer(model.backend_name, batch, model.triton_version)
@@ -201,7 +208,14 @@ class GatewayService:
             if recorder is not None:
                 recorder.end(token)
             self.in_flight[model.name] -= 1
-        return outputs, time.perf_counter() - started
+        return outputs, time.perf_counter() - started, token if receipt else None
+
+    async def _measured(self, token: int) -> EnergyReading | None:
+        joules = await self.recorder.receipt(token, self.receipt_timeout_s)
+        if joules is None:
+            logger.info("no energy receipt within %.1f s: answering with the estimate", self.receipt_timeout_s)
+            return None
+        return EnergyReading(joules=joules, source=self.recorder.name, measured=True)
 
     async def drain(self, model_name: str, timeout_s: float = 60.0) -> bool:
         """Wait until no request is running on ``model_name``; False if that took longer than ``timeout_s``."""
@@ -236,10 +250,10 @@ class GatewayService:
         counts = np.maximum(np.diff(edges), 0.0) * rate
         return policy.plan(np.array(intensities), counts)
 
-    async def classify(self, image: bytes, top_k: int,
-                       constraints: Constraints | None = None) -> tuple[Outcome, list[Prediction]]:
+    async def classify(self, image: bytes, top_k: int, constraints: Constraints | None = None,
+                       receipt: bool = False) -> tuple[Outcome, list[Prediction]]:
         tensor = await asyncio.to_thread(image_to_tensor, image, self.max_image_pixels)
-        outcome = await self.run(tensor[np.newaxis], constraints=constraints)
+        outcome = await self.run(tensor[np.newaxis], constraints=constraints, receipt=receipt)
         return outcome, self.top_k(outcome.outputs[0], top_k)
 
     def top_k(self, logits: np.ndarray, k: int) -> list[Prediction]:

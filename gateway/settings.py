@@ -91,6 +91,8 @@ class EnergySettings(_Section):
     sample_interval_s: float = Field(default=0.1, gt=0, description="How often the energy counter is read.")
     idle_power_w: float = Field(default=0.0, ge=0, description="Power charged as idle before attributing.")
     triton_metrics_url: str | None = Field(default=None, description="meter=triton: Triton's /metrics URL.")
+    receipt_timeout_s: float = Field(default=2.0, gt=0, description="How long a request asking for its measured "
+                                     "energy (?energy=measured) waits for it before answering with the estimate.")
 
 
 class LimitSettings(_Section):

@@ -112,6 +112,25 @@ def test_request_within_one_window_is_charged_after_it_ended():
     assert split.by_span[0][0].joules == pytest.approx(2.0)
 
 
+async def test_a_receipt_is_the_requests_measured_share_once_its_last_window_closes():
+    clock, counter = Clock(), ScriptedCounter()
+    accountant = EnergyAccountant(counter, clock=clock)
+    accountant.sample()
+    wanted, other = accountant.begin(BIG, 1, 100.0, receipt=True), accountant.begin(SMALL, 1, 100.0)
+    clock.now, counter.joules = 1.0, 8.0
+    accountant.sample()  # both still running: charged, not final
+    clock.now = 1.5
+    accountant.end(wanted)
+    accountant.end(other)
+    clock.now, counter.joules = 2.0, 12.0
+    accountant.sample()
+    assert await accountant.receipt(wanted, timeout_s=1.0) == pytest.approx(6.0 + 3.0)  # 3/4 of each window
+    never = accountant.begin(BIG, 1, 100.0, receipt=True)
+    accountant.end(never)  # no window closes after it
+    assert await accountant.receipt(never, timeout_s=0.05) is None
+    assert await accountant.receipt(other, timeout_s=0.05) is None  # none was asked for
+
+
 def test_counter_reset_never_yields_negative_energy():
     clock, counter = Clock(), ScriptedCounter()
     accountant = EnergyAccountant(counter, clock=clock)
@@ -187,6 +206,14 @@ async def test_worker_spans_reach_the_sampler_over_its_socket(tmp_path):
         reporter.end(big)
         await wait_until(lambda: accountant.open_spans == 0)
         split = accountant.sample()
+        assert await reporter.receipt(big, timeout_s=2.0) is None  # big was begun without asking for one
+        wanted = reporter.begin(SMALL, 1, 200.0, receipt=True)
+        await wait_until(lambda: accountant.open_spans == 1)
+        clock.now, counter.joules = 2.0, 9.5
+        reporter.end(wanted)
+        await wait_until(lambda: accountant.open_spans == 0)
+        accountant.sample()
+        assert await reporter.receipt(wanted, timeout_s=2.0) == pytest.approx(1.5)  # sent back by the sampler
     finally:
         await reporter.aclose()
         listener.stop()
@@ -343,7 +370,7 @@ def test_workers_share_one_meter_and_its_energy_is_conserved(triton, model_repos
     env = {"CARBON_GATEWAY_ENERGY__METER": "triton",
            "CARBON_GATEWAY_ENERGY__TRITON_METRICS_URL": endpoint.url,
            "CARBON_GATEWAY_ENERGY__SAMPLE_INTERVAL_S": "0.05"}
-    sent = 0
+    sent, receipts = 0, 0.0
     try:
         with GatewayProcess("--triton", triton.grpc_url, "--repository", str(model_repository), "--workers", "2",
                             "--carbon-intensity", "120", "--c-low", "100", "--c-high", "300",
@@ -353,9 +380,12 @@ def test_workers_share_one_meter_and_its_energy_is_conserved(triton, model_repos
                 assert sent < 60, "one worker took every connection"
                 for image in IMAGES[:4]:
                     with httpx.Client(base_url=gateway.url, timeout=60) as client:  # a connection per request
-                        response = client.post("/v1/classify", content=image.read_bytes(),
-                                               headers={"content-type": "image/jpeg"})
+                        response = client.post("/v1/classify", params={"energy": "measured"},
+                                               content=image.read_bytes(), headers={"content-type": "image/jpeg"})
                     assert response.status_code == 200, response.text
+                    energy = response.json()["energy"]
+                    assert (energy["source"], energy["measured"]) == ("triton-metrics", True), energy
+                    receipts += energy["joules"]
                     sent += 1
             time.sleep(0.5)  # the windows holding the last requests close
             text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
@@ -379,6 +409,7 @@ def test_workers_share_one_meter_and_its_energy_is_conserved(triton, model_repos
     # The energy-per-request histogram holds each request's measured share.
     assert total("carbon_gateway_request_energy_joules_count") == sent
     assert total("carbon_gateway_request_energy_joules_sum") == pytest.approx(attributed, rel=1e-6)
+    assert receipts == pytest.approx(attributed, rel=1e-6)  # every request was told its share: the same figures
     assert total("carbon_gateway_energy_meter_up", meter="triton-metrics") == 1
 
 
@@ -408,11 +439,21 @@ async def test_one_worker_measures_in_process_and_responses_say_theirs_is_the_es
                 assert response.status_code == 200, response.text
                 assert response.json()["energy"]["source"] == "pool-estimate"  # the measured share comes later
                 assert response.headers["x-energy-source"] == "pool-estimate"
+            # Asked for, the measured share comes in the response: the request waits for its window to close.
+            response = await client.post("/v1/classify?energy=measured", content=IMAGES[3].read_bytes(),
+                                         headers={"content-type": "image/jpeg"})
+            assert response.status_code == 200, response.text
+            energy = response.json()["energy"]
+            assert (energy["source"], energy["measured"]) == ("triton-metrics", True)
+            assert energy["joules"] > 0 and response.headers["x-energy-source"] == "triton-metrics"
+            assert energy["co2_grams"] == pytest.approx(energy["joules"] / 3.6e6 * 120.0)
+            assert float(response.headers["x-energy-joules"]) == pytest.approx(energy["joules"], rel=1e-5)
         # Leaving the gateway stopped the sampler after a last reading.
         measured, attributed, idle, counted = (b - a for a, b in zip(before, snapshot(), strict=True))
     assert 0 < measured <= gpu.joules_between_first_and_last_read() * (1 + 1e-9)
     assert attributed > 0 and attributed + idle == pytest.approx(measured)
-    assert counted == 3
+    assert energy["joules"] < attributed
+    assert counted == 4
 
 
 async def test_a_meter_that_is_down_is_reported_and_serving_goes_on(make_gateway):

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import hmac
 import time
+from typing import Literal
 
 import numpy as np
 import orjson
@@ -48,6 +49,15 @@ def request_constraints(
     if x_min_accuracy is None and x_max_latency_ms is None:
         return None
     return Constraints(min_accuracy=x_min_accuracy, max_latency_ms=x_max_latency_ms)
+
+
+def wants_receipt(
+    energy: Literal["estimate", "measured"] = Query(
+        "estimate", description="`measured`: wait for this request's sampling window to close (about "
+        "`energy.sample_interval_s`) and answer with its measured energy share; the profiled estimate "
+        "where no meter exists, or after `energy.receipt_timeout_s`. `energy.measured` says which."),
+) -> bool:
+    return energy == "measured"
 
 
 def _weights(service: GatewayService, decision: Decision) -> str:
@@ -115,9 +125,10 @@ async def _image_bytes(request: Request) -> bytes:
 async def classify(request: Request, response: Response,
                    top_k: int = Query(5, ge=1, le=1000, description="How many classes to return."),
                    constraints: Constraints | None = Depends(request_constraints),
+                   receipt: bool = Depends(wants_receipt),
                    service: GatewayService = Depends(get_service)) -> ClassifyResponse:
     started = time.perf_counter()
-    outcome, predictions = await service.classify(await _image_bytes(request), top_k, constraints)
+    outcome, predictions = await service.classify(await _image_bytes(request), top_k, constraints, receipt)
     elapsed = time.perf_counter() - started
     response.headers.update(_decision_headers(service, outcome, elapsed))
     return ClassifyResponse(
@@ -225,6 +236,7 @@ def _parse_tensor_request(body: bytes, max_batch: int, header_length: str | None
 )
 async def infer_tensor(model_name: str, request: Request,
                        constraints: Constraints | None = Depends(request_constraints),
+                       receipt: bool = Depends(wants_receipt),
                        service: GatewayService = Depends(get_service)) -> RawResponse:
     started = time.perf_counter()
     body = await request.body()
@@ -234,7 +246,7 @@ async def infer_tensor(model_name: str, request: Request,
         batch, binary_output, request_id = await asyncio.to_thread(_parse_tensor_request, body, max_batch)
     else:
         batch, binary_output, request_id = _parse_tensor_request(body, max_batch, header_length)
-    outcome = await service.run(batch, None if model_name == AUTO_MODEL else model_name, constraints)
+    outcome = await service.run(batch, None if model_name == AUTO_MODEL else model_name, constraints, receipt)
     outputs = np.ascontiguousarray(outcome.outputs, dtype="<f4")
     decision = outcome.decision
     header = {
@@ -244,6 +256,7 @@ async def infer_tensor(model_name: str, request: Request,
         "outputs": [{"name": "logits", "shape": list(outputs.shape), "datatype": "FP32"}],
         "parameters": {"carbon_intensity": decision.carbon.intensity, "expected_error_rate": decision.model.error_rate,
                        "energy_joules": outcome.energy.joules, "energy_source": outcome.energy.source,
+                       "energy_measured": outcome.energy.measured,
                        "co2_grams": outcome.co2_g, "selected_by": _selected_by(service, decision)},
     }
     headers = _decision_headers(service, outcome, time.perf_counter() - started)

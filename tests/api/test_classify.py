@@ -38,6 +38,17 @@ async def test_the_model_follows_the_carbon_intensity(make_gateway, intensity, m
     assert float(response.headers["x-carbon-intensity"]) == intensity
 
 
+async def test_without_a_meter_a_measured_receipt_is_honestly_the_estimate(make_gateway):
+    async with make_gateway(carbon__intensity=150.0, energy__meter="estimate", **BOUNDS) as client:
+        response = await client.post("/v1/classify?energy=measured", content=IMAGES[0].read_bytes(),
+                                     headers={"content-type": "image/jpeg"})
+        bogus = await client.post("/v1/classify?energy=exact", content=IMAGES[0].read_bytes(),
+                                  headers={"content-type": "image/jpeg"})
+    assert response.status_code == 200, response.text
+    assert response.json()["energy"]["source"] == "pool-estimate" and response.json()["energy"]["measured"] is False
+    assert bogus.status_code == 422 and "energy" in bogus.text
+
+
 async def test_response_reports_decision_energy_and_co2(make_gateway, triton):
     async with make_gateway(carbon__intensity=150.0, pue=1.2, **BOUNDS) as client:
         response = await client.post("/v1/classify?top_k=3", content=IMAGES[3].read_bytes(),
