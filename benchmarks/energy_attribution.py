@@ -10,6 +10,8 @@ read by this script (``--meter nvml``), or the known draw of a synthetic GPU (``
 local ``nv_energy_consumption`` endpoint rising at ``--watts``, which the gateway reads as
 ``energy.meter: triton``). It prints the reference against what the gateway measured, attributed to
 requests and left idle, and per model the measured energy per request beside the pool's profiled one.
+With ``--receipts`` every request asks for its measured share (``?energy=measured``); the report then
+compares the receipts with the attributed total and gives the latency with and without them.
 
 With the synthetic GPU the per-model split only shows the apportioning (by overlap x profiled cost),
 not real cost; the totals still test that N workers measure the GPU once.
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 from prometheus_client.parser import text_string_to_metric_families
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -74,10 +77,25 @@ def total(samples: dict, name: str, **labels: str) -> float:
                if n == name and all(dict(pairs).get(k) == v for k, v in labels.items()))
 
 
-async def load(url: str, models: list[str], seconds: float, concurrency: int) -> dict[str, int]:
+class Served:
+    """What the load got back: requests per model, latencies, and the energy receipts' joules."""
+
+    def __init__(self, models: list[str]):
+        self.by_model = {m: 0 for m in models}
+        self.latencies: list[float] = []
+        self.receipt_joules = 0.0
+        self.receipts = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_model.values())
+
+
+async def load(url: str, models: list[str], seconds: float, concurrency: int, receipts: bool = False) -> Served:
     batch = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
     body, headers = binary_infer_request(batch)
-    served = {m: 0 for m in models}
+    served = Served(models)
+    params = {"energy": "measured"} if receipts else {}
     stop = time.perf_counter() + seconds
 
     async def client_loop(client: httpx.AsyncClient, offset: int) -> None:
@@ -85,10 +103,16 @@ async def load(url: str, models: list[str], seconds: float, concurrency: int) ->
         while time.perf_counter() < stop:
             model = models[i % len(models)]
             i += 1
-            response = await client.post(f"/v2/models/{model}/infer", content=body, headers=headers)
+            started = time.perf_counter()
+            response = await client.post(f"/v2/models/{model}/infer", content=body, headers=headers, params=params)
             if response.status_code != 200:
                 raise RuntimeError(f"{model}: {response.status_code} {response.text[:200]}")
-            served[model] += 1
+            served.latencies.append(time.perf_counter() - started)
+            served.by_model[model] += 1
+            header = orjson.loads(response.content[:int(response.headers["inference-header-content-length"])])
+            if header["parameters"]["energy_measured"]:
+                served.receipts += 1
+                served.receipt_joules += header["parameters"]["energy_joules"]
 
     async def progress_bar() -> None:
         columns = (TextColumn("load"), BarColumn(), TextColumn("{task.fields[n]} requests"), TimeRemainingColumn())
@@ -96,7 +120,7 @@ async def load(url: str, models: list[str], seconds: float, concurrency: int) ->
             task = progress.add_task("load", total=seconds, n=0)
             began = time.perf_counter()
             while time.perf_counter() < stop:
-                progress.update(task, completed=time.perf_counter() - began, n=sum(served.values()))
+                progress.update(task, completed=time.perf_counter() - began, n=served.total)
                 await asyncio.sleep(0.5)
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=0)  # spread over the workers
@@ -122,7 +146,7 @@ async def run(args) -> dict:
                 await load(url, [model], 0.01, 1)
             await asyncio.sleep(2 * args.interval)
             before, ref_before, began = scrape(url), reference.read(), time.perf_counter()
-            served = await load(url, models, args.seconds, args.concurrency)
+            served = await load(url, models, args.seconds, args.concurrency, args.receipts)
             await asyncio.sleep(3 * args.interval)  # the windows holding the last requests close
             after, ref_after, elapsed = scrape(url), reference.read(), time.perf_counter() - began
     finally:
@@ -139,12 +163,15 @@ async def run(args) -> dict:
     for spec in pool.models:
         count = delta("carbon_gateway_request_energy_joules_count", model=spec.name)
         joules = delta("carbon_gateway_request_energy_joules_sum", model=spec.name)
-        by_model[spec.name] = {"served": served.get(spec.name, 0), "histogram_count": count,
+        by_model[spec.name] = {"served": served.by_model.get(spec.name, 0), "histogram_count": count,
                                "measured_j_per_request": joules / count if count else float("nan"),
                                "profiled_j_per_inference": spec.energy_mj / 1000.0,
                                "profiled_source": spec.energy_source}
     return {"meter": meter, "reference": args.meter, "workers": args.workers, "seconds": elapsed,
-            "concurrency": args.concurrency, "requests": sum(served.values()),
+            "concurrency": args.concurrency, "requests": served.total,
+            "receipts": served.receipts, "receipt_joules": served.receipt_joules,
+            "latency_p50_ms": float(np.percentile(served.latencies, 50) * 1e3),
+            "latency_p99_ms": float(np.percentile(served.latencies, 99) * 1e3),
             "reference_joules": ref_after - ref_before, "measured_joules": measured, "attributed_joules": attributed,
             "idle_joules": idle, "conservation_error_joules": measured - attributed - idle,
             "co2_grams": delta("carbon_gateway_co2_grams_total"), "by_model": by_model}
@@ -160,6 +187,9 @@ def report(result: dict) -> str:
         lines.append(f"| {name} | {value:.3f} | {value / result['seconds']:.2f} |")
     lines += ["", f"measured / reference: {measured / ref:.4f} (the two read over intervals a sampling period apart); "
               f"measured - attributed - idle: {result['conservation_error_joules']:.3g} J",
+              f"latency p50 {result['latency_p50_ms']:.1f} ms, p99 {result['latency_p99_ms']:.1f} ms; "
+              f"receipts: {result['receipts']} of {result['requests']} requests, "
+              f"{result['receipt_joules']:.3f} J in all",
               "", "| model | requests | measured J/request | profiled J/inference | profiled by |",
               "|---|---:|---:|---:|---|"]
     for name, cell in result["by_model"].items():
@@ -176,6 +206,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--interval", type=float, default=0.1, help="energy.sample_interval_s")
+    parser.add_argument("--receipts", action="store_true", help="every request asks for ?energy=measured")
     parser.add_argument("--idle-power-w", type=float, default=0.0)
     parser.add_argument("--triton-config", default="cpu", help="cpu, or python-gpu on a GPU host")
     parser.add_argument("--pool", type=Path, default=None, help="default: model_repository/pool.yaml")

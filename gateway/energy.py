@@ -201,7 +201,8 @@ class Span:
     start: float
     end: float | None = None
     joules: float = 0.0
-    on_final: Callable[[float], None] | None = None  # told the span's joules when it is charged for the last time
+    unmeasured: bool = False  # part of its time fell where the meter gave no reading
+    on_final: Callable[[float | None], None] | None = None  # told its joules (None: unmeasured) when retired
 
     def overlap(self, t0: float, t1: float) -> float:
         end = t1 if self.end is None else self.end
@@ -236,13 +237,13 @@ class _Receipts:
     def __init__(self) -> None:
         self._waiting: dict[int, asyncio.Future[float]] = {}
 
-    def expect(self, token: int) -> Callable[[float], None]:
+    def expect(self, token: int) -> Callable[[float | None], None]:
         """Register ``token``; returns a callback that resolves it from any thread."""
         loop = asyncio.get_running_loop()
         self._waiting[token] = loop.create_future()
         return lambda joules: loop.call_soon_threadsafe(self.resolve, token, joules)
 
-    def resolve(self, token: int, joules: float) -> None:
+    def resolve(self, token: int, joules: float | None) -> None:
         future = self._waiting.pop(token, None)
         if future is not None and not future.done():
             future.set_result(joules)
@@ -326,23 +327,31 @@ class EnergyAccountant:
             if self.healthy:
                 logger.warning("energy meter %s failed: %s", self.counter.name, exc)
             self._set_health(False)
+            with self._lock:  # the window cannot be measured: start afresh at the next good reading
+                self._last_time = None
+                for span in self._active.values():
+                    span.unmeasured = True
+                retired, self._finished = self._finished, []
+            self._retire(retired, unmeasured=True)
             return None
         self._set_health(True)
         now = self._clock()
+        split: WindowSplit | None = None
         with self._lock:
-            if self._last_time is None:
-                self._last_time, self._last_joules = now, joules
-                self._finished.clear()
-                return None
-            self._expire(now)
-            delta = max(0.0, joules - self._last_joules)  # a counter reset never yields negative energy
-            retired = self._finished
-            spans = [*self._active.values(), *retired]
-            split = split_window(self._last_time, now, delta, spans, self.idle_power_w)
-            self._finished = []
+            retired, self._finished = self._finished, []
+            if self._last_time is not None:
+                self._expire(now)
+                retired += self._finished
+                self._finished = []
+                delta = max(0.0, joules - self._last_joules)  # a counter reset never yields negative energy
+                split = split_window(self._last_time, now, delta, [*self._active.values(), *retired],
+                                     self.idle_power_w)
+                for span, share in split.by_span:
+                    span.joules += share
             self._last_time, self._last_joules = now, joules
-            for span, share in split.by_span:
-                span.joules += share
+        if split is None:  # the first reading, or the first since the meter failed: a baseline
+            self._retire(retired, unmeasured=True)
+            return None
         self._publish(split, retired)
         return split
 
@@ -371,11 +380,18 @@ class EnergyAccountant:
             metrics.ENERGY.labels(span.model, meter).inc(share)
             if span.intensity is not None:
                 metrics.CO2.labels(span.model).inc(co2_grams(share, span.intensity, self.pue))
-        for span in retired:  # charged for the last time: its measured energy is final
-            metrics.REQUEST_ENERGY.labels(span.model).observe(span.joules)
+        self._retire(retired)
+
+    @staticmethod
+    def _retire(spans: list[Span], unmeasured: bool = False) -> None:
+        """Spans charged for the last time: their energy is final, or unknown if the meter missed part of it."""
+        for span in spans:
+            span.unmeasured = span.unmeasured or unmeasured
+            if not span.unmeasured:
+                metrics.REQUEST_ENERGY.labels(span.model).observe(span.joules)
             if span.on_final is not None:
                 try:
-                    span.on_final(span.joules)
+                    span.on_final(None if span.unmeasured else span.joules)
                 except Exception as exc:  # noqa: BLE001 - a receipt that cannot be delivered must not stop the sampler
                     logger.debug("energy receipt not delivered: %s", exc)
 
@@ -477,7 +493,8 @@ class _ReceiptProtocol(asyncio.Protocol):
         for line in lines:
             try:
                 message = orjson.loads(line)
-                token, joules = int(message["token"]), float(message["joules"])
+                token, joules = int(message["token"]), message["joules"]
+                joules = None if joules is None else float(joules)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue  # a receipt lost: that request answers with the estimate
             self._receipts.resolve(token, joules)
@@ -492,7 +509,7 @@ class _Worker:
     pending: bytes = b""
     open_tokens: set[int] = field(default_factory=set)
 
-    def send_receipt(self, token: int, joules: float) -> None:
+    def send_receipt(self, token: int, joules: float | None) -> None:
         """From the sampler thread; a full or closed connection loses the receipt (the request times out)."""
         try:
             self.connection.send(orjson.dumps({"token": token, "joules": joules}, option=orjson.OPT_APPEND_NEWLINE))

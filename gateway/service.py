@@ -213,7 +213,8 @@ class GatewayService:
     async def _measured(self, token: int) -> EnergyReading | None:
         joules = await self.recorder.receipt(token, self.receipt_timeout_s)
         if joules is None:
-            logger.info("no energy receipt within %.1f s: answering with the estimate", self.receipt_timeout_s)
+            logger.info("no measured energy for this request (the meter missed its window, or %.1f s passed): "
+                        "answering with the estimate", self.receipt_timeout_s)
             return None
         return EnergyReading(joules=joules, source=self.recorder.name, measured=True)
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,45 @@ async def test_a_receipt_is_the_requests_measured_share_once_its_last_window_clo
     assert await accountant.receipt(other, timeout_s=0.05) is None  # none was asked for
 
 
+class FlakyCounter(ScriptedCounter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    def read_joules(self) -> float:
+        if self.down:
+            raise OSError("GPU fell off the bus")
+        return self.joules
+
+
+async def test_spans_the_meter_missed_are_unmeasured_not_misattributed_nor_kept():
+    clock, counter = Clock(), FlakyCounter()
+    accountant = EnergyAccountant(counter, clock=clock)
+    accountant.sample()
+    across = accountant.begin(BIG, 1, 100.0, receipt=True)  # runs through the outage
+    during = accountant.begin(SMALL, 1, 100.0, receipt=True)  # ends during it
+    clock.now, counter.joules = 1.0, 4.0
+    accountant.sample()
+    counter.down = True
+    clock.now = 2.0
+    accountant.end(during)
+    assert accountant.sample() is None and not accountant.healthy
+    began = time.monotonic()
+    assert await accountant.receipt(during, timeout_s=5.0) is None
+    assert time.monotonic() - began < 1.0  # at once, not at the timeout: no window will measure it
+    counter.down, clock.now, counter.joules = False, 3.0, 50.0
+    assert accountant.sample() is None  # a new baseline: the outage's energy is not pinned on anyone
+    clock.now, counter.joules = 4.0, 52.0
+    accountant.end(across)
+    split = accountant.sample()
+    assert split.measured == pytest.approx(2.0) and accountant.healthy
+    began = time.monotonic()
+    assert await accountant.receipt(across, timeout_s=5.0) is None  # measured only in part: no receipt
+    assert time.monotonic() - began < 1.0
+    assert accountant.totals["measured"] == pytest.approx(4.0 + 2.0)
+    assert accountant.totals["attributed"] + accountant.totals["idle"] == pytest.approx(6.0)
+
+
 def test_counter_reset_never_yields_negative_energy():
     clock, counter = Clock(), ScriptedCounter()
     accountant = EnergyAccountant(counter, clock=clock)
@@ -155,8 +195,6 @@ def test_sampler_thread_runs_and_stops():
     accountant = EnergyAccountant(counter, interval_s=0.01)
     accountant.start()
     counter.joules = 5.0
-    import time
-
     time.sleep(0.1)
     accountant.stop()
     assert accountant.totals["measured"] == pytest.approx(5.0) and counter.closed
@@ -177,8 +215,6 @@ def test_a_span_whose_end_was_lost_is_closed_after_max_span_s():
 
 async def wait_until(predicate, timeout_s: float = 5.0) -> None:
     """Poll without blocking the event loop, which flushes the reporters' writes."""
-    import time
-
     deadline = time.monotonic() + timeout_s
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
@@ -358,8 +394,6 @@ def multiproc_dir_of(pid: int) -> Path:
 def test_workers_share_one_meter_and_its_energy_is_conserved(triton, model_repository, tmp_path):
     """Two uvicorn workers, one GPU: its energy is measured once, not once per worker, and split between
     the requests of both workers."""
-    import time
-
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
