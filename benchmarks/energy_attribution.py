@@ -132,7 +132,7 @@ async def load(url: str, models: list[str], seconds: float, concurrency: int, re
 async def run(args) -> dict:
     pool_file = args.pool or REPOSITORY / "pool.yaml"
     pool = load_pool(pool_file)
-    models = [m.name for m in pool.models]
+    models = args.models.split(",") if args.models else [m.name for m in pool.models]
     reference = Reference(args.meter, args.watts)
     logs = workdir()
     env = {**reference.gateway_env(), "CARBON_GATEWAY_ENERGY__SAMPLE_INTERVAL_S": str(args.interval),
@@ -207,6 +207,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--interval", type=float, default=0.1, help="energy.sample_interval_s")
     parser.add_argument("--receipts", action="store_true", help="every request asks for ?energy=measured")
+    parser.add_argument("--models", default=None, help="comma-separated pool models to send to (default: all)")
     parser.add_argument("--idle-power-w", type=float, default=0.0)
     parser.add_argument("--triton-config", default="cpu", help="cpu, or python-gpu on a GPU host")
     parser.add_argument("--pool", type=Path, default=None, help="default: model_repository/pool.yaml")
