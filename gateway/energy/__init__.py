@@ -1,0 +1,48 @@
+"""Energy per request, measured where a meter exists, and the CO2 it implies.
+
+Two pieces:
+
+- an **energy counter** reads cumulative joules: the GPU's NVML total-energy counter (Volta and
+  newer; older GPUs fall back to integrating sampled power), or Triton's ``nv_energy_consumption``
+  metric for a Triton on another host;
+- the **accountant** samples the counter on a thread (never on the event loop) and splits each
+  sampling window's energy between the requests that were computing during it, in proportion to
+  their overlap with the window weighted by their model's profiled energy per inference. A window
+  with no request, and the configured idle power's share of a busy one, is idle energy. So the
+  energy attributed to requests plus idle energy equals what the counter measured.
+
+Without a counter (no GPU, as in CI) the pool's profiled energy per inference is charged instead and
+labelled ``pool-estimate``. A request's measured share is only known once the window after it closes,
+so responses carry the estimate unless the client asks for a *receipt*: then the request waits for its
+last window (about one sampling interval) and answers with its measured share.
+
+One GPU has one counter, so several uvicorn workers must not each read it: the parent process runs the
+only accountant, and each worker streams its requests' spans to it over a Unix socket connection
+(``SpanReporter`` → ``SpanListener``). Spans are timed with ``time.monotonic``, one clock for every
+process of the machine.
+"""
+
+from .accounting import EnergyAccountant, Span, WindowSplit, split_window
+from .base import (JOULES_PER_KWH, EnergyCounter, EnergyReading, MeterError, SpanRecorder, co2_grams,
+                   estimate)
+from .meters import NvmlEnergyCounter, TritonMetricsEnergyCounter, make_counter
+from .shared import SpanListener, SpanReporter
+
+__all__ = [
+    "JOULES_PER_KWH",
+    "EnergyAccountant",
+    "EnergyCounter",
+    "EnergyReading",
+    "MeterError",
+    "NvmlEnergyCounter",
+    "Span",
+    "SpanListener",
+    "SpanRecorder",
+    "SpanReporter",
+    "TritonMetricsEnergyCounter",
+    "WindowSplit",
+    "co2_grams",
+    "estimate",
+    "make_counter",
+    "split_window",
+]

@@ -1,0 +1,194 @@
+"""One meter for several workers: spans over the Unix socket, and two real uvicorn workers on one GPU."""
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.energy import EnergyAccountant, SpanListener, SpanReporter
+from gateway.testing import GatewayProcess, MetricsEndpoint, SyntheticGpuEnergy
+
+from ..conftest import IMAGES, pids_that_served
+from .synthetic import BIG, SMALL, Clock, ScriptedCounter
+
+
+async def wait_until(predicate, timeout_s: float = 5.0) -> None:
+    """Poll without blocking the event loop, which flushes the reporters' writes."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+async def test_worker_spans_reach_the_sampler_over_its_socket(tmp_path):
+    import socket
+
+    clock, counter = Clock(), ScriptedCounter()
+    accountant = EnergyAccountant(counter, clock=clock)
+    listener = SpanListener(accountant, str(tmp_path / "spans.sock"))
+    listener.start()
+    reporter = SpanReporter(listener.socket_path, accountant.name, clock=clock)
+    await reporter.open()
+    try:
+        accountant.sample()
+        small, big = reporter.begin(SMALL, 1, 200.0), reporter.begin(BIG, 1, None)
+        await wait_until(lambda: accountant.open_spans == 2)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as rogue:  # garbage is ignored, not fatal
+            rogue.connect(listener.socket_path)
+            rogue.sendall(b'{not json\n{"op": "begin"}\n\n' + b"x" * 70_000)
+        clock.now, counter.joules = 1.0, 8.0
+        reporter.end(small)
+        reporter.end(big)
+        await wait_until(lambda: accountant.open_spans == 0)
+        split = accountant.sample()
+        assert await reporter.receipt(big, timeout_s=2.0) is None  # big was begun without asking for one
+        wanted = reporter.begin(SMALL, 1, 200.0, receipt=True)
+        await wait_until(lambda: accountant.open_spans == 1)
+        clock.now, counter.joules = 2.0, 9.5
+        reporter.end(wanted)
+        await wait_until(lambda: accountant.open_spans == 0)
+        accountant.sample()
+        assert await reporter.receipt(wanted, timeout_s=2.0) == pytest.approx(1.5)  # sent back by the sampler
+    finally:
+        await reporter.aclose()
+        listener.stop()
+    shares = {span.model: share for span, share in split.by_span}
+    assert shares == {"small": pytest.approx(2.0), "big": pytest.approx(6.0)}  # weights 100 : 300
+    assert {span.model: span.intensity for span, _ in split.by_span} == {"small": 200.0, "big": None}
+    assert not (tmp_path / "spans.sock").exists()
+
+
+async def test_bursts_of_spans_are_not_lost(tmp_path):
+    """2,000 events at once, four times the queue of a Unix datagram socket, as often as the sampler keeps up."""
+    accountant = EnergyAccountant(ScriptedCounter())
+    listener = SpanListener(accountant, str(tmp_path / "spans.sock"))
+    listener.start()
+    reporter = SpanReporter(listener.socket_path, accountant.name)
+    await reporter.open()
+    dropped_before = dropped()
+    try:
+        tokens: list[int] = []
+        for _ in range(10):
+            tokens += [reporter.begin(BIG, 1, 100.0) for _ in range(2_000)]
+            sent = len(tokens)
+            await wait_until(lambda sent=sent: accountant.open_spans == sent, timeout_s=30)
+        for start in range(0, len(tokens), 2_000):
+            for token in tokens[start:start + 2_000]:
+                reporter.end(token)
+            left = len(tokens) - start - 2_000
+            await wait_until(lambda left=left: accountant.open_spans == left, timeout_s=30)
+    finally:
+        await reporter.aclose()
+        listener.stop()
+    assert dropped() == dropped_before
+
+
+async def test_a_sampler_that_falls_behind_costs_dropped_spans_not_memory(tmp_path):
+    accountant = EnergyAccountant(ScriptedCounter())
+    listener = SpanListener(accountant, str(tmp_path / "spans.sock"))  # not started: it never reads
+    reporter = SpanReporter(listener.socket_path, accountant.name, max_buffer_bytes=10_000)
+    await reporter.open()
+    dropped_before = dropped()
+    try:
+        for _ in range(20):
+            for _ in range(1_000):
+                reporter.begin(BIG, 1, 100.0)
+            await asyncio.sleep(0)
+        assert dropped() > dropped_before
+        assert reporter._transport.get_write_buffer_size() < 10_000 + 200
+    finally:
+        await reporter.aclose()
+        listener.stop()
+
+
+async def test_spans_of_a_worker_that_disconnects_end_with_it(tmp_path):
+    clock, counter = Clock(), ScriptedCounter()
+    accountant = EnergyAccountant(counter, clock=clock)
+    listener = SpanListener(accountant, str(tmp_path / "spans.sock"))
+    listener.start()
+    reporter = SpanReporter(listener.socket_path, accountant.name, clock=clock)
+    await reporter.open()
+    try:
+        reporter.begin(BIG, 1, 100.0)  # the worker dies in the middle of this request
+        await wait_until(lambda: accountant.open_spans == 1)
+        await reporter.aclose()
+        await wait_until(lambda: accountant.open_spans == 0)
+    finally:
+        listener.stop()
+
+
+def dropped() -> float:
+    return REGISTRY.get_sample_value("carbon_gateway_dropped_spans_total")
+
+
+async def test_a_reporter_without_a_listener_drops_and_counts_never_raises(tmp_path):
+    reporter = SpanReporter(str(tmp_path / "nobody.sock"), "nvml")
+    await reporter.open()  # logged: nothing listens there
+    before = dropped()
+    reporter.end(reporter.begin(SMALL, 1, 100.0))
+    await reporter.aclose()
+    assert dropped() == before + 2
+
+
+def multiproc_dir_of(pid: int) -> Path:
+    import psutil
+
+    workers = psutil.Process(pid).children()
+    return Path(workers[0].environ()["PROMETHEUS_MULTIPROC_DIR"])
+
+
+def test_workers_share_one_meter_and_its_energy_is_conserved(triton, model_repository, tmp_path):
+    """Two uvicorn workers, one GPU: its energy is measured once, not once per worker, and split between
+    the requests of both workers."""
+    gpu = SyntheticGpuEnergy(watts=250.0)
+    endpoint = MetricsEndpoint(gpu.render)
+    env = {"CARBON_GATEWAY_ENERGY__METER": "triton",
+           "CARBON_GATEWAY_ENERGY__TRITON_METRICS_URL": endpoint.url,
+           "CARBON_GATEWAY_ENERGY__SAMPLE_INTERVAL_S": "0.05"}
+    sent, receipts = 0, 0.0
+    try:
+        with GatewayProcess("--triton", triton.grpc_url, "--repository", str(model_repository), "--workers", "2",
+                            "--carbon-intensity", "120", "--c-low", "100", "--c-high", "300",
+                            "--log-level", "warning", cwd=tmp_path, env=env) as gateway:
+            multiproc = multiproc_dir_of(gateway.process.pid)  # serve made one: none was given
+            while len(pids_that_served(multiproc)) < 2:  # until both workers have served
+                assert sent < 60, "one worker took every connection"
+                for image in IMAGES[:4]:
+                    with httpx.Client(base_url=gateway.url, timeout=60) as client:  # a connection per request
+                        response = client.post("/v1/classify", params={"energy": "measured"},
+                                               content=image.read_bytes(), headers={"content-type": "image/jpeg"})
+                    assert response.status_code == 200, response.text
+                    energy = response.json()["energy"]
+                    assert (energy["source"], energy["measured"]) == ("triton-metrics", True), energy
+                    receipts += energy["joules"]
+                    sent += 1
+            time.sleep(0.5)  # the windows holding the last requests close
+            text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+            measured_by_now = gpu.joules_between_first_and_last_read()
+    finally:
+        endpoint.close()
+
+    def total(name: str, **labels: str) -> float:
+        return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+                   if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+    measured = total("carbon_gateway_measured_energy_joules_total", meter="triton-metrics")
+    attributed = total("carbon_gateway_energy_joules_total", meter="triton-metrics")
+    idle = total("carbon_gateway_idle_energy_joules_total", meter="triton-metrics")
+    # One reader: what it measured is at most what the GPU drew between its first and last read.
+    assert 0 < measured <= measured_by_now * (1 + 1e-9)
+    assert attributed + idle == pytest.approx(measured, rel=1e-9)
+    assert total("carbon_gateway_energy_joules_total", model="resnet152") == pytest.approx(attributed)
+    assert attributed > 0
+    assert total("carbon_gateway_co2_grams_total") == pytest.approx(attributed / 3.6e6 * 120.0)
+    # The energy-per-request histogram holds each request's measured share.
+    assert total("carbon_gateway_request_energy_joules_count") == sent
+    assert total("carbon_gateway_request_energy_joules_sum") == pytest.approx(attributed, rel=1e-6)
+    assert receipts == pytest.approx(attributed, rel=1e-6)  # every request was told its share: the same figures
+    assert total("carbon_gateway_energy_meter_up", meter="triton-metrics") == 1
+
+
