@@ -2,7 +2,10 @@
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import pytest
@@ -24,16 +27,35 @@ async def wait_until(predicate, timeout_s: float = 5.0) -> None:
         await asyncio.sleep(0.005)
 
 
-async def test_worker_spans_reach_the_sampler_over_its_socket(tmp_path):
-    import socket
+class Wired(NamedTuple):
+    clock: Clock
+    counter: ScriptedCounter
+    accountant: EnergyAccountant
+    listener: SpanListener
+    reporter: SpanReporter
 
+
+@asynccontextmanager
+async def wired(tmp_path: Path, listening: bool = True, **reporter_options) -> AsyncIterator[Wired]:
+    """An accountant on a scripted counter, its listener, and one worker's reporter connected to it."""
     clock, counter = Clock(), ScriptedCounter()
     accountant = EnergyAccountant(counter, clock=clock)
     listener = SpanListener(accountant, str(tmp_path / "spans.sock"))
-    listener.start()
-    reporter = SpanReporter(listener.socket_path, accountant.name, clock=clock)
+    if listening:
+        listener.start()
+    reporter = SpanReporter(listener.socket_path, accountant.name, clock=clock, **reporter_options)
     await reporter.open()
     try:
+        yield Wired(clock, counter, accountant, listener, reporter)
+    finally:
+        await reporter.aclose()
+        listener.stop()
+
+
+async def test_worker_spans_reach_the_sampler_over_its_socket(tmp_path):
+    import socket
+
+    async with wired(tmp_path) as (clock, counter, accountant, listener, reporter):
         accountant.sample()
         small, big = reporter.begin(SMALL, 1, 200.0), reporter.begin(BIG, 1, None)
         await wait_until(lambda: accountant.open_spans == 2)
@@ -53,9 +75,6 @@ async def test_worker_spans_reach_the_sampler_over_its_socket(tmp_path):
         await wait_until(lambda: accountant.open_spans == 0)
         accountant.sample()
         assert await reporter.receipt(wanted, timeout_s=2.0) == pytest.approx(1.5)  # sent back by the sampler
-    finally:
-        await reporter.aclose()
-        listener.stop()
     shares = {span.model: share for span, share in split.by_span}
     assert shares == {"small": pytest.approx(2.0), "big": pytest.approx(6.0)}  # weights 100 : 300
     assert {span.model: span.intensity for span, _ in split.by_span} == {"small": 200.0, "big": None}
@@ -64,13 +83,8 @@ async def test_worker_spans_reach_the_sampler_over_its_socket(tmp_path):
 
 async def test_bursts_of_spans_are_not_lost(tmp_path):
     """2,000 events at once, four times the queue of a Unix datagram socket, as often as the sampler keeps up."""
-    accountant = EnergyAccountant(ScriptedCounter())
-    listener = SpanListener(accountant, str(tmp_path / "spans.sock"))
-    listener.start()
-    reporter = SpanReporter(listener.socket_path, accountant.name)
-    await reporter.open()
     dropped_before = dropped()
-    try:
+    async with wired(tmp_path) as (_, _, accountant, _, reporter):
         tokens: list[int] = []
         for _ in range(10):
             tokens += [reporter.begin(BIG, 1, 100.0) for _ in range(2_000)]
@@ -81,44 +95,26 @@ async def test_bursts_of_spans_are_not_lost(tmp_path):
                 reporter.end(token)
             left = len(tokens) - start - 2_000
             await wait_until(lambda left=left: accountant.open_spans == left, timeout_s=30)
-    finally:
-        await reporter.aclose()
-        listener.stop()
     assert dropped() == dropped_before
 
 
 async def test_a_sampler_that_falls_behind_costs_dropped_spans_not_memory(tmp_path):
-    accountant = EnergyAccountant(ScriptedCounter())
-    listener = SpanListener(accountant, str(tmp_path / "spans.sock"))  # not started: it never reads
-    reporter = SpanReporter(listener.socket_path, accountant.name, max_buffer_bytes=10_000)
-    await reporter.open()
     dropped_before = dropped()
-    try:
+    async with wired(tmp_path, listening=False, max_buffer_bytes=10_000) as (_, _, _, _, reporter):
         for _ in range(20):
             for _ in range(1_000):
                 reporter.begin(BIG, 1, 100.0)
             await asyncio.sleep(0)
         assert dropped() > dropped_before
         assert reporter._transport.get_write_buffer_size() < 10_000 + 200
-    finally:
-        await reporter.aclose()
-        listener.stop()
 
 
 async def test_spans_of_a_worker_that_disconnects_end_with_it(tmp_path):
-    clock, counter = Clock(), ScriptedCounter()
-    accountant = EnergyAccountant(counter, clock=clock)
-    listener = SpanListener(accountant, str(tmp_path / "spans.sock"))
-    listener.start()
-    reporter = SpanReporter(listener.socket_path, accountant.name, clock=clock)
-    await reporter.open()
-    try:
+    async with wired(tmp_path) as (_, _, accountant, _, reporter):
         reporter.begin(BIG, 1, 100.0)  # the worker dies in the middle of this request
         await wait_until(lambda: accountant.open_spans == 1)
         await reporter.aclose()
         await wait_until(lambda: accountant.open_spans == 0)
-    finally:
-        listener.stop()
 
 
 def dropped() -> float:
