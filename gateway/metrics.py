@@ -56,6 +56,8 @@ EXPECTED_ERROR = Gauge(f"{PREFIX}_expected_error_ratio",
                        "Expected error rate (0-1) of the model the policy picks now.", **_gauge_mode)
 METER_INFO = Gauge(f"{PREFIX}_energy_meter_info", "The energy meter in use (1).", ["meter", "measured"],
                    **_gauge_mode)
+PROFILED_ENERGY = Gauge(f"{PREFIX}_model_profiled_energy_joules", "The pool's profiled energy per inference, by model.",
+                        ["model"], **_gauge_mode)
 METER_UP = Gauge(f"{PREFIX}_energy_meter_up", "1 if the energy meter answered its last reading.", ["meter"],
                  **_gauge_mode)
 DROPPED_SPANS = Counter(f"{PREFIX}_dropped_spans_total", "Request spans that a worker could not report to the "

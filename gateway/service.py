@@ -116,6 +116,7 @@ class GatewayService:
         chosen = self.policy.preview(state.intensity, state.window)  # a scrape must not move the hysteresis
         for spec in self.pool.models:
             metrics.SELECTED_MODEL.labels(spec.name).set(1 if spec.name == chosen.name else 0)
+            metrics.PROFILED_ENERGY.labels(spec.name).set(spec.energy_mj / 1000.0)
         metrics.EXPECTED_ERROR.set(chosen.error_rate / 100.0)
         measured = "true" if self.recorder is not None else "false"
         metrics.METER_INFO.labels(self.meter_name, measured).set(1)

@@ -172,3 +172,9 @@ def test_metric_names_follow_prometheus_conventions(gateway):
             assert name.endswith("_seconds"), name
         if "co2" in name:
             assert name.endswith("_grams"), name
+
+
+def test_measured_over_profiled_energy_is_one_when_requests_are_charged_the_profile(prometheus, gateway):
+    expr = next(q for q in dashboard_queries() if "model_profiled_energy_joules" in q)
+    result = query(prometheus, expr.replace("$__rate_interval", "1m"))
+    assert {r["metric"]["model"]: float(r["value"][1]) for r in result} == {"resnet152": pytest.approx(1.0)}
