@@ -66,6 +66,16 @@ class Reference:
             self.nvml.close()
 
 
+def rss_by_process(pid: int) -> dict[str, float]:
+    """MiB resident, of the gateway's parent (the sampler) and of its workers together."""
+    import psutil
+
+    parent = psutil.Process(pid)
+    workers = parent.children(recursive=True)
+    return {"parent": parent.memory_info().rss / 2**20,
+            "workers": sum(p.memory_info().rss for p in workers) / 2**20}
+
+
 def scrape(url: str) -> dict[tuple[str, tuple], float]:
     text = httpx.get(f"{url}/metrics", timeout=30).text
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
@@ -141,14 +151,16 @@ async def run(args) -> dict:
     try:
         async with (local_triton(logs, args.triton_config) as triton,
                     gateway_process(triton.grpc_url, logs, "--workers", str(args.workers), "--pool",
-                                    str(pool_file), env=env) as (_, url)):
+                                    str(pool_file), env=env) as (process, url)):
             for model in models:  # warm up every model once
                 await load(url, [model], 0.01, 1)
             await asyncio.sleep(2 * args.interval)
             before, ref_before, began = scrape(url), reference.read(), time.perf_counter()
+            rss_before = rss_by_process(process.pid)
             served = await load(url, models, args.seconds, args.concurrency, args.receipts)
             await asyncio.sleep(3 * args.interval)  # the windows holding the last requests close
             after, ref_after, elapsed = scrape(url), reference.read(), time.perf_counter() - began
+            rss_after = rss_by_process(process.pid)
     finally:
         reference.close()
 
@@ -174,7 +186,8 @@ async def run(args) -> dict:
             "latency_p99_ms": float(np.percentile(served.latencies, 99) * 1e3),
             "reference_joules": ref_after - ref_before, "measured_joules": measured, "attributed_joules": attributed,
             "idle_joules": idle, "conservation_error_joules": measured - attributed - idle,
-            "co2_grams": delta("carbon_gateway_co2_grams_total"), "by_model": by_model}
+            "co2_grams": delta("carbon_gateway_co2_grams_total"), "by_model": by_model,
+            "rss_mb": {"before": rss_before, "after": rss_after}}
 
 
 def report(result: dict) -> str:
@@ -190,6 +203,8 @@ def report(result: dict) -> str:
               f"latency p50 {result['latency_p50_ms']:.1f} ms, p99 {result['latency_p99_ms']:.1f} ms; "
               f"receipts: {result['receipts']} of {result['requests']} requests, "
               f"{result['receipt_joules']:.3f} J in all",
+              "RSS (MiB) parent {before[parent]:.1f} -> {after[parent]:.1f}, workers {before[workers]:.1f} -> "
+              "{after[workers]:.1f}".format(**result["rss_mb"]),
               "", "| model | requests | measured J/request | profiled J/inference | profiled by |",
               "|---|---:|---:|---:|---|"]
     for name, cell in result["by_model"].items():
