@@ -367,14 +367,11 @@ def test_k8s_gateway_runs_serve_with_probes_config_and_models(objects):
     assert annotations.get("prometheus.io/path", "/metrics") == "/metrics"
 
 
-def test_k8s_gateway_configmap_loads_as_gateway_settings(objects, monkeypatch, tmp_path):
-    for variable in [v for v in os.environ if v.startswith("CARBON_GATEWAY_")]:
-        monkeypatch.delenv(variable)
-    (container,) = _containers(_gateway(objects))
+def _serve_settings(container: dict, configmaps: dict[str, dict], tmp_path: Path):
+    """The settings a gateway container's `serve` args and its ConfigMap resolve to, and the YAML itself."""
     args = container["args"]
     config_path = Path(args[args.index("--config") + 1])
-    configmap = _of(objects, "ConfigMap")["carbon-gateway-config"]
-    text = configmap["data"][config_path.name]
+    text = configmaps["carbon-gateway-config"]["data"][config_path.name]
     config = yaml.safe_load(text)
     assert isinstance(config, dict)
     path = tmp_path / config_path.name
@@ -382,7 +379,14 @@ def test_k8s_gateway_configmap_loads_as_gateway_settings(objects, monkeypatch, t
     overrides = {"host": args[args.index("--host") + 1], "port": int(args[args.index("--port") + 1]),
                  "triton": {"url": args[args.index("--triton") + 1],
                             "model_repository": args[args.index("--repository") + 1]}}
-    settings = load_settings(path, overrides)  # raises ConfigError naming a bad key
+    return load_settings(path, overrides), config  # raises ConfigError naming a bad key
+
+
+def test_k8s_gateway_configmap_loads_as_gateway_settings(objects, monkeypatch, tmp_path):
+    for variable in [v for v in os.environ if v.startswith("CARBON_GATEWAY_")]:
+        monkeypatch.delenv(variable)
+    (container,) = _containers(_gateway(objects))
+    settings, config = _serve_settings(container, _of(objects, "ConfigMap"), tmp_path)
     assert settings.host == "0.0.0.0" and settings.port == GATEWAY_PORT
     assert settings.triton.url == f"triton:{TRITON_GRPC}"
     assert settings.workers == config.get("workers", settings.workers)
@@ -479,5 +483,40 @@ def test_kubectl_kustomize_builds(kustomization: Path):
     assert result.returncode == 0, f"{shlex.join(result.args)}: {result.stderr}"
     built = [d for d in yaml.safe_load_all(result.stdout) if d]
     kinds = {d["kind"] for d in built}
-    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "ConfigMap", "Job"} <= kinds
+    assert {"Deployment", "Service", "ConfigMap", "Job"} <= kinds
     assert all(d["metadata"].get("namespace") == "carbon-gateway" for d in built if d["kind"] != "Namespace")
+
+
+def _kustomize(directory: Path) -> list[dict]:
+    if not shutil.which("kubectl"):
+        pytest.skip("no kubectl on PATH: cannot run `kubectl kustomize`")
+    result = subprocess.run(["kubectl", "kustomize", str(directory)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def test_k8s_sidecar_overlay_has_each_gateway_measure_its_own_pods_gpu(monkeypatch, tmp_path):
+    for variable in [v for v in os.environ if v.startswith("CARBON_GATEWAY_")]:
+        monkeypatch.delenv(variable)
+    built = _kustomize(K8S / "sidecar")
+    assert set(_of(built, "Deployment")) == {"triton"} and not _of(built, "HorizontalPodAutoscaler")
+    triton = _of(built, "Deployment")["triton"]
+    containers = {c["name"]: c for c in _containers(triton)}
+    gateway, server = containers["gateway"], containers["triton"]
+    port_names = [p["name"] for c in containers.values() for p in c.get("ports", [])]
+    assert len(port_names) == len(set(port_names)), port_names  # unique in the pod
+
+    settings, _ = _serve_settings(gateway, _of(built, "ConfigMap"), tmp_path)
+    assert settings.triton.url == f"localhost:{_port(server, 'grpc')}"
+    assert settings.energy.meter == "triton"
+    assert settings.energy.triton_metrics_url == f"http://localhost:{_port(server, 'metrics')}/metrics"
+    interval = next(a for a in server["args"] if a.startswith("--metrics-interval-ms="))
+    assert int(interval.split("=")[1]) <= settings.energy.sample_interval_s * 1000
+
+    volumes = {v["name"] for v in triton["spec"]["template"]["spec"]["volumes"]}
+    assert {m["name"] for m in gateway["volumeMounts"]} <= volumes
+    service = _of(built, "Service")["carbon-gateway"]
+    assert service["spec"]["selector"].items() <= triton["spec"]["template"]["metadata"]["labels"].items()
+    assert _port(gateway, service["spec"]["ports"][0]["targetPort"]) == GATEWAY_PORT
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert _port(gateway, gateway[probe]["httpGet"]["port"]) == GATEWAY_PORT
