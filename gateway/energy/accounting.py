@@ -61,7 +61,7 @@ class Receipts:
     """Futures for the spans whose measured joules a request waits for; lives on the event loop."""
 
     def __init__(self) -> None:
-        self._waiting: dict[int, asyncio.Future[float]] = {}
+        self._waiting: dict[int, asyncio.Future[float | None]] = {}
 
     def expect(self, token: int) -> Callable[[float | None], None]:
         """Register ``token``; returns a callback that resolves it from any thread."""
@@ -90,7 +90,8 @@ class Receipts:
 class EnergyAccountant:
     """Samples an ``EnergyCounter`` every ``interval_s`` on a thread and attributes each window.
 
-    A span still open after ``max_span_s`` (its end was lost with a crashed worker) is closed then.
+    A span still open after ``max_span_s`` (its end never came) is closed then: a backstop, since a
+    worker that exits has its spans closed by the listener.
     """
 
     def __init__(self, counter: EnergyCounter, interval_s: float = 0.1, idle_power_w: float = 0.0,

@@ -23,7 +23,7 @@ import orjson
 
 from .. import metrics
 from ..pool import ModelSpec
-from .accounting import EnergyAccountant, Span, Receipts
+from .accounting import EnergyAccountant, Receipts, Span
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,8 @@ class SpanReporter:
         if receipt and self.healthy:
             self._receipts.expect(token)
             event["receipt"] = True
-        self._send(event)
+        if not self._send(event) and receipt:
+            self._receipts.resolve(token, None)  # the sampler will never know this span: answer at once
         return token
 
     async def receipt(self, token: int, timeout_s: float) -> float | None:
@@ -79,12 +80,13 @@ class SpanReporter:
     def end(self, token: int) -> None:
         self._send({"op": "end", "token": token, "at": self._clock()})
 
-    def _send(self, event: dict) -> None:
+    def _send(self, event: dict) -> bool:
         transport = self._transport
         if transport is None or transport.is_closing() or transport.get_write_buffer_size() > self.max_buffer_bytes:
             metrics.DROPPED_SPANS.inc()
-            return
+            return False
         transport.write(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE))
+        return True
 
     async def aclose(self) -> None:
         if self._transport is not None:

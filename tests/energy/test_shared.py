@@ -107,6 +107,9 @@ async def test_a_sampler_that_falls_behind_costs_dropped_spans_not_memory(tmp_pa
             await asyncio.sleep(0)
         assert dropped() > dropped_before
         assert reporter._transport.get_write_buffer_size() < 10_000 + 200
+        began = time.monotonic()
+        assert await reporter.receipt(reporter.begin(BIG, 1, 100.0, receipt=True), timeout_s=5.0) is None
+        assert time.monotonic() - began < 1.0  # its begin was dropped: no waiting for a receipt that cannot come
 
 
 async def test_spans_of_a_worker_that_disconnects_end_with_it(tmp_path):
