@@ -7,9 +7,9 @@ Two pieces:
   metric for a Triton on another host;
 - the **accountant** samples the counter on a thread (never on the event loop) and splits each
   sampling window's energy between the requests that were computing during it, in proportion to
-  their overlap with the window weighted by their model's profiled energy per inference. A window
-  with no request, and the configured idle power's share of a busy one, is idle energy. So the
-  energy attributed to requests plus idle energy equals what the counter measured.
+  their overlap with the window weighted by their model's profiled energy per inference. The share
+  of a window when no request was computing, and the configured idle power while one was, is idle
+  energy. So the energy attributed to requests plus idle energy equals what the counter measured.
 
 Without a counter (no GPU, as in CI) the pool's profiled energy per inference is charged instead and
 labelled ``pool-estimate``. A request's measured share is only known once the window after it closes,

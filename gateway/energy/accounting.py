@@ -43,18 +43,35 @@ class WindowSplit:
 
 
 def split_window(t0: float, t1: float, joules: float, spans: list[Span], idle_power_w: float = 0.0) -> WindowSplit:
-    """Apportion a window's measured energy: idle power first, the rest by weighted overlap.
+    """Apportion a window's measured energy between idle and the spans computing in it.
 
-    Conservation: ``idle + sum(shares) == joules`` for every window.
+    Power is taken as even across the window: the share of the window when no span was computing is
+    idle, then ``idle_power_w`` of the time some span was; the rest goes to the spans in proportion to
+    their overlap x their weight (profiled energy per second). Conservation: ``idle + sum(shares) ==
+    joules`` for every window.
     """
     weights = [(span, span.overlap(t0, t1) * span.weight_per_second) for span in spans]
     weights = [(span, w) for span, w in weights if w > 0]
     total = sum(w for _, w in weights)
     if total <= 0 or joules <= 0:
         return WindowSplit(measured=joules, idle=joules)
-    idle = min(joules, max(0.0, idle_power_w) * (t1 - t0))
+    busy = _covered(t0, t1, [span for span, _ in weights])
+    busy_fraction = busy / (t1 - t0) if t1 > t0 else 1.0
+    idle = min(joules, joules * (1.0 - busy_fraction) + max(0.0, idle_power_w) * busy)
     active = joules - idle
     return WindowSplit(measured=joules, idle=idle, by_span=[(span, active * w / total) for span, w in weights])
+
+
+def _covered(t0: float, t1: float, spans: list[Span]) -> float:
+    """Seconds of [t0, t1] during which at least one of ``spans`` was computing."""
+    intervals = sorted((max(s.start, t0), t1 if s.end is None else min(s.end, t1)) for s in spans)
+    covered, reach = 0.0, t0
+    for start, end in intervals:
+        start = max(start, reach)
+        if end > start:
+            covered += end - start
+            reach = end
+    return covered
 
 
 class Receipts:

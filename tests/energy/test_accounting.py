@@ -26,6 +26,17 @@ def test_window_split_is_proportional_to_weighted_overlap():
     assert split.idle == 0.0
 
 
+def test_the_time_no_request_computed_is_idle():
+    spans = [Span("small", 100.0, 50.0, start=0.1, end=0.4), Span("big", 300.0, 50.0, start=0.3, end=0.5)]
+    split = split_window(0.0, 1.0, 10.0, spans)
+    # Busy 0.1..0.5: 4 J for the requests, 6 J idle; weights small 0.3 s x 100 = 30, big 0.2 s x 300 = 60.
+    assert split.idle == pytest.approx(6.0)
+    assert {span.model: share for span, share in split.by_span} == {"small": pytest.approx(4 / 3),
+                                                                   "big": pytest.approx(8 / 3)}
+    busy_then_idle_power = split_window(0.0, 1.0, 10.0, spans, idle_power_w=2.0)
+    assert busy_then_idle_power.idle == pytest.approx(6.0 + 2.0 * 0.4)
+
+
 def test_idle_power_is_taken_first_and_empty_windows_are_idle():
     span = Span("small", 100.0, 50.0, start=0.0, end=2.0)
     split = split_window(0.0, 2.0, 10.0, [span], idle_power_w=3.0)
@@ -78,8 +89,9 @@ def test_request_within_one_window_is_charged_after_it_ended():
     clock.now = 0.1
     counter.joules = 2.0
     split = accountant.sample()
-    assert [(span.model, share) for span, share in split.by_span] == [("big", pytest.approx(2.0))]
-    assert split.by_span[0][0].joules == pytest.approx(2.0)
+    # It computed for half of the window: half of the window's energy is its, the rest idle.
+    assert [(span.model, share) for span, share in split.by_span] == [("big", pytest.approx(1.0))]
+    assert split.by_span[0][0].joules == pytest.approx(1.0) and split.idle == pytest.approx(1.0)
 
 
 async def test_a_receipt_is_the_requests_measured_share_once_its_last_window_closes():
@@ -94,7 +106,8 @@ async def test_a_receipt_is_the_requests_measured_share_once_its_last_window_clo
     accountant.end(other)
     clock.now, counter.joules = 2.0, 12.0
     accountant.sample()
-    assert await accountant.receipt(wanted, timeout_s=1.0) == pytest.approx(6.0 + 3.0)  # 3/4 of each window
+    # 3/4 of the first window's 8 J; of the second's 4 J, half is idle (both ended half-way), 3/4 of the rest.
+    assert await accountant.receipt(wanted, timeout_s=1.0) == pytest.approx(6.0 + 1.5)
     never = accountant.begin(BIG, 1, 100.0, receipt=True)
     accountant.end(never)  # no window closes after it
     assert await accountant.receipt(never, timeout_s=0.05) is None
