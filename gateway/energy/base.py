@@ -45,7 +45,11 @@ class EnergyCounter(Protocol):
 
 
 class SpanRecorder(Protocol):
-    """What the request path tells about each inference: when it began and ended on the accelerator."""
+    """What the request path tells about each inference: when it began and ended on the accelerator.
+
+    ``EnergyAccountant`` is one (it owns the meter: one worker); ``SpanReporter`` is the other (a
+    worker of several, reporting to the accountant in the parent process).
+    """
 
     @property
     def name(self) -> str:
@@ -62,8 +66,11 @@ class SpanRecorder(Protocol):
     def end(self, token: int) -> None: ...
 
     async def receipt(self, token: int, timeout_s: float) -> float | None:
-        """The measured joules of a span begun with ``receipt=True``, once its last window has closed;
-        None if that takes longer than ``timeout_s``."""
+        """The measured joules of a span begun with ``receipt=True``, once its last window has closed.
+
+        None if the meter missed part of the span, or ``timeout_s`` passes first. Await it right after
+        ``end``.
+        """
         ...
 
     async def open(self) -> None: ...
