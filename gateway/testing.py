@@ -1,5 +1,5 @@
-"""Real processes for tests and benchmarks: a local ``tritonserver``, ``carbon-gateway serve``, and a
-stand-in for a GPU Triton's metrics endpoint on machines without a GPU."""
+"""Real processes for tests and benchmarks: a local ``tritonserver``, ``carbon-gateway serve``, local HTTP
+servers that play remote APIs, and a stand-in for a GPU Triton's metrics endpoint where there is no GPU."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -111,29 +112,45 @@ class GatewayProcess:
         return Path(self.log_file).read_text(errors="replace")
 
 
-class MetricsEndpoint:
-    """A local HTTP server answering every GET with ``render()`` as Prometheus text, as Triton's /metrics."""
+@dataclass
+class HttpReply:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
 
-    def __init__(self, render: Callable[[], str]):
+
+class LocalHttpServer:
+    """A threaded HTTP server on 127.0.0.1 that answers every GET with ``respond(path, headers)``.
+
+    ``path`` keeps its query string; header names come lower-cased. Serves from construction until
+    ``close()`` (or the end of a ``with`` block).
+    """
+
+    def __init__(self, respond: Callable[[str, dict[str, str]], HttpReply], name: str = "local-http"):
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                body = render().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                reply = respond(self.path, {k.lower(): v for k, v in self.headers.items()})
+                try:
+                    self.send_response(reply.status)
+                    for header, value in reply.headers.items():
+                        self.send_header(header, value)
+                    self.send_header("Content-Length", str(len(reply.body)))
+                    self.end_headers()
+                    self.wfile.write(reply.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client timed out and left
 
             def log_message(self, *args) -> None:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/metrics"
-        threading.Thread(target=self._server.serve_forever, name="metrics-endpoint", daemon=True).start()
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, name=name, daemon=True).start()
 
-    def __enter__(self) -> MetricsEndpoint:
+    def __enter__(self) -> LocalHttpServer:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -142,6 +159,15 @@ class MetricsEndpoint:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class MetricsEndpoint(LocalHttpServer):
+    """Answers every GET with ``render()`` as Prometheus text, as Triton's /metrics does; ``url`` ends in it."""
+
+    def __init__(self, render: Callable[[], str]):
+        super().__init__(lambda path, headers: HttpReply(body=render().encode(), headers={
+            "Content-Type": "text/plain; version=0.0.4"}), name="metrics-endpoint")
+        self.url += "/metrics"
 
 
 class SyntheticGpuEnergy:

@@ -9,13 +9,13 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
 from gateway.carbon import HttpSettings
+from gateway.testing import HttpReply, LocalHttpServer
 
 #: Short enough that the whole suite stays fast, long enough for a loaded CI machine.
 FAST_HTTP = HttpSettings(timeout_s=0.3, attempts=3, backoff_s=0.01, backoff_max_s=0.05, max_retry_after_s=1.5)
@@ -51,35 +51,12 @@ class ProviderServer:
         self.routes: dict[str, deque[Reply]] = {}
         self.requests: list[Seen] = []
         self._lock = threading.Lock()
-        server = self
+        self._http: LocalHttpServer | None = None
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                parts = urlsplit(self.path)
-                reply = server._take(parts.path, Seen(parts.path, dict(parse_qsl(parts.query)),
-                                                      {k.lower(): v for k, v in self.headers.items()},
-                                                      time.monotonic()))
-                if reply.delay:
-                    time.sleep(reply.delay)
-                body = reply.payload()
-                try:
-                    self.send_response(reply.status)
-                    for name, value in reply.headers.items():
-                        self.send_header(name, value)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client timed out and left
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="provider-server", daemon=True)
+    @property
+    def url(self) -> str:
+        assert self._http is not None, "use the server in a `with` block"
+        return self._http.url
 
     def route(self, pattern: str, *replies: Reply) -> None:
         with self._lock:
@@ -97,6 +74,13 @@ class ProviderServer:
             self.routes.clear()
             self.requests.clear()
 
+    def _respond(self, target: str, headers: dict[str, str]) -> HttpReply:
+        parts = urlsplit(target)
+        reply = self._take(parts.path, Seen(parts.path, dict(parse_qsl(parts.query)), headers, time.monotonic()))
+        if reply.delay:
+            time.sleep(reply.delay)
+        return HttpReply(reply.status, reply.payload(), {**reply.headers, "Content-Type": "application/json"})
+
     def _take(self, path: str, seen: Seen) -> Reply:
         with self._lock:
             self.requests.append(seen)
@@ -106,12 +90,11 @@ class ProviderServer:
         return Reply(404, {"error": f"no route for {path}"})
 
     def __enter__(self) -> ProviderServer:
-        self._thread.start()
+        self._http = LocalHttpServer(self._respond, name="provider-server")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._http.close()
 
 
 @pytest.fixture(scope="session")
