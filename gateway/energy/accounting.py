@@ -142,7 +142,7 @@ class EnergyAccountant:
         return token
 
     def end(self, token: int) -> None:
-        self.close_span(token, self._clock())
+        self.close_span(token)
 
     async def receipt(self, token: int, timeout_s: float) -> float | None:
         return await self._receipts.wait(token, timeout_s)
@@ -156,11 +156,12 @@ class EnergyAccountant:
         with self._lock:
             self._active[key] = span
 
-    def close_span(self, key: Hashable, end: float) -> None:
+    def close_span(self, key: Hashable, end: float | None = None) -> None:
+        """End the span ``key`` at ``end`` (on this accountant's clock; default: now)."""
         with self._lock:
             span = self._active.pop(key, None)
             if span is not None:
-                span.end = end
+                span.end = self._clock() if end is None else end
                 self._finished.append(span)
 
     def sample(self) -> WindowSplit | None:

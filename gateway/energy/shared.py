@@ -211,9 +211,8 @@ class SpanListener:
         if worker.open_tokens:
             logger.warning("worker %d disconnected with %d request(s) in flight: their spans end now",
                            worker.number, len(worker.open_tokens))
-            now = time.monotonic()
             for token in worker.open_tokens:
-                self.accountant.close_span((worker.number, token), now)
+                self.accountant.close_span((worker.number, token))
 
     def stop(self) -> None:
         self._stop.set()
