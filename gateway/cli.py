@@ -338,8 +338,6 @@ def _hardware_description(local: bool) -> str:
                    if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    import os
-
     return f"CPU: {cpu}, {os.cpu_count()} cores" + (" (local CPU Triton)" if local else "")
 
 
