@@ -40,6 +40,15 @@ async def gateway_process(triton_url: str, log_dir: Path, *extra: str, env: dict
         gateway.stop(timeout_s=15)
 
 
+def save_json(path: Path, result: dict) -> None:
+    """Write a benchmark's result as JSON and say where."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {path}")
+
+
 def workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="carbon-gateway-bench-"))
 

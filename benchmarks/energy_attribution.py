@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import PROJECT, REPOSITORY, binary_infer_request, gateway_process, local_triton, workdir
+from _harness import PROJECT, REPOSITORY, binary_infer_request, gateway_process, local_triton, save_json, workdir
 
 from gateway.energy import NvmlEnergyCounter
 from gateway.pool import load_pool
@@ -230,9 +229,7 @@ def main() -> None:
     args = parser.parse_args()
     result = asyncio.run(run(args))
     print(report(result))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {args.json}")
+    save_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import (PROJECT, SHARED_DATA, binary_infer_request, gateway_process, local_triton, stats,
-                      workdir)
+                      save_json, workdir)
 
 
 def rss_bytes(pid: int) -> int:
@@ -136,9 +135,7 @@ def main() -> None:
     print(report(result))
     for line in result["unexpected"]:
         print("unexpected:", line, file=sys.stderr)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {args.json}")
+    save_json(args.json, result)
     sys.exit(1 if result["unexpected_errors"] else 0)
 
 

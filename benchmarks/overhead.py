@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import (IMAGE, PROJECT, binary_infer_request, gateway_process, local_triton, stats,
-                      workdir)
+                      save_json, workdir)
 
 TARGETS = ("direct-grpc", "tensor-bin", "tensor-auto", "tensor-json", "image", "healthz")
 
@@ -240,9 +240,7 @@ def main() -> None:
     results = asyncio.run(run(args))
     print()
     print(table(results))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2))
-    print(f"\nwrote {args.json}")
+    save_json(args.json, results)
 
 
 if __name__ == "__main__":
