@@ -15,6 +15,19 @@ class BodyTooLarge(Exception):
     status = 413
 
 
+async def send_error(send: Send, status: int, code: str, detail: str,
+                     headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    """A whole JSON error response (``{error, detail}``, as the app's handlers write) sent from middleware."""
+    body = json.dumps({"error": code, "detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+CLOSE = ((b"connection", b"close"),)  # the rest of a refused body is not read: the connection cannot be reused
+
+
 class BodySizeLimitMiddleware:
     """Pure ASGI: checks Content-Length up front and counts streamed bytes for chunked bodies."""
 
@@ -31,11 +44,11 @@ class BodySizeLimitMiddleware:
                 try:
                     declared = int(value)
                 except ValueError:
-                    await self._refuse(send, 400, "invalid_request", "Content-Length is not a number")
+                    await send_error(send, 400, "invalid_request", "Content-Length is not a number", CLOSE)
                     return
                 if declared > self.max_bytes:
-                    await self._refuse(send, 413, "payload_too_large",
-                                       f"body of {declared} bytes exceeds the limit of {self.max_bytes}")
+                    await send_error(send, 413, "payload_too_large",
+                                     f"body of {declared} bytes exceeds the limit of {self.max_bytes}", CLOSE)
                     return
         received = 0
         started = False
@@ -58,15 +71,7 @@ class BodySizeLimitMiddleware:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge as exc:
             if not started:
-                await self._refuse(send, 413, "payload_too_large", str(exc))
-
-    @staticmethod
-    async def _refuse(send: Send, status: int, code: str, detail: str) -> None:
-        body = json.dumps({"error": code, "detail": detail}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+                await send_error(send, 413, "payload_too_large", str(exc), CLOSE)
 
 
 class RequestIdMiddleware:
@@ -150,12 +155,8 @@ class ConcurrencyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.max_in_flight:
-            body = json.dumps({"error": "overloaded", "detail": f"{self.in_flight} requests in flight, the limit is "
-                               f"{self.max_in_flight}; retry later"}).encode()
-            await send({"type": "http.response.start", "status": 429,
-                        "headers": [(b"content-type", b"application/json"), (b"retry-after", self.retry_after),
-                                    (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
+            await send_error(send, 429, "overloaded", f"{self.in_flight} requests in flight, the limit is "
+                             f"{self.max_in_flight}; retry later", ((b"retry-after", self.retry_after),))
             return
         self.in_flight += 1
         try:
