@@ -61,17 +61,3 @@ def stats(latencies_s: list[float], elapsed_s: float) -> dict[str, float]:
     return {"requests": int(values.size), "throughput_rps": values.size / elapsed_s,
             "p50_ms": float(np.percentile(values, 50)), "p99_ms": float(np.percentile(values, 99)),
             "mean_ms": float(values.mean())}
-
-
-def binary_infer_request(batch: np.ndarray, binary_output: bool = True) -> tuple[bytes, dict[str, str]]:
-    """A KServe v2 binary-extension request: JSON header, then the raw little-endian FP32 bytes."""
-    import json
-
-    raw = np.ascontiguousarray(batch, dtype="<f4").tobytes()
-    header = {"inputs": [{"name": "input", "shape": list(batch.shape), "datatype": "FP32",
-                          "parameters": {"binary_data_size": len(raw)}}]}
-    if binary_output:
-        header["parameters"] = {"binary_data_output": True}
-    encoded = json.dumps(header).encode()
-    return encoded + raw, {"Inference-Header-Content-Length": str(len(encoded)),
-                           "Content-Type": "application/octet-stream"}

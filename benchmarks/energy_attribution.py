@@ -32,11 +32,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import PROJECT, REPOSITORY, binary_infer_request, gateway_process, local_triton, save_json, workdir
+from _harness import PROJECT, REPOSITORY, gateway_process, local_triton, save_json, workdir
 
 from gateway.energy import NvmlEnergyCounter
 from gateway.pool import load_pool
-from gateway.testing import MetricsEndpoint, SyntheticGpuEnergy
+from gateway.testing import MetricsEndpoint, SyntheticGpuEnergy, binary_infer_request
 
 
 class Reference:
@@ -102,7 +102,7 @@ class Served:
 
 async def load(url: str, models: list[str], seconds: float, concurrency: int, receipts: bool = False) -> Served:
     batch = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
-    body, headers = binary_infer_request(batch)
+    body, headers = binary_infer_request(batch, binary_output=True)
     served = Served(models)
     params = {"energy": "measured"} if receipts else {}
     stop = time.perf_counter() + seconds

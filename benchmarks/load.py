@@ -24,8 +24,9 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import (PROJECT, SHARED_DATA, binary_infer_request, gateway_process, local_triton, stats,
-                      save_json, workdir)
+from _harness import PROJECT, SHARED_DATA, gateway_process, local_triton, stats, save_json, workdir
+
+from gateway.testing import binary_infer_request
 
 
 def rss_bytes(pid: int) -> int:
@@ -42,7 +43,7 @@ def rss_bytes(pid: int) -> int:
 async def run(args) -> dict:
     images = [path.read_bytes() for path in sorted((SHARED_DATA / "images").glob("*.JPEG"))]
     batch = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
-    tensor_body, tensor_headers = binary_infer_request(batch)
+    tensor_body, tensor_headers = binary_infer_request(batch, binary_output=True)
     requests = []  # (name, method, path, content, headers, expected status)
     for i, image in enumerate(images):
         requests.append(("image", "/v1/classify", image, {"content-type": "image/jpeg"}, 200))

@@ -33,8 +33,9 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import (IMAGE, PROJECT, binary_infer_request, gateway_process, local_triton, stats,
-                      save_json, workdir)
+from _harness import IMAGE, PROJECT, gateway_process, local_triton, stats, save_json, workdir
+
+from gateway.testing import binary_infer_request
 
 TARGETS = ("direct-grpc", "tensor-bin", "tensor-auto", "tensor-json", "image", "healthz")
 
@@ -142,7 +143,7 @@ async def run(args) -> dict:
                      "machine": {"cpus": __import__("os").cpu_count()}}
     print(f"selector: InterpolationPolicy.select = {results['selector']['ns_per_call']:.0f} ns per call")
     batch = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
-    binary_body, binary_headers = binary_infer_request(batch)
+    binary_body, binary_headers = binary_infer_request(batch, binary_output=True)
     json_body = json.dumps({"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32",
                                         "data": batch.reshape(-1).tolist()}]}).encode()
     image = IMAGE.read_bytes()

@@ -3,6 +3,7 @@ servers that play remote APIs, and a stand-in for a GPU Triton's metrics endpoin
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 from .tritonserver import LocalTritonServer
 
@@ -196,3 +198,20 @@ class SyntheticGpuEnergy:
     def joules_between_first_and_last_read(self) -> float:
         with self._lock:
             return self.watts * (self.reads[-1] - self.reads[0]) if self.reads else 0.0
+
+
+def binary_infer_request(array: np.ndarray, *, binary_output: bool = False, extra: dict | None = None,
+                         size: int | None = None) -> tuple[bytes, dict[str, str]]:
+    """A KServe v2 binary-extension request: its JSON header, then the raw little-endian FP32 bytes.
+
+    ``binary_output`` asks for the logits the same way; ``extra`` adds top-level header fields; ``size``
+    overrides the declared ``binary_data_size`` (to send a lying one).
+    """
+    raw = np.ascontiguousarray(array, dtype="<f4").tobytes()
+    header = {"inputs": [{"name": "input", "shape": list(array.shape), "datatype": "FP32",
+                          "parameters": {"binary_data_size": len(raw) if size is None else size}}], **(extra or {})}
+    if binary_output:
+        header["parameters"] = {"binary_data_output": True}
+    encoded = json.dumps(header).encode()
+    return encoded + raw, {"Inference-Header-Content-Length": str(len(encoded)),
+                           "Content-Type": "application/octet-stream"}

@@ -15,23 +15,12 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from gateway.api.errors import ApiError
 from gateway.api.routes import _parse_tensor_request
+from gateway.testing import binary_infer_request
 
 SHAPE = [1, 3, 224, 224]
 COUNT = 3 * 224 * 224
 FUZZ = settings(max_examples=300, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-def binary_request(array: np.ndarray, *, extra: dict | None = None, size: int | None = None,
-                   binary_output: bool = False) -> tuple[bytes, dict[str, str]]:
-    raw = np.ascontiguousarray(array, dtype="<f4").tobytes()
-    header = {"inputs": [{"name": "input", "shape": list(array.shape), "datatype": "FP32",
-                          "parameters": {"binary_data_size": len(raw) if size is None else size}}], **(extra or {})}
-    if binary_output:
-        header["parameters"] = {"binary_data_output": True}
-    encoded = json.dumps(header).encode()
-    return encoded + raw, {"Inference-Header-Content-Length": str(len(encoded)),
-                           "Content-Type": "application/octet-stream"}
 
 
 def parse(body: bytes, header_length: str | None = None):
@@ -85,7 +74,7 @@ def test_structured_json(name, shape, datatype, data, parameters, top):
        batch=st.integers(0, 9))
 def test_binary_framing(size, cut, extra, header_delta, batch):
     array = np.zeros((max(batch, 1), 3, 224, 224), dtype=np.float32)
-    body, headers = binary_request(array, size=size)
+    body, headers = binary_infer_request(array, size=size)
     header_length = int(headers["Inference-Header-Content-Length"]) + header_delta
     check(body[:len(body) - cut] + extra, str(header_length))
 
@@ -130,18 +119,18 @@ def test_malformed_examples(body, header_length, message):
 
 def test_binary_size_mismatch_and_nan():
     array = np.zeros((1, 3, 224, 224), dtype=np.float32)
-    body, headers = binary_request(array, size=COUNT * 4 - 4)
+    body, headers = binary_infer_request(array, size=COUNT * 4 - 4)
     with pytest.raises(ApiError, match="does not match"):
         _parse_tensor_request(body, 8, headers["Inference-Header-Content-Length"])
     array[0, 0, 0, 0] = np.nan
-    body, headers = binary_request(array)
+    body, headers = binary_infer_request(array)
     with pytest.raises(ApiError, match="NaN"):
         _parse_tensor_request(body, 8, headers["Inference-Header-Content-Length"])
 
 
 def test_binary_input_is_read_in_place():
     array = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
-    body, headers = binary_request(array)
+    body, headers = binary_infer_request(array)
     parsed, binary_output, _ = _parse_tensor_request(body, 8, headers["Inference-Header-Content-Length"])
     assert np.array_equal(parsed, array) and not binary_output
     assert not parsed.flags["OWNDATA"]  # a view on the request body: no copy
@@ -153,7 +142,7 @@ def test_binary_input_is_read_in_place():
 @pytest.mark.integration
 async def test_binary_and_json_give_the_same_logits(make_gateway):
     array = np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)
-    body, headers = binary_request(array, binary_output=True, extra={"id": "req-7"})
+    body, headers = binary_infer_request(array, binary_output=True, extra={"id": "req-7"})
     async with make_gateway() as client:
         binary = await client.post("/v2/models/resnet18/infer", content=body, headers=headers)
         as_json = await client.post("/v2/models/resnet18/infer", json={"inputs": [
@@ -193,7 +182,7 @@ async def test_tritonclient_http_speaks_to_the_gateway(make_gateway):
 @pytest.mark.integration
 async def test_hostile_tensor_requests_get_json_400s(make_gateway):
     array = np.zeros((1, 3, 224, 224), dtype=np.float32)
-    body, headers = binary_request(array)
+    body, headers = binary_infer_request(array)
     cases = [
         (body[:-100], headers),                                              # truncated binary data
         (body, {**headers, "Inference-Header-Content-Length": "-1"}),
@@ -208,5 +197,5 @@ async def test_hostile_tensor_requests_get_json_400s(make_gateway):
             response = await client.post("/v2/models/auto/infer", content=content, headers=request_headers)
             assert response.status_code == 400, (request_headers, response.text[:200])
             assert set(response.json()) == {"error", "detail"}
-        good, headers = binary_request(array, binary_output=True)
+        good, headers = binary_infer_request(array, binary_output=True)
         assert (await client.post("/v2/models/auto/infer", content=good, headers=headers)).status_code == 200
