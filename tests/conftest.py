@@ -95,3 +95,12 @@ def pids_that_served(multiproc_dir: Path) -> set[str]:
                 pids.add(path.stem.rsplit("_", 1)[-1])
     return pids
 
+
+class ManualClock:
+    """A clock that only moves when a test sets ``now``: pass it wherever the code takes ``clock=``."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

@@ -11,16 +11,9 @@ from gateway.carbon import CarbonMonitor, UkCarbonIntensityConfig, UkCarbonInten
 from gateway.runtime import make_monitor
 from gateway.settings import ConfigError, load_settings
 
+from ..conftest import ManualClock
 from .conftest import FAST_HTTP, Reply
 from .payloads import half_hour, uk_national, uk_period, uk_periods
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def uk_source(server) -> UkCarbonIntensitySource:
@@ -33,7 +26,7 @@ def now() -> datetime:
 
 
 async def test_outage_goes_stale_then_forecast_then_default_and_recovers(server, now):
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     server.json("/intensity", uk_national(uk_period(now, 205, 200)))
     server.json("/intensity/*/pt24h", uk_national(*uk_periods(now - timedelta(hours=2), [150, 250, 200])))
     server.json("/intensity/*/fw24h", uk_national(*uk_periods(now, [170, 160], actual=False)))

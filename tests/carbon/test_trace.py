@@ -5,13 +5,7 @@ import pytest
 
 from gateway.carbon import CarbonMonitor, CarbonSourceError, StaticSource, TraceReplaySource, load_trace
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from ..conftest import ManualClock
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +46,7 @@ def test_bad_rows_are_skipped_and_counted(tmp_path):
 
 
 async def test_replay_is_time_compressed_and_loops(gb):
-    clock = FakeClock()
+    clock = ManualClock(1000.0)
     source = TraceReplaySource(gb, speedup=1800.0, clock=clock)  # one half-hour period per wall second
     first = await source.current()
     assert first.intensity == pytest.approx(gb.values[0]) and first.source == "trace"
@@ -64,7 +58,7 @@ async def test_replay_is_time_compressed_and_loops(gb):
 
 async def test_replay_start_and_history(gb):
     start = datetime(2020, 6, 2, tzinfo=timezone.utc)
-    source = TraceReplaySource(gb, speedup=1.0, start=start, history_hours=24, clock=FakeClock())
+    source = TraceReplaySource(gb, speedup=1.0, start=start, history_hours=24, clock=ManualClock(1000.0))
     current = await source.current()
     assert current.timestamp == start
     history = await source.history()
@@ -73,7 +67,8 @@ async def test_replay_start_and_history(gb):
 
 
 async def test_monitor_window_comes_from_observed_history(gb):
-    source = TraceReplaySource(gb, speedup=1.0, start=datetime(2020, 6, 2, tzinfo=timezone.utc), clock=FakeClock())
+    source = TraceReplaySource(gb, speedup=1.0, start=datetime(2020, 6, 2, tzinfo=timezone.utc),
+                               clock=ManualClock(1000.0))
     monitor = CarbonMonitor(source, poll_interval=3600)
     async with monitor:
         day = gb.values[(gb.times >= datetime(2020, 6, 1, tzinfo=timezone.utc).timestamp())
@@ -138,7 +133,7 @@ def test_bad_json_traces_are_named(tmp_path, text, message):
 
 async def test_replay_forecast_crosses_the_change_of_step(gb):
     source = TraceReplaySource(gb, start=datetime(2020, 10, 30, 23, 0, tzinfo=timezone.utc), history_hours=1.5,
-                               clock=FakeClock())
+                               clock=ManualClock(1000.0))
     forecast = await source.forecast()
     assert [r.timestamp.strftime("%H:%M") for r in forecast] == ["23:00", "23:30", "00:00", "00:15"]  # end excluded
     assert all(r.forecast for r in forecast)
@@ -146,7 +141,7 @@ async def test_replay_forecast_crosses_the_change_of_step(gb):
 
 async def test_monitor_window_from_the_trace_forecast(gb):
     start = datetime(2020, 6, 2, tzinfo=timezone.utc)
-    source = TraceReplaySource(gb, start=start, clock=FakeClock())
+    source = TraceReplaySource(gb, start=start, clock=ManualClock(1000.0))
     monitor = CarbonMonitor(source, window_basis="forecast")
     async with monitor:
         ahead = gb.values[(gb.times >= start.timestamp()) & (gb.times < start.timestamp() + 24 * 3600)]

@@ -1,17 +1,9 @@
-"""Models, a clock and counters whose every reading the tests dictate."""
+"""Models and counters whose every reading the tests dictate."""
 
 from gateway.pool import ModelSpec
 
 SMALL = ModelSpec(name="small", energy_mj=100.0, error_rate=10.0)
 BIG = ModelSpec(name="big", energy_mj=300.0, error_rate=5.0)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class ScriptedCounter:

@@ -8,7 +8,8 @@ import pytest
 from gateway.energy import EnergyAccountant, Span, co2_grams, estimate, split_window
 from gateway.pool import ModelSpec
 
-from .synthetic import BIG, SMALL, Clock, FlakyCounter, ScriptedCounter
+from ..conftest import ManualClock
+from .synthetic import BIG, SMALL, FlakyCounter, ScriptedCounter
 
 
 def test_co2_is_energy_times_intensity_times_pue():
@@ -46,7 +47,7 @@ def test_idle_power_is_taken_first_and_empty_windows_are_idle():
 
 
 def test_accountant_conserves_energy_over_many_overlapping_requests():
-    clock, counter = Clock(), ScriptedCounter()
+    clock, counter = ManualClock(), ScriptedCounter()
     accountant = EnergyAccountant(counter, idle_power_w=20.0, pue=1.0, clock=clock)
     accountant.sample()  # baseline reading
     rng = random.Random(7)
@@ -80,7 +81,7 @@ def test_accountant_conserves_energy_over_many_overlapping_requests():
 
 
 def test_request_within_one_window_is_charged_after_it_ended():
-    clock, counter = Clock(), ScriptedCounter()
+    clock, counter = ManualClock(), ScriptedCounter()
     accountant = EnergyAccountant(counter, clock=clock)
     accountant.sample()
     token = accountant.begin(BIG, 1, 100.0)
@@ -95,7 +96,7 @@ def test_request_within_one_window_is_charged_after_it_ended():
 
 
 async def test_a_receipt_is_the_requests_measured_share_once_its_last_window_closes():
-    clock, counter = Clock(), ScriptedCounter()
+    clock, counter = ManualClock(), ScriptedCounter()
     accountant = EnergyAccountant(counter, clock=clock)
     accountant.sample()
     wanted, other = accountant.begin(BIG, 1, 100.0, receipt=True), accountant.begin(SMALL, 1, 100.0)
@@ -115,7 +116,7 @@ async def test_a_receipt_is_the_requests_measured_share_once_its_last_window_clo
 
 
 async def test_spans_the_meter_missed_are_unmeasured_not_misattributed_nor_kept():
-    clock, counter = Clock(), FlakyCounter()
+    clock, counter = ManualClock(), FlakyCounter()
     accountant = EnergyAccountant(counter, clock=clock)
     accountant.sample()
     across = accountant.begin(BIG, 1, 100.0, receipt=True)  # runs through the outage
@@ -143,7 +144,7 @@ async def test_spans_the_meter_missed_are_unmeasured_not_misattributed_nor_kept(
 
 
 def test_counter_reset_never_yields_negative_energy():
-    clock, counter = Clock(), ScriptedCounter()
+    clock, counter = ManualClock(), ScriptedCounter()
     accountant = EnergyAccountant(counter, clock=clock)
     counter.joules = 100.0
     accountant.sample()
@@ -157,7 +158,7 @@ def test_a_failing_meter_is_reported_not_raised():
         def read_joules(self) -> float:
             raise OSError("device lost")
 
-    accountant = EnergyAccountant(Broken(), clock=Clock())
+    accountant = EnergyAccountant(Broken(), clock=ManualClock())
     assert accountant.sample() is None and not accountant.healthy
 
 
@@ -172,7 +173,7 @@ def test_sampler_thread_runs_and_stops():
 
 
 def test_a_span_whose_end_was_lost_is_closed_after_max_span_s():
-    clock, counter = Clock(), ScriptedCounter()
+    clock, counter = ManualClock(), ScriptedCounter()
     accountant = EnergyAccountant(counter, clock=clock, max_span_s=5.0)
     accountant.sample()
     accountant.begin(BIG, 1, 100.0)  # its worker dies: no end ever comes

@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.energy import EnergyAccountant, SpanListener, SpanReporter
 from gateway.testing import GatewayProcess, MetricsEndpoint, SyntheticGpuEnergy
 
-from ..conftest import IMAGES, pids_that_served
-from .synthetic import BIG, SMALL, Clock, ScriptedCounter
+from ..conftest import IMAGES, ManualClock, pids_that_served
+from .synthetic import BIG, SMALL, ScriptedCounter
 
 
 async def wait_until(predicate, timeout_s: float = 5.0) -> None:
@@ -28,7 +28,7 @@ async def wait_until(predicate, timeout_s: float = 5.0) -> None:
 
 
 class Wired(NamedTuple):
-    clock: Clock
+    clock: ManualClock
     counter: ScriptedCounter
     accountant: EnergyAccountant
     listener: SpanListener
@@ -38,7 +38,7 @@ class Wired(NamedTuple):
 @asynccontextmanager
 async def wired(tmp_path: Path, listening: bool = True, **reporter_options) -> AsyncIterator[Wired]:
     """An accountant on a scripted counter, its listener, and one worker's reporter connected to it."""
-    clock, counter = Clock(), ScriptedCounter()
+    clock, counter = ManualClock(), ScriptedCounter()
     accountant = EnergyAccountant(counter, clock=clock)
     listener = SpanListener(accountant, str(tmp_path / "spans.sock"))
     if listening:
