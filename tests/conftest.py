@@ -104,3 +104,25 @@ class ManualClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def encode(image, fmt: str, **options) -> bytes:
+    """A PIL image saved in ``fmt`` (JPEG, PNG, WEBP, GIF, ...), as bytes."""
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def png(width: int, height: int, bit_depth: int, colour_type: int, raw: bytes = b"") -> bytes:
+    """A PNG written by hand, so its header can say anything."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))

@@ -6,13 +6,9 @@ from PIL import Image
 
 from gateway.imaging import CROP, ImageError, decode_image, image_to_tensor, preprocess
 
+from .conftest import encode
+
 LIMIT = 40_000_000
-
-
-def encode(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,7 @@ as plain examples.
 
 from __future__ import annotations
 
-import io
-import struct
 import time
-import zlib
 from functools import lru_cache
 
 import numpy as np
@@ -19,29 +16,13 @@ from PIL import Image
 
 from gateway.imaging import CROP, ImageError, decode_image, image_to_tensor
 
-from ..conftest import IMAGES
+from ..conftest import IMAGES, encode, png
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns on corrupt EXIF
 
 LIMIT = 40_000_000
 FUZZ = settings(max_examples=400, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-def encode(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-def png(width: int, height: int, bit_depth: int, colour_type: int, raw: bytes = b"") -> bytes:
-    """A PNG written by hand, so its header can say anything."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
-            + chunk(b"IEND", b""))
 
 
 @lru_cache(maxsize=1)
