@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import tempfile
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import numpy as np
 
-from gateway.testing import GatewayProcess, running_triton
-
 PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))  # the test harness (tests/support) is the benchmarks' too
+from tests.support.processes import GatewayProcess, running_triton  # noqa: E402
 REPOSITORY = PROJECT / "model_repository"
 POOL_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 SHARED_DATA = Path(os.environ.get("CARBON_GATEWAY_SHARED_DATA", PROJECT.parent / "shared" / "data"))

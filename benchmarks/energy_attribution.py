@@ -36,7 +36,8 @@ from _harness import PROJECT, REPOSITORY, gateway_process, local_triton, save_js
 
 from gateway.energy import NvmlEnergyCounter
 from gateway.pool import load_pool
-from gateway.testing import MetricsEndpoint, SyntheticGpuEnergy, binary_infer_request
+from tests.support.http import MetricsEndpoint, SyntheticGpuEnergy
+from tests.support.kserve import binary_infer_request
 
 
 class Reference:

@@ -35,14 +35,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import IMAGE, PROJECT, gateway_process, local_triton, stats, save_json, workdir
 
-from gateway.testing import binary_infer_request
+from tests.support.kserve import binary_infer_request
 
 TARGETS = ("direct-grpc", "tensor-bin", "tensor-auto", "tensor-json", "image", "healthz")
 
 
 def selector_ns_per_call(calls: int = 200_000) -> dict[str, float]:
     from gateway.pool import load_pool
-    from gateway.selection import CarbonWindow, InterpolationPolicy
+    from gateway.policy import CarbonWindow, InterpolationPolicy
 
     policy = InterpolationPolicy(load_pool(PROJECT / "gateway" / "pools" / "paper-v100.yaml"))
     window = CarbonWindow(100.0, 300.0)

@@ -11,6 +11,10 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .errors import EmptyImage, ImageError, ImageTooLarge, UnsupportedImage
+
+__all__ = ["ImageError", "decode_image", "image_to_tensor", "preprocess"]
+
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -18,43 +22,31 @@ RESIZE = 256
 CROP = 224
 
 
-class ImageError(ValueError):
-    """The upload is not an image this gateway can classify; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, message: str, status: int = 422):
-        super().__init__(message)
-        self.status = status
-
-
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     """Decode an upload to RGB, refusing empty, truncated, oversized and unsupported images."""
     if not data:
-        raise ImageError("the request body is empty; send an image (JPEG, PNG or WebP)", status=400)
+        raise EmptyImage("the request body is empty; send an image (JPEG, PNG or WebP)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             image_format = image.format
             if image_format not in ALLOWED_FORMATS:
-                raise ImageError(
-                    f"unsupported image format {image_format or 'unknown'}; send JPEG, PNG or WebP", status=415
-                )
+                raise UnsupportedImage(f"unsupported image format {image_format or 'unknown'}; send JPEG, PNG or WebP")
             width, height = image.size
             if width * height > max_pixels:
-                raise ImageError(
-                    f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}", status=413
-                )
+                raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
             if image_format == "JPEG":
                 image.draft("RGB", (RESIZE * 2, RESIZE * 2))  # decode at reduced scale: much cheaper
             image.load()
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"image refused as a decompression bomb: {exc}", status=413) from exc
+        raise ImageTooLarge(f"image refused as a decompression bomb: {exc}") from exc
     except UnidentifiedImageError as exc:
-        raise ImageError("the body is not a readable image (JPEG, PNG or WebP expected)", status=415) from exc
+        raise UnsupportedImage("the body is not a readable image (JPEG, PNG or WebP expected)") from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"the image is corrupt or truncated: {exc}", status=422) from exc
+        raise ImageError(f"the image is corrupt or truncated: {exc}") from exc
     if getattr(image, "is_animated", False):
         image.seek(0)  # classify the first frame of an animation
     return _to_rgb(image)

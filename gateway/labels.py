@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import LabelsError
 
-class LabelsError(ValueError):
-    pass
+__all__ = ["LabelsError", "load_labels", "torchvision_labels"]
 
 
 def load_labels(path: Path, expected: int = 1000) -> tuple[str, ...]:

@@ -13,11 +13,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .errors import PoolError
 from .yamlfile import load_mapping
 
-
-class PoolError(ValueError):
-    """A pool file that cannot be read or does not describe a usable pool."""
+__all__ = ["ModelPool", "ModelSpec", "PoolError", "dump_pool", "load_pool"]
 
 
 class ModelSpec(BaseModel):

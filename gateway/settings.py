@@ -1,98 +1,31 @@
-"""Gateway configuration: defaults < environment (``CARBON_GATEWAY_*``) < config file < CLI flags."""
+"""Gateway configuration: defaults < environment (``CARBON_GATEWAY_*``) < config file < CLI flags.
+
+Each extension point owns its section (``carbon``, ``energy``, ``policy``), whose choices come from its
+registry; this module composes them with the serving sections (``triton``, ``limits``).
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .carbon import ElectricityMapsConfig, HttpSettings, UkCarbonIntensityConfig, WattTimeConfig
-from .selection import PolicySettings
+from .carbon.settings import CarbonSettings
+from .energy.settings import EnergySettings
+from .errors import ConfigError
+from .policy.settings import PolicySettings
+from .triton.settings import TritonSettings
 from .yamlfile import load_mapping
 
-DEFAULT_REPOSITORY = Path("model_repository")
+__all__ = ["CarbonSettings", "ConfigError", "EnergySettings", "GatewaySettings", "LimitSettings", "PolicySettings",
+           "TritonSettings", "load_settings"]
 
-
-class ConfigError(ValueError):
-    """Configuration that cannot be used; the message says which setting and why."""
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class TritonSettings(_Section):
-    url: str | None = Field(default=None, description="host:port of an existing Triton's gRPC endpoint. "
-                            "Unset: start a local Triton on the model repository.")
-    model_repository: Path = DEFAULT_REPOSITORY
-    model_config_name: str = Field(default="cpu", description="Local Triton: which configs/<name>.pbtxt to load "
-                                   "(cpu; python-gpu on a GPU host with onnxruntime-gpu).")
-    grpc_port: int = Field(default=8001, ge=1, le=65535, description="gRPC port of the local Triton.")
-    http_port: int = Field(default=8000, ge=1, le=65535)
-    metrics_port: int = Field(default=8002, ge=1, le=65535)
-    model_control: Literal["none", "explicit"] = Field(
-        default="none", description="explicit: the gateway loads models a new pool adds and unloads those it drops "
-        "(the local Triton is then started in explicit mode with the pool's models).")
-    startup_timeout_s: float = Field(default=300.0, gt=0)
-    request_timeout_s: float = Field(default=30.0, gt=0)
-
-
-class CarbonSettings(_Section):
-    """Where the carbon intensity comes from and how outages and the selector's window are handled.
-
-    See ``gateway.carbon.monitor`` for the outage policy and the choice of ``window_basis``.
-    """
-
-    source: Literal["static", "trace", "uk", "electricitymaps", "watttime"] = "static"
-    intensity: float = Field(default=250.0, ge=0, description="Static source: gCO2/kWh.")
-    trace_path: Path | None = Field(default=None, description="Trace replay: a .csv or .json file.")
-    time_column: str = "Time"
-    value_column: str = "Carbon Intensity"
-    speedup: float = Field(default=1.0, gt=0, description="Trace replay: trace seconds per wall second.")
-    start: datetime | None = Field(default=None, description="Trace replay: where in the trace to begin.")
-    uk: UkCarbonIntensityConfig = UkCarbonIntensityConfig()
-    electricitymaps: ElectricityMapsConfig = ElectricityMapsConfig()
-    watttime: WattTimeConfig = WattTimeConfig()
-    http: HttpSettings = Field(default=HttpSettings(), description="Timeouts and retries of the HTTP providers.")
-    poll_interval_s: float = Field(default=60.0, gt=0)
-    forecast_interval_s: float = Field(default=1800.0, gt=0, description="How often the forecast is refetched.")
-    max_age_s: float | None = Field(default=None, ge=0, description="How long the last good value outlives "
-                                    "failing polls before the forecast or default replaces it; "
-                                    "default: 3 poll intervals.")
-    startup_timeout_s: float = Field(default=10.0, gt=0, description="Longest startup waits for a first value.")
-    window_basis: Literal["history", "forecast"] = Field(
-        default="history", description="C_low/C_high from the observed last window_hours, or from the "
-                                        "provider's forecast for the next window_hours.")
-    window_hours: float = Field(default=24.0, gt=0, description="Span of the window that sets C_low/C_high.")
-    c_low: float | None = Field(default=None, ge=0, description="Override the observed C_low.")
-    c_high: float | None = Field(default=None, ge=0, description="Override the observed C_high.")
-    default_intensity: float = Field(default=250.0, ge=0, description="Used when nothing better is known.")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> CarbonSettings:
-        if self.source == "trace" and self.trace_path is None:
-            raise ValueError("carbon.source=trace needs carbon.trace_path")
-        if self.source == "electricitymaps" and not (self.electricitymaps.zone and self.electricitymaps.auth_token):
-            raise ValueError("carbon.source=electricitymaps needs carbon.electricitymaps.zone and .auth_token")
-        watttime = self.watttime
-        if self.source == "watttime" and not (watttime.username and watttime.password and watttime.region):
-            raise ValueError("carbon.source=watttime needs carbon.watttime.username, .password and .region")
-        if self.c_low is not None and self.c_high is not None and self.c_high <= self.c_low:
-            raise ValueError(f"carbon.c_high ({self.c_high}) must be above carbon.c_low ({self.c_low})")
-        return self
-
-
-class EnergySettings(_Section):
-    meter: Literal["auto", "nvml", "triton", "estimate"] = Field(
-        default="auto", description="auto: NVML when a GPU is visible, else the pool's estimates.")
-    sample_interval_s: float = Field(default=0.1, gt=0, description="How often the energy counter is read.")
-    idle_power_w: float = Field(default=0.0, ge=0, description="Power charged as idle before attributing.")
-    triton_metrics_url: str | None = Field(default=None, description="meter=triton: Triton's /metrics URL.")
-    receipt_timeout_s: float = Field(default=2.0, gt=0, description="How long a request asking for its measured "
-                                     "energy (?energy=measured) waits for it before answering with the estimate.")
 
 
 class LimitSettings(_Section):

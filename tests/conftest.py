@@ -1,8 +1,10 @@
-"""Session fixtures: the model repository, built once, and a real ``tritonserver`` serving it."""
+"""Session fixtures: the model repository, built once, and a real ``tritonserver`` serving it; and, for what
+does not need a real Triton, the gateway on an in-process ``FakeBackend``."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,8 +14,10 @@ import httpx
 import pytest
 
 from gateway.api import create_app
+from gateway.serving.backend import InferenceBackend
 from gateway.settings import GatewaySettings, load_settings
-from gateway.testing import free_port, running_triton  # noqa: F401 - free_port is re-exported for the tests
+from tests.support.backend import FakeBackend
+from tests.support.processes import free_port, running_triton  # noqa: F401 - free_port is re-exported for the tests
 
 PROJECT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("CARBON_GATEWAY_SHARED_DATA", PROJECT.parent / "shared" / "data"))
@@ -65,9 +69,11 @@ def settings_for(model_repository: Path, **overrides: Any) -> GatewaySettings:
 
 
 @asynccontextmanager
-async def gateway_client(settings: GatewaySettings, triton_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """The gateway app with its lifespan running, reached in-process over ASGI."""
-    app = create_app(settings, triton_url)
+async def gateway_client(settings: GatewaySettings,
+                         backend: str | InferenceBackend) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway app with its lifespan running, reached in-process over ASGI; ``backend``: a Triton's
+    gRPC address, or an ``InferenceBackend``."""
+    app = create_app(settings, backend)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=60) as client:
@@ -80,6 +86,33 @@ def make_gateway(model_repository: Path, triton) -> Callable[..., Any]:
 
     def factory(**overrides: Any):
         return gateway_client(settings_for(model_repository, **overrides), triton.grpc_url)
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def fake_repository(tmp_path_factory) -> Path:
+    """The pool file and labels that ``build-models`` writes, without the models: for the ``FakeBackend``."""
+    from gateway.modelzoo.build import built_pool
+    from gateway.pool import dump_pool
+
+    directory = tmp_path_factory.mktemp("fake-repository")
+    dump_pool(built_pool(dict.fromkeys(POOL_MODELS, "random")), directory / "pool.yaml")
+    shutil.copy(LABELS_FILE, directory / "labels.txt")
+    return directory
+
+
+@pytest.fixture
+def fake_backend() -> FakeBackend:
+    return FakeBackend(POOL_MODELS)
+
+
+@pytest.fixture
+def make_fake_gateway(fake_repository: Path, fake_backend: FakeBackend) -> Callable[..., Any]:
+    """``async with make_fake_gateway(carbon__intensity=120, ...) as client``: a gateway on ``fake_backend``."""
+
+    def factory(**overrides: Any):
+        return gateway_client(settings_for(fake_repository, **overrides), fake_backend)
 
     return factory
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.testing import GatewayProcess
+from tests.support.processes import GatewayProcess
 from gateway.triton import TritonClient
 
 from .conftest import IMAGES, PROJECT, free_port

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.testing import GatewayProcess
+from tests.support.processes import GatewayProcess
 
 from .conftest import IMAGES, PROJECT, free_port, pids_that_served
 
@@ -80,6 +80,9 @@ scrape_configs:
             time.sleep(0.3)
         else:
             pytest.fail("prometheus did not start")
+        # Targets reach the scrape loop some seconds after /-/ready (discovery updates are batched): a counter
+        # first scraped after the traffic has no rate.
+        wait_for(url, 'up{job="carbon-gateway"}', 1)
         yield url
     finally:
         process.terminate()
@@ -178,3 +181,4 @@ def test_measured_over_profiled_energy_is_one_when_requests_are_charged_the_prof
     expr = next(q for q in dashboard_queries() if "model_profiled_energy_joules" in q)
     result = query(prometheus, expr.replace("$__rate_interval", "1m"))
     assert {r["metric"]["model"]: float(r["value"][1]) for r in result} == {"resnet152": pytest.approx(1.0)}
+

@@ -6,7 +6,8 @@ import subprocess
 import yaml
 
 from gateway.pool import load_pool
-from gateway.profiling import ProcessCpuEnergyCounter, profile_model, profiled_pool
+from gateway.energy import ProcessCpuEnergyCounter
+from gateway.offline.profiling import profile_model, profiled_pool
 from gateway.triton import TritonClient
 
 from .test_cli import CLI

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import yaml
 
-from gateway.testing import running_triton
+from tests.support.processes import running_triton
 from gateway.triton import TritonClient
 
 from .conftest import IMAGES, gateway_client, settings_for

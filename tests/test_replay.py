@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from gateway.carbon.trace import load_trace
 from gateway.cli import app
 from gateway.modelzoo.build import PAPER_POOL
-from gateway.replay import (Outcome, ReplayConfig, build_workload, load_request_trace, run_study,
+from gateway.offline.replay import (Outcome, ReplayConfig, build_workload, load_request_trace, run_study,
                             trailing_window, week_slot, weekly_profile, with_efficiency)
 
 GB = ("carbon/gb_2020_entsoe.csv", "Time", "Carbon Intensity")

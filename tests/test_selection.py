@@ -1,13 +1,14 @@
 import numpy as np
 import pytest
 
-from gateway.budget import lower_hull
+from gateway.policy.budget import lower_hull
 from gateway.pool import ModelPool, ModelSpec, load_pool
 from gateway.modelzoo.build import PAPER_POOL
 from pydantic import ValidationError
 
-from gateway.selection import (CarbonPricePolicy, CarbonWindow, Constraints, FixedPolicy, InterpolationPolicy,
-                               NoEligibleModel, OnlineBudgetPolicy, PolicySettings, make_policy)
+from gateway.policy import (CarbonPricePolicy, CarbonWindow, Constraints, FixedPolicy, InterpolationPolicy,
+                               OnlineBudgetPolicy, PolicySettings, make_policy)
+from gateway.errors import NoEligibleModel
 
 WINDOW = CarbonWindow(low=100.0, high=300.0)
 
@@ -205,11 +206,11 @@ def test_online_budget_with_an_exact_forecast_stays_within_each_period():
     times = 1_600_000_000 - 1_600_000_000 % 86400 + np.arange(96) * 1800.0
     spent = []
     for t in range(96):
-        if policy.advance(times[t]):
+        if policy.enter_period(times[t]):
             spent.append(0.0)
         stop = int(np.searchsorted(times, policy.period_end(times[t])))
         policy.plan(c[t:stop], n[t:stop])
-        spent[-1] += policy.observe(c[t], policy.select(c[t], WINDOW), n[t])
+        spent[-1] += policy.charge(c[t], policy.select(c[t], WINDOW), n[t])
     assert len(spent) == 2
     assert all(s <= policy.budget_g * (1 + 1e-9) for s in spent)
     assert all(s >= policy.budget_g * 0.9 for s in spent)
@@ -217,12 +218,12 @@ def test_online_budget_with_an_exact_forecast_stays_within_each_period():
 
 def test_online_budget_falls_back_to_the_smallest_model_when_spent():
     policy = OnlineBudgetPolicy(paper_pool(), budget_g=1e-3)
-    policy.advance(0.0)
+    policy.enter_period(0.0)
     policy.plan([200.0], [1.0])
-    policy.observe(200.0, "resnet152", 100)
+    policy.charge(200.0, "resnet152", 100)
     assert policy.remaining_g < 0
     assert policy.select(1.0, WINDOW).name == "resnet34"
-    assert policy.advance(86400.0) and policy.spent_g == 0.0
+    assert policy.enter_period(86400.0) and policy.spent_g == 0.0
 
 
 def test_latency_slo_removes_slow_models():

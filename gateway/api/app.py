@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from .. import __version__
-from ..runtime import SharedMeter, running
+from ..prometheus import PrometheusSink, process_sink
+from ..serving.backend import InferenceBackend
+from ..serving.runtime import SharedMeter, running
 from ..settings import GatewaySettings
+from ..triton import TritonClient
 from .errors import install_error_handlers
 from .middleware import BodySizeLimitMiddleware, ConcurrencyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
 from .routes import router
@@ -35,12 +39,20 @@ def app_from_environment() -> FastAPI:
     return create_app(GatewaySettings.model_validate(payload["settings"]), payload["triton_url"], shared)
 
 
-def create_app(settings: GatewaySettings, triton_url: str, shared_meter: SharedMeter | None = None) -> FastAPI:
-    """The gateway app; ``shared_meter`` when it is one worker of several (see ``runtime.shared_meter``)."""
+def create_app(settings: GatewaySettings, backend: str | InferenceBackend, shared_meter: SharedMeter | None = None,
+               sink: PrometheusSink | None = None) -> FastAPI:
+    """The gateway app in front of ``backend``: a Triton gRPC address (host:port), or any ``InferenceBackend``.
+
+    ``shared_meter`` when it is one worker of several (see ``serving.runtime.shared_meter``); ``sink``: where
+    metrics go, by default this process's Prometheus registry.
+    """
+    sink = sink or process_sink()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        async with running(settings, triton_url, shared_meter) as runtime:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        inference = (TritonClient(backend, settings.triton.request_timeout_s) if isinstance(backend, str)
+                     else backend)
+        async with running(settings, inference, shared_meter, sink) as runtime:
             app.state.service = runtime.service
             app.state.reloader = runtime.reloader
             yield
@@ -48,11 +60,12 @@ def create_app(settings: GatewaySettings, triton_url: str, shared_meter: SharedM
     app = FastAPI(title="Carbon-aware inference gateway", version=__version__, description=DESCRIPTION,
                   lifespan=lifespan)
     app.state.settings = settings
+    app.state.sink = sink
     app.include_router(router)
     install_error_handlers(app)
     # Outermost last: every response, a 413 or 429 from the inner layers too, is counted and carries an ID.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.limits.max_upload_bytes)
     app.add_middleware(ConcurrencyLimitMiddleware, max_in_flight=settings.limits.max_in_flight)
-    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(MetricsMiddleware, sink=sink)
     app.add_middleware(RequestIdMiddleware)
     return app

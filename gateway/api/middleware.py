@@ -8,11 +8,8 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .. import metrics
-
-
-class BodyTooLarge(Exception):
-    status = 413
+from ..errors import PayloadTooLarge
+from ..telemetry import MetricsSink
 
 
 async def send_error(send: Send, status: int, code: str, detail: str,
@@ -59,7 +56,7 @@ class BodySizeLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLarge(f"body exceeds the limit of {self.max_bytes} bytes")
+                    raise PayloadTooLarge(f"body exceeds the limit of {self.max_bytes} bytes")
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -69,9 +66,9 @@ class BodySizeLimitMiddleware:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge as exc:
+        except PayloadTooLarge as exc:
             if not started:
-                await send_error(send, 413, "payload_too_large", str(exc), CLOSE)
+                await send_error(send, exc.status, exc.code, str(exc), CLOSE)
 
 
 class RequestIdMiddleware:
@@ -116,8 +113,9 @@ def _outcome(status: int) -> str:
 class MetricsMiddleware:
     """Counts inference requests by route, model and outcome, and times them; errors included."""
 
-    def __init__(self, app: ASGIApp):
+    def __init__(self, app: ASGIApp, sink: MetricsSink):
         self.app = app
+        self.sink = sink
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = _route(scope["path"]) if scope["type"] == "http" else None
@@ -137,8 +135,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, observing_send)
         finally:
-            metrics.REQUESTS.labels(route, model, _outcome(status)).inc()
-            metrics.LATENCY.labels(route, model).observe(time.perf_counter() - started)
+            self.sink.request(route, model, _outcome(status), time.perf_counter() - started)
 
 
 class ConcurrencyLimitMiddleware:

@@ -5,16 +5,9 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import CarbonSourceError
 
-class CarbonSourceError(RuntimeError):
-    """A source could not produce a trustworthy reading (network, HTTP status, garbage payload).
-
-    ``retry_after`` is set when the provider asked us to wait (HTTP 429 ``Retry-After``), in seconds.
-    """
-
-    def __init__(self, message: str, *, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
+__all__ = ["GRAMS_PER_KWH", "CarbonReading", "CarbonSource", "CarbonSourceError"]
 
 
 #: The unit of average (attributional) intensities, which most providers and traces report.
@@ -40,7 +33,11 @@ class CarbonReading(BaseModel):
 
 @runtime_checkable
 class CarbonSource(Protocol):
-    """Where carbon intensity comes from. Implementations must not block the event loop."""
+    """Where carbon intensity comes from. Implementations must not block the event loop.
+
+    A source whose values change on a schedule may say how often with a ``change_interval_s``
+    attribute (wall seconds); the monitor then polls at least that often.
+    """
 
     name: str
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
-from ..selection import CarbonWindow
+from ..policy.window import CarbonWindow
 from .base import GRAMS_PER_KWH, CarbonReading, CarbonSource, CarbonSourceError
 
 logger = logging.getLogger(__name__)

@@ -153,6 +153,11 @@ class TraceReplaySource:
         self._origin_wall = clock()
         self._origin_trace = start.timestamp() if start is not None else trace.start
 
+    @property
+    def change_interval_s(self) -> float:
+        """Wall seconds between the trace's values: how often it is worth polling."""
+        return self.trace.typical_step / self.speedup
+
     def trace_time(self) -> float:
         elapsed = (self._clock() - self._origin_wall) * self.speedup
         offset = self._origin_trace - self.trace.start + elapsed

@@ -20,21 +20,36 @@ One GPU has one counter, so several uvicorn workers must not each read it: the p
 only accountant, and each worker streams its requests' spans to it over a Unix socket connection
 (``SpanReporter`` → ``SpanListener``). Spans are timed with ``time.monotonic``, one clock for every
 process of the machine.
+
+
+Modules: ``base`` (readings, the CO2 formula, the ``EnergyCounter`` and ``SpanRecorder`` protocols),
+``meters`` (the counters), ``registry`` (meter name -> counter; the settings read their choices from
+it), ``accounting`` (the accountant), ``shared`` (the workers' reporters and the parent's listener) and
+``settings`` (the ``energy`` section of the configuration).
+
+Imports: ``gateway.pool``, ``gateway.errors``, ``gateway.telemetry``; never serving, HTTP or
+prometheus_client (metrics go through the ``MetricsSink`` the accountant is given).
 """
 
 from .accounting import EnergyAccountant, Span, WindowSplit, split_window
-from .base import (JOULES_PER_KWH, EnergyCounter, EnergyReading, MeterError, SpanRecorder, co2_grams,
-                   estimate)
-from .meters import NvmlEnergyCounter, TritonMetricsEnergyCounter, make_counter
+from ..errors import MeterError
+from .base import JOULES_PER_KWH, EnergyCounter, EnergyReading, SpanRecorder, co2_grams, estimate
+from .meters import NvmlEnergyCounter, ProcessCpuEnergyCounter, TritonMetricsEnergyCounter
+from .registry import METERS, MeterOptions, make_counter
+from .settings import EnergySettings
 from .shared import SpanListener, SpanReporter
 
 __all__ = [
     "JOULES_PER_KWH",
+    "METERS",
     "EnergyAccountant",
     "EnergyCounter",
     "EnergyReading",
+    "EnergySettings",
     "MeterError",
+    "MeterOptions",
     "NvmlEnergyCounter",
+    "ProcessCpuEnergyCounter",
     "Span",
     "SpanListener",
     "SpanRecorder",

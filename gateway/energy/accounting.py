@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
-from .. import metrics
 from ..pool import ModelSpec
+from ..telemetry import MetricsSink, NullSink
 from .base import EnergyCounter, co2_grams
 
 logger = logging.getLogger(__name__)
@@ -112,8 +112,10 @@ class EnergyAccountant:
     """
 
     def __init__(self, counter: EnergyCounter, interval_s: float = 0.1, idle_power_w: float = 0.0,
-                 pue: float = 1.0, clock: Callable[[], float] = time.monotonic, max_span_s: float = 600.0):
+                 pue: float = 1.0, clock: Callable[[], float] = time.monotonic, max_span_s: float = 600.0,
+                 sink: MetricsSink | None = None):
         self.counter = counter
+        self.sink: MetricsSink = sink or NullSink()
         self.pue = pue
         self.interval_s = interval_s
         self.idle_power_w = idle_power_w
@@ -212,28 +214,25 @@ class EnergyAccountant:
 
     def _set_health(self, up: bool) -> None:
         self.healthy = up
-        metrics.METER_UP.labels(self.counter.name).set(1 if up else 0)
+        self.sink.meter_up(self.counter.name, up)
 
     def _publish(self, split: WindowSplit, retired: list[Span]) -> None:
         meter = self.counter.name
         self.totals["measured"] += split.measured
         self.totals["idle"] += split.idle
-        metrics.MEASURED_ENERGY.labels(meter).inc(split.measured)
-        metrics.IDLE_ENERGY.labels(meter).inc(split.idle)
+        self.sink.measured(meter, split.measured, split.idle)
         for span, share in split.by_span:
             self.totals["attributed"] += share
-            metrics.ENERGY.labels(span.model, meter).inc(share)
-            if span.intensity is not None:
-                metrics.CO2.labels(span.model).inc(co2_grams(share, span.intensity, self.pue))
+            co2 = co2_grams(share, span.intensity, self.pue) if span.intensity is not None else None
+            self.sink.energy(span.model, meter, share, co2)
         self._retire(retired)
 
-    @staticmethod
-    def _retire(spans: list[Span], unmeasured: bool = False) -> None:
+    def _retire(self, spans: list[Span], unmeasured: bool = False) -> None:
         """Spans charged for the last time: their energy is final, or unknown if the meter missed part of it."""
         for span in spans:
             span.unmeasured = span.unmeasured or unmeasured
             if not span.unmeasured:
-                metrics.REQUEST_ENERGY.labels(span.model).observe(span.joules)
+                self.sink.request_energy(span.model, span.joules)
             if span.on_final is not None:
                 try:
                     span.on_final(None if span.unmeasured else span.joules)

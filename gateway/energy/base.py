@@ -29,10 +29,6 @@ def estimate(model: ModelSpec, items: int) -> EnergyReading:
     return EnergyReading(joules=model.energy_mj * 1e-3 * items, source="pool-estimate", measured=False)
 
 
-class MeterError(RuntimeError):
-    pass
-
-
 @runtime_checkable
 class EnergyCounter(Protocol):
     """Cumulative energy in joules; ``read_joules`` may block, so it is only called off the event loop."""

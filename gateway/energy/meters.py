@@ -1,11 +1,12 @@
-"""Energy counters: the GPU's own (NVML), or Triton's ``nv_energy_consumption`` for a Triton elsewhere."""
+"""Energy counters: the GPU's own (NVML), Triton's ``nv_energy_consumption`` for a Triton elsewhere, or an
+estimate from a process tree's CPU time (a CPU host, for ``profile``)."""
 
 from __future__ import annotations
 
 import logging
 import time
 
-from .base import EnergyCounter, MeterError
+from ..errors import MeterError
 
 logger = logging.getLogger(__name__)
 
@@ -92,18 +93,29 @@ class TritonMetricsEnergyCounter:
         self._client.close()
 
 
-def make_counter(kind: str, triton_metrics_url: str | None = None) -> EnergyCounter | None:
-    """The configured counter; ``auto`` tries NVML and settles for none (pool estimates) without a GPU."""
-    if kind == "estimate":
-        return None
-    if kind == "triton":
-        if not triton_metrics_url:
-            raise MeterError("energy.meter=triton needs energy.triton_metrics_url")
-        return TritonMetricsEnergyCounter(triton_metrics_url)
-    try:
-        return NvmlEnergyCounter()
-    except MeterError as exc:
-        if kind == "nvml":
-            raise
-        logger.info("no NVML energy counter (%s): charging pool estimates", exc)
+class ProcessCpuEnergyCounter:
+    """Estimated joules: CPU seconds of a process tree (Triton and its backend stubs) x watts per busy core."""
+
+    def __init__(self, pid: int, watts_per_core: float) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self.root = psutil.Process(pid)
+        self.watts_per_core = watts_per_core
+        self.name = f"estimate: Triton CPU time x {watts_per_core:g} W per busy core"
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for process in (self.root, *self.root.children(recursive=True)):
+            try:
+                times = process.cpu_times()
+            except self._psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
+
+    def read_joules(self) -> float:
+        return self.cpu_seconds() * self.watts_per_core
+
+    def close(self) -> None:
         return None

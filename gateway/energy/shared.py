@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from .. import metrics
 from ..pool import ModelSpec
+from ..telemetry import MetricsSink, NullSink
 from .accounting import EnergyAccountant, Receipts, Span
 
 logger = logging.getLogger(__name__)
@@ -38,8 +38,9 @@ class SpanReporter:
     """
 
     def __init__(self, socket_path: str, meter: str, clock: Callable[[], float] = time.monotonic,
-                 max_buffer_bytes: int = 1 << 20):
+                 max_buffer_bytes: int = 1 << 20, sink: MetricsSink | None = None):
         self.socket_path = socket_path
+        self.sink: MetricsSink = sink or NullSink()
         self.max_buffer_bytes = max_buffer_bytes
         self._meter = meter
         self._clock = clock
@@ -83,7 +84,7 @@ class SpanReporter:
     def _send(self, event: dict) -> bool:
         transport = self._transport
         if transport is None or transport.is_closing() or transport.get_write_buffer_size() > self.max_buffer_bytes:
-            metrics.DROPPED_SPANS.inc()
+            self.sink.dropped_span()
             return False
         transport.write(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE))
         return True

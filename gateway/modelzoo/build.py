@@ -23,7 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from ..labels import LabelsError, load_labels, torchvision_labels
+from ..errors import BuildError, LabelsError
+from ..labels import load_labels, torchvision_labels
 from ..pool import ModelPool, ModelSpec, dump_pool
 from .resnet import RESNETS, build_resnet
 
@@ -34,10 +35,6 @@ DEFAULT_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 MAX_BATCH_SIZE = 8
 PAPER_POOL = Path(__file__).resolve().parent.parent / "pools" / "paper-v100.yaml"
-
-
-class BuildError(RuntimeError):
-    pass
 
 
 def _load_weights(name: str, choice: WeightsChoice):
@@ -121,7 +118,7 @@ def _labels(labels_file: Path | None) -> tuple[str, ...]:
     return names
 
 
-def _pool(built: dict[str, str]) -> ModelPool:
+def built_pool(built: dict[str, str]) -> ModelPool:
     """The pool for what was built: Table 1's V100 energies where the paper has them.
 
     ResNet18 is not in Table 1: its energy is ResNet34's figure scaled by their FLOPs, and says so.
@@ -176,7 +173,7 @@ def build_repository(output: Path, models: Sequence[str] = DEFAULT_MODELS, weigh
         built[name] = got
         progress(f"[{position}/{len(models)}] {name}: exported with {got} weights")
     (output / "labels.txt").write_text("\n".join(labels) + "\n")
-    dump_pool(_pool(built), output / "pool.yaml")
+    dump_pool(built_pool(built), output / "pool.yaml")
     manifest = {
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "models": {name: {"weights": got, "file": f"{name}/1/model.onnx"} for name, got in built.items()},
@@ -191,3 +188,21 @@ def build_repository(output: Path, models: Sequence[str] = DEFAULT_MODELS, weigh
 
 def _weights_label(choice: WeightsChoice) -> str:
     return "imagenet1k_v1" if choice == "pretrained" else "random"
+
+
+def build_and_report(output: Path, models: Sequence[str], weights: str, labels_file: Path | None,
+                     force: bool = False) -> dict:
+    """``carbon-gateway build-models``: build with progress lines, then say which weights were built."""
+    import typer
+
+    if weights not in ("auto", "pretrained", "random"):
+        raise BuildError("--weights must be auto, pretrained or random")
+    manifest = build_repository(output, models, weights, labels_file, force=force,  # type: ignore[arg-type]
+                                progress=typer.echo)
+    kinds = sorted({entry["weights"] for entry in manifest["models"].values()})
+    typer.echo(f"built {len(manifest['models'])} models in {output} with {' and '.join(kinds)} weights")
+    if "random" in kinds:
+        typer.secho("note: random weights classify at chance; on a connected machine "
+                    "`carbon-gateway build-models --weights pretrained --force` gets ImageNet weights",
+                    fg=typer.colors.YELLOW)
+    return manifest

@@ -87,7 +87,7 @@ async def test_gateway_answer_matches_triton_called_directly(make_gateway, trito
 
 
 async def test_trace_replay_drives_the_choice(make_gateway, shared_data):
-    from gateway.selection import CarbonWindow, InterpolationPolicy
+    from gateway.policy import CarbonWindow, InterpolationPolicy
     from gateway.pool import load_pool
 
     trace = shared_data / "carbon" / "us_ciso_2022_hourly.csv"

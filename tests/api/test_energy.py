@@ -3,7 +3,7 @@
 import pytest
 from prometheus_client import REGISTRY
 
-from gateway.testing import MetricsEndpoint, SyntheticGpuEnergy
+from tests.support.http import MetricsEndpoint, SyntheticGpuEnergy
 
 from ..conftest import IMAGES, free_port
 

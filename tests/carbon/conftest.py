@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from gateway.carbon import HttpSettings
-from gateway.testing import HttpReply, LocalHttpServer
+from tests.support.http import HttpReply, LocalHttpServer
 
 #: Short enough that the whole suite stays fast, long enough for a loaded CI machine.
 FAST_HTTP = HttpSettings(timeout_s=0.3, attempts=3, backoff_s=0.01, backoff_max_s=0.05, max_retry_after_s=1.5)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from gateway.carbon import CarbonMonitor, UkCarbonIntensityConfig, UkCarbonIntensitySource, WattTimeSource
-from gateway.runtime import make_monitor
+from gateway.carbon import make_monitor
 from gateway.settings import ConfigError, load_settings
 
 from ..conftest import ManualClock

@@ -151,7 +151,7 @@ async def test_monitor_window_from_the_trace_forecast(gb):
 
 
 def test_a_sped_up_replay_is_polled_as_often_as_it_changes(shared_data):
-    from gateway.runtime import make_monitor
+    from gateway.carbon import make_monitor
     from gateway.settings import CarbonSettings
 
     fast = make_monitor(CarbonSettings(source="trace", trace_path=shared_data / "carbon" / "gb_2020_entsoe.csv",

@@ -3,7 +3,7 @@
 import pytest
 
 from gateway.energy import MeterError, NvmlEnergyCounter, TritonMetricsEnergyCounter, make_counter
-from gateway.testing import MetricsEndpoint
+from tests.support.http import MetricsEndpoint
 
 
 def nvml_available() -> bool:

@@ -9,11 +9,14 @@ from typing import NamedTuple
 
 import httpx
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import CollectorRegistry
+
+from gateway.prometheus import PrometheusSink
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.energy import EnergyAccountant, SpanListener, SpanReporter
-from gateway.testing import GatewayProcess, MetricsEndpoint, SyntheticGpuEnergy
+from tests.support.processes import GatewayProcess
+from tests.support.http import MetricsEndpoint, SyntheticGpuEnergy
 
 from ..conftest import IMAGES, ManualClock, pids_that_served
 from .synthetic import BIG, SMALL, ScriptedCounter
@@ -43,7 +46,7 @@ async def wired(tmp_path: Path, listening: bool = True, **reporter_options) -> A
     listener = SpanListener(accountant, str(tmp_path / "spans.sock"))
     if listening:
         listener.start()
-    reporter = SpanReporter(listener.socket_path, accountant.name, clock=clock, **reporter_options)
+    reporter = SpanReporter(listener.socket_path, accountant.name, clock=clock, sink=SINK, **reporter_options)
     await reporter.open()
     try:
         yield Wired(clock, counter, accountant, listener, reporter)
@@ -120,12 +123,17 @@ async def test_spans_of_a_worker_that_disconnects_end_with_it(tmp_path):
         await wait_until(lambda: accountant.open_spans == 0)
 
 
+SINK = PrometheusSink(CollectorRegistry())  # the reporters' metrics, apart from the process's
+
+
 def dropped() -> float:
-    return REGISTRY.get_sample_value("carbon_gateway_dropped_spans_total")
+    value = SINK.registry.get_sample_value("carbon_gateway_dropped_spans_total")
+    assert value is not None
+    return value
 
 
 async def test_a_reporter_without_a_listener_drops_and_counts_never_raises(tmp_path):
-    reporter = SpanReporter(str(tmp_path / "nobody.sock"), "nvml")
+    reporter = SpanReporter(str(tmp_path / "nobody.sock"), "nvml", sink=SINK)
     await reporter.open()  # logged: nothing listens there
     before = dropped()
     reporter.end(reporter.begin(SMALL, 1, 100.0))

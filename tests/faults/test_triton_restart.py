@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from gateway.tritonserver import LocalTritonServer
+from gateway.triton import LocalTritonServer
 
 from ..conftest import IMAGES, free_port, gateway_client, settings_for
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.testing import GatewayProcess
+from tests.support.processes import GatewayProcess
 
 from ..conftest import PROJECT
 

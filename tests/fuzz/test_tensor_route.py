@@ -1,6 +1,6 @@
 """The KServe v2 tensor route under hostile input, and its binary tensor extension.
 
-The parser is fuzzed directly (pure and fast): only a 400 ``ApiError`` or a finite FP32 [N, 3, 224, 224]
+The parser is fuzzed directly (pure and fast): only a 400 ``RequestError`` or a finite FP32 [N, 3, 224, 224]
 array comes out. Then real requests through the app on the session's Triton, including ones encoded and
 decoded by ``tritonclient.http`` to show the binary extension is the one Triton's own clients speak.
 """
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from gateway.api.errors import ApiError
-from gateway.api.routes import _parse_tensor_request
-from gateway.testing import binary_infer_request
+from gateway.api.kserve import decode_request
+from gateway.errors import RequestError
+from tests.support.kserve import binary_infer_request
 
 SHAPE = [1, 3, 224, 224]
 COUNT = 3 * 224 * 224
@@ -25,8 +25,8 @@ FUZZ = settings(max_examples=300, derandomize=True, deadline=None, database=None
 
 def parse(body: bytes, header_length: str | None = None):
     try:
-        return _parse_tensor_request(body, 8, header_length)
-    except ApiError as exc:
+        return decode_request(body, 8, header_length)
+    except RequestError as exc:
         assert exc.status == 400 and exc.code in ("invalid_json", "invalid_tensor_request") and exc.detail
         return None
 
@@ -34,7 +34,7 @@ def parse(body: bytes, header_length: str | None = None):
 def check(body: bytes, header_length: str | None = None) -> None:
     parsed = parse(body, header_length)
     if parsed is not None:
-        array, binary_output, request_id = parsed
+        array, binary_output, request_id = parsed.batch, parsed.binary_output, parsed.id
         assert array.dtype == np.float32 and array.shape[1:] == (3, 224, 224) and 1 <= array.shape[0] <= 8
         assert np.isfinite(array).all() and isinstance(binary_output, bool)
         assert request_id is None or isinstance(request_id, str)
@@ -112,26 +112,27 @@ def test_binary_framing(size, cut, extra, header_delta, batch):
     ("{\"inputs\": \"\u00e9\"}".encode("latin-1"), None, "not valid JSON"),
 ], ids=lambda value: value[:60].decode("latin-1") if isinstance(value, bytes) else None)
 def test_malformed_examples(body, header_length, message):
-    with pytest.raises(ApiError) as caught:
-        _parse_tensor_request(body, 8, header_length)
+    with pytest.raises(RequestError) as caught:
+        decode_request(body, 8, header_length)
     assert caught.value.status == 400 and message in caught.value.detail
 
 
 def test_binary_size_mismatch_and_nan():
     array = np.zeros((1, 3, 224, 224), dtype=np.float32)
     body, headers = binary_infer_request(array, size=COUNT * 4 - 4)
-    with pytest.raises(ApiError, match="does not match"):
-        _parse_tensor_request(body, 8, headers["Inference-Header-Content-Length"])
+    with pytest.raises(RequestError, match="does not match"):
+        decode_request(body, 8, headers["Inference-Header-Content-Length"])
     array[0, 0, 0, 0] = np.nan
     body, headers = binary_infer_request(array)
-    with pytest.raises(ApiError, match="NaN"):
-        _parse_tensor_request(body, 8, headers["Inference-Header-Content-Length"])
+    with pytest.raises(RequestError, match="NaN"):
+        decode_request(body, 8, headers["Inference-Header-Content-Length"])
 
 
 def test_binary_input_is_read_in_place():
     array = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
     body, headers = binary_infer_request(array)
-    parsed, binary_output, _ = _parse_tensor_request(body, 8, headers["Inference-Header-Content-Length"])
+    request = decode_request(body, 8, headers["Inference-Header-Content-Length"])
+    parsed, binary_output = request.batch, request.binary_output
     assert np.array_equal(parsed, array) and not binary_output
     assert not parsed.flags["OWNDATA"]  # a view on the request body: no copy
 

@@ -1,40 +1,20 @@
-"""Async gRPC client for Triton: one shared channel, errors mapped to what the gateway can say."""
+"""Async gRPC client for Triton: one shared channel, errors mapped to what the gateway can say.
+
+The ``InferenceBackend`` of a real deployment (``gateway.serving.backend``)."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
+from ..errors import InvalidTensor, ModelNotReady, TritonError, TritonUnavailable
+from ..serving.backend import TensorSignature
+
 logger = logging.getLogger(__name__)
-
-
-class TritonError(RuntimeError):
-    """Base of the errors below; ``status`` is the HTTP status the gateway answers with."""
-
-    status = 502
-
-
-class TritonUnavailable(TritonError):
-    """Triton cannot be reached or timed out."""
-
-    status = 503
-
-
-class ModelNotReady(TritonError):
-    """Triton is up but the model is not loaded or not ready."""
-
-    status = 503
-
-
-class InvalidTensor(TritonError):
-    """Triton rejected the inputs (shape, datatype)."""
-
-    status = 400
 
 
 #: gRPC's default reconnect backoff grows to two minutes: after Triton restarts the gateway would keep
@@ -46,16 +26,6 @@ CHANNEL_ARGS = [
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
-
-
-@dataclass(frozen=True)
-class TensorSignature:
-    input_name: str
-    input_datatype: str
-    input_dims: tuple[int, ...]  # without the batch dimension
-    output_name: str
-    max_batch_size: int
-    parameters: dict[str, str]
 
 
 def _classify(exc: InferenceServerException, model: str | None = None) -> TritonError:

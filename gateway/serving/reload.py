@@ -15,19 +15,12 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import metrics
-from .pool import ModelPool, PoolError, load_pool
-from .selection import PolicySettings, make_policy
+from ..errors import ConfigError, ReloadRejected, TritonError
+from ..policy import PolicySettings, make_policy
+from ..pool import ModelPool, load_pool
 from .service import GatewayService, Selector
-from .triton import TritonError
 
 logger = logging.getLogger(__name__)
-
-
-class ReloadRejected(RuntimeError):
-    """The new pool was refused; the running pool is unchanged."""
-
-    status = 422
 
 
 @dataclass(frozen=True)
@@ -59,10 +52,10 @@ class PoolReloader:
             try:
                 result = await self._reload()
             except ReloadRejected as exc:
-                metrics.POOL_RELOADS.labels(trigger, "rejected").inc()
+                self.service.sink.pool_reload(trigger, "rejected")
                 logger.warning("pool reload (%s) rejected, the running pool stays: %s", trigger, exc)
                 raise
-            metrics.POOL_RELOADS.labels(trigger, "applied").inc()
+            self.service.sink.pool_reload(trigger, "applied")
             logger.info("pool reload (%s): now %s %s (added %s, removed %s)", trigger, result.pool, result.models,
                         result.added or "none", result.removed or "none")
             return result
@@ -71,7 +64,7 @@ class PoolReloader:
         try:
             pool = load_pool(self.pool_file)
             policy = make_policy(pool, self.policy_settings, pue=self.pue)
-        except (PoolError, ValueError) as exc:
+        except ConfigError as exc:
             raise ReloadRejected(str(exc)) from exc
         old = self.service.pool
         added = [m.backend_name for m in pool.models if m.backend_name not in {o.backend_name for o in old.models}]
@@ -85,7 +78,7 @@ class PoolReloader:
 
     async def _check_known(self, pool: ModelPool) -> None:
         try:
-            index = await self.service.triton.repository_index()
+            index = await self.service.backend.repository_index()
         except TritonError as exc:
             raise ReloadRejected(f"cannot check the pool against Triton: {exc}") from exc
         unknown = sorted(m.backend_name for m in pool.models if m.backend_name not in index)
@@ -96,7 +89,7 @@ class PoolReloader:
     async def _load(self, names: list[str]) -> list[str]:
         for name in names:
             try:
-                await self.service.triton.load_model(name)
+                await self.service.backend.load_model(name)
             except TritonError as exc:
                 raise ReloadRejected(f"Triton could not load {name}: {exc}") from exc
         return names
@@ -104,7 +97,7 @@ class PoolReloader:
     async def _check_ready(self, pool: ModelPool) -> None:
         deadline = asyncio.get_running_loop().time() + (self.ready_timeout_s if self.explicit else 0.0)
         while True:
-            ready = await asyncio.gather(*(self.service.triton.model_ready(m.backend_name, m.triton_version)
+            ready = await asyncio.gather(*(self.service.backend.model_ready(m.backend_name, m.triton_version)
                                            for m in pool.models))
             missing = [m.name for m, ok in zip(pool.models, ready, strict=True) if not ok]
             if not missing:
@@ -119,7 +112,7 @@ class PoolReloader:
             if not await self.service.drain(name, self.drain_timeout_s):
                 logger.warning("model %s still has requests after %.0fs; unloading anyway", name, self.drain_timeout_s)
             try:
-                await self.service.triton.unload_model(name)
+                await self.service.backend.unload_model(name)
                 done.append(name)
             except TritonError as exc:
                 logger.warning("could not unload %s: %s", name, exc)

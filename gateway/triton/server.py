@@ -20,13 +20,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .triton import TritonClient, TritonError
+from ..errors import TritonError, TritonServerError
+from .client import TritonClient
+from .settings import TritonSettings
 
 logger = logging.getLogger(__name__)
-
-
-class TritonServerError(RuntimeError):
-    pass
 
 
 def pytriton_root() -> Path:
@@ -173,3 +171,28 @@ class LocalTritonServer:
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
+
+
+def model_control_args(settings: TritonSettings, models: Sequence[str]) -> list[str]:
+    """Explicit model control: Triton loads only the pool's models; reloads load and unload the rest."""
+    if settings.model_control != "explicit":
+        return []
+    return ["--model-control-mode=explicit", *(f"--load-model={m}" for m in models)]
+
+
+async def start_local_triton(settings: TritonSettings, models: Sequence[str],
+                             log_file: Path = Path("var/log/tritonserver.log")) -> LocalTritonServer:
+    """Start the local Triton on ``settings`` and wait until ``models`` are ready; stopped again on failure."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    local = LocalTritonServer(settings.model_repository, grpc_port=settings.grpc_port, http_port=settings.http_port,
+                              metrics_port=settings.metrics_port, model_config_name=settings.model_config_name,
+                              log_file=log_file, extra_args=model_control_args(settings, models))
+    try:
+        local.start()
+        logger.info("waiting for the local Triton to load %s (log: %s)", ", ".join(models), log_file)
+        await local.wait_ready(models, settings.startup_timeout_s)
+    except BaseException:
+        local.stop()
+        raise
+    logger.info("local Triton ready at %s", local.grpc_url)
+    return local

@@ -2,7 +2,7 @@
 
 The unit of work is a trace period (e.g. half an hour): every request of a period meets the same
 intensity, so a month of half-hours with any number of requests is ~1,500 vectorised steps. The
-policies are the live gateway's own objects (``gateway.selection``), built from ``PolicySettings``.
+policies are the live gateway's own objects (``gateway.policy``), built from ``PolicySettings``.
 
 Requests per period come from a request trace (unix-second timestamps and counts, e.g. the hourly
 Wikipedia trace) folded into a weekly profile: the mean count of each (UTC weekday, UTC hour) slot.
@@ -12,8 +12,6 @@ the replayed range holds ``total_requests``.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,10 +22,10 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from .budget import Allocation, grams_per_mj
-from .carbon.trace import Trace, load_trace
-from .pool import ModelPool, load_pool
-from .selection import CarbonPricePolicy, CarbonWindow, OnlineBudgetPolicy, PolicySettings, make_policy
+from ..carbon.trace import Trace, load_trace
+from ..policy import CarbonPricePolicy, CarbonWindow, OnlineBudgetPolicy, PolicySettings, make_policy
+from ..policy.budget import Allocation, grams_per_mj
+from ..pool import ModelPool, load_pool
 
 HOUR = 3600.0
 WEEK_SLOTS = 7 * 24
@@ -233,14 +231,14 @@ class Replay:
         spend: dict[int, float] = {}
         window = CarbonWindow(0.0, 0.0)  # unused by price policies
         for t in range(len(w.times)):
-            policy.advance(w.times[t])
+            policy.enter_period(w.times[t])
             stop = int(np.searchsorted(w.times, policy.period_end(w.times[t]), side="left"))
             ahead = predicted[t:stop].copy()
             ahead[0] = w.intensities[t]  # the current intensity is known
             policy.plan(ahead, w.counts[t:stop])
             spec = policy.select(w.intensities[t], window)
             key = math.floor(w.times[t] / policy.period_s)
-            spend[key] = spend.get(key, 0.0) + policy.observe(w.intensities[t], spec, w.counts[t])
+            spend[key] = spend.get(key, 0.0) + policy.charge(w.intensities[t], spec, w.counts[t])
             names.append(spec.name)
         return Run(label, self._one_hot(names), {"budget_g_per_period": budget_g},
                    np.array(list(spend.values())), budget_g)
@@ -414,37 +412,3 @@ def _compare(name: str, at_co2: Outcome, at_error: Outcome, heuristic: Outcome) 
         co2_saved_g=heuristic.co2_g - at_error.co2_g,
         co2_saved_pct=(heuristic.co2_g - at_error.co2_g) / heuristic.co2_g * 100,
     )
-
-
-# --- output ---------------------------------------------------------------------------------------
-
-RESULT_COLUMNS = ("policy", "co2_g", "energy_kwh", "mean_error", "accuracy_gain_pct", "extra_co2_g",
-                  "efficiency", "switches")
-
-
-def write_outputs(study: Study, directory: Path, plots: bool = True) -> list[Path]:
-    """results.csv, results.json, periods.csv and (with matplotlib) timeline.png and pareto.png."""
-    directory.mkdir(parents=True, exist_ok=True)
-    written = [directory / "results.csv", directory / "results.json", directory / "periods.csv"]
-    with written[0].open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(RESULT_COLUMNS)
-        for r in study.report.results:
-            writer.writerow([getattr(r, c) if getattr(r, c) is not None else "" for c in RESULT_COLUMNS])
-    written[1].write_text(json.dumps(study.report.model_dump(mode="json"), indent=1) + "\n")
-    w = study.replay.workload
-    labels = [label for label in study.runs if not label.startswith("fixed:")]
-    with written[2].open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["time", "intensity", "requests", *(f"{label}_mj" for label in labels)])
-        energies = [study.replay.mean_energy(study.runs[label]) for label in labels]
-        for t in range(len(w.times)):
-            moment = datetime.fromtimestamp(w.times[t], timezone.utc).isoformat()
-            writer.writerow([moment, f"{w.intensities[t]:.3f}", f"{w.counts[t]:.1f}",
-                             *(f"{e[t]:.2f}" for e in energies)])
-    if plots:
-        from .plots import plot_pareto, plot_timeline
-
-        written.append(plot_timeline(study, directory / "timeline.png"))
-        written.append(plot_pareto(study, directory / "pareto.png"))
-    return written

@@ -1,0 +1,136 @@
+"""Run the gateway as a server: one uvicorn process, or several workers sharing one energy meter.
+
+Unless ``triton.url`` is set, a local CPU Triton is started first (and stopped last); with it, the
+remote Triton is checked for the pool's models. Configuration problems raise a ``GatewayError``
+before anything listens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import uvicorn
+from pydantic import SecretStr
+
+from ..errors import TritonError, TritonServerError
+from ..serving.runtime import check_meter, load_parts, shared_meter
+from ..settings import GatewaySettings
+from ..triton import LocalTritonServer, TritonClient
+from ..triton.server import start_local_triton
+from .app import SETTINGS_ENV, create_app
+
+logger = logging.getLogger(__name__)
+
+
+def serve(settings: GatewaySettings) -> None:
+    """Check the configuration, then serve until SIGINT/SIGTERM; raises ``GatewayError`` on bad config."""
+    parts = load_parts(settings)
+    check_meter(settings)
+    models = [m.backend_name for m in parts.pool.models]
+    try:
+        if settings.workers == 1:
+            asyncio.run(_serve_one(settings, models))
+        else:
+            _serve_workers(settings, models)
+    except KeyboardInterrupt:
+        pass
+
+
+async def _start_triton(settings: GatewaySettings, models: list[str]) -> LocalTritonServer | None:
+    """The local Triton when no ``triton.url`` is set (None otherwise, after checking the remote one)."""
+    if settings.triton.url is not None:
+        await check_remote_triton(settings.triton.url, models)
+        return None
+    return await start_local_triton(settings.triton, models)
+
+
+async def check_remote_triton(url: str, models: list[str]) -> None:
+    """Refuse to start on a pool naming models the Triton lacks; a Triton that is down is only a warning."""
+    client = TritonClient(url)
+    try:
+        index = await client.repository_index()
+    except TritonError as exc:
+        logger.warning("Triton at %s is not answering yet (%s); /readyz will say when it is", url, exc)
+        return
+    finally:
+        await client.close()
+    missing = [m for m in models if m not in index]
+    if missing:
+        raise TritonServerError(f"model(s) {missing} of the pool are not in the repository of the Triton at {url} "
+                                f"(it has {sorted(index)})")
+
+
+class _Server(uvicorn.Server):
+    # uvicorn re-raises SIGTERM after its shutdown, which would skip stopping the local Triton.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _serve_one(settings: GatewaySettings, models: list[str]) -> None:
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    server: _Server | None = None
+
+    def on_signal() -> None:
+        if server is not None:
+            server.should_exit = True
+        elif main is not None:
+            main.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+
+    local = None
+    try:
+        local = await _start_triton(settings, models)
+        url = local.grpc_url if local is not None else settings.triton.url
+        assert url is not None
+        server = _Server(uvicorn.Config(create_app(settings, url), host=settings.host, port=settings.port,
+                                        log_level=settings.log_level, access_log=False))
+        logger.info("gateway on http://%s:%d (docs: /docs)", settings.host, settings.port)
+        await server.serve()
+    except asyncio.CancelledError:
+        logger.info("interrupted before the gateway started")
+    finally:
+        if local is not None:
+            local.stop()
+
+
+def _reveal(value: Any) -> Any:
+    """JSON for what the standard encoder cannot write; secrets in clear (they are the parent's own)."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _serve_workers(settings: GatewaySettings, models: list[str]) -> None:
+    """Several uvicorn worker processes; metrics are shared through PROMETHEUS_MULTIPROC_DIR (set by the CLI
+    before prometheus_client was imported)."""
+    from ..prometheus import process_sink, require_multiprocess
+
+    require_multiprocess()
+    local = asyncio.run(_start_triton(settings, models))
+    try:
+        url = local.grpc_url if local is not None else settings.triton.url
+        # One GPU, one energy counter: this process reads it, the workers report their requests to it.
+        with shared_meter(settings, process_sink()) as meter:
+            os.environ[SETTINGS_ENV] = json.dumps({"settings": settings.model_dump(), "triton_url": url,
+                                                   "meter": meter.model_dump() if meter else None}, default=_reveal)
+            logger.info("gateway on http://%s:%d with %d workers (docs: /docs)", settings.host, settings.port,
+                        settings.workers)
+            uvicorn.run("gateway.api.app:app_from_environment", factory=True, host=settings.host,
+                        port=settings.port, workers=settings.workers, log_level=settings.log_level, access_log=False)
+    finally:
+        if local is not None:
+            local.stop()

@@ -1,0 +1,26 @@
+"""The ``energy`` section of the configuration."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .registry import CHOICES
+
+
+class EnergySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    meter: str = Field(default="auto", description="auto: NVML when a GPU is visible, else the pool's estimates; "
+                       "estimate; or a meter of ``gateway.energy.registry``: nvml, triton.")
+    sample_interval_s: float = Field(default=0.1, gt=0, description="How often the energy counter is read.")
+    idle_power_w: float = Field(default=0.0, ge=0, description="Power charged as idle before attributing.")
+    triton_metrics_url: str | None = Field(default=None, description="meter=triton: Triton's /metrics URL.")
+    receipt_timeout_s: float = Field(default=2.0, gt=0, description="How long a request asking for its measured "
+                                     "energy (?energy=measured) waits for it before answering with the estimate.")
+
+    @field_validator("meter")
+    @classmethod
+    def _registered(cls, meter: str) -> str:
+        if meter not in CHOICES:
+            raise ValueError(f"unknown energy meter {meter!r}; choose one of {', '.join(CHOICES)}")
+        return meter

@@ -1,0 +1,196 @@
+"""Every error the gateway raises on purpose, in one tree.
+
+Each class carries a stable ``code`` (what clients and logs see) and the HTTP ``status`` the API
+answers with, so one handler (``gateway.api.errors``) serves them all and a new subclass needs no
+mapping. The core raises these without knowing about HTTP; the status is just a class attribute.
+
+    GatewayError                       500 gateway_error
+    ├── RequestError                   400 invalid_request      what the client sent is wrong
+    │   ├── MissingFile                400 missing_file
+    │   ├── InvalidJson                400 invalid_json
+    │   ├── InvalidTensorRequest       400 invalid_tensor_request
+    │   ├── Unauthorized               401 unauthorized
+    │   ├── AdminDisabled              403 admin_disabled
+    │   ├── UnknownModel               404 unknown_model
+    │   ├── PayloadTooLarge            413 payload_too_large
+    │   ├── UnsupportedMediaType       415 unsupported_media_type
+    │   ├── ImageError                 422 invalid_image        corrupt or truncated
+    │   │   ├── EmptyImage             400 empty_body
+    │   │   ├── ImageTooLarge          413 image_too_large      pixels, or a decompression bomb
+    │   │   └── UnsupportedImage       415 unsupported_image
+    │   └── NoEligibleModel            422 no_eligible_model
+    ├── TritonError                    502 triton_error         the inference server failed
+    │   ├── InvalidTensor              400 invalid_tensor       Triton refused the inputs
+    │   ├── TritonUnavailable          503 triton_unavailable
+    │   └── ModelNotReady              503 model_not_ready
+    ├── CarbonSourceError              502 carbon_source_error  a provider gave no usable value
+    ├── MeterError                     503 meter_error          the energy meter cannot be read
+    ├── ReloadRejected                 422 pool_rejected        a new pool was refused; the old one serves
+    └── ConfigError                    500 invalid_config       configuration that cannot be used
+        ├── PoolError                  500 invalid_pool
+        ├── LabelsError                500 invalid_labels
+        ├── BuildError                 500 build_failed
+        └── TritonServerError          500 triton_server_failed the local tritonserver would not start
+
+``ConfigError`` is also a ``ValueError``, as configuration problems were before the tree existed.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class GatewayError(Exception):
+    """The root: ``code`` and ``status`` are class-level; ``headers`` go on the HTTP answer."""
+
+    code: ClassVar[str] = "gateway_error"
+    status: ClassVar[int] = 500
+    headers: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    @property
+    def detail(self) -> str:
+        return str(self) or self.code
+
+
+# --- the client's fault ------------------------------------------------------------------------
+
+
+class RequestError(GatewayError):
+    code, status = "invalid_request", 400
+
+
+class MissingFile(RequestError):
+    code = "missing_file"
+
+
+class InvalidJson(RequestError):
+    code = "invalid_json"
+
+
+class InvalidTensorRequest(RequestError):
+    code = "invalid_tensor_request"
+
+
+class Unauthorized(RequestError):
+    code, status = "unauthorized", 401
+    headers = (("WWW-Authenticate", "Bearer"),)
+
+
+class AdminDisabled(RequestError):
+    code, status = "admin_disabled", 403
+
+
+class UnknownModel(RequestError):
+    code, status = "unknown_model", 404
+
+
+class PayloadTooLarge(RequestError):
+    code, status = "payload_too_large", 413
+    headers = (("Connection", "close"),)  # the rest of the body is not read: the connection cannot be reused
+
+
+class UnsupportedMediaType(RequestError):
+    code, status = "unsupported_media_type", 415
+
+
+class ImageError(RequestError):
+    """The upload is not an image this gateway can classify."""
+
+    code, status = "invalid_image", 422
+
+
+class EmptyImage(ImageError):
+    code, status = "empty_body", 400
+
+
+class ImageTooLarge(ImageError):
+    code, status = "image_too_large", 413
+
+
+class UnsupportedImage(ImageError):
+    code, status = "unsupported_image", 415
+
+
+class NoEligibleModel(RequestError):
+    """No model of the pool meets the request's constraints."""
+
+    code, status = "no_eligible_model", 422
+
+
+# --- what the gateway depends on -----------------------------------------------------------------
+
+RETRY_AFTER = (("Retry-After", "5"),)
+
+
+class TritonError(GatewayError):
+    code, status = "triton_error", 502
+
+
+class InvalidTensor(TritonError):
+    """Triton rejected the inputs (shape, datatype)."""
+
+    code, status = "invalid_tensor", 400
+
+
+class TritonUnavailable(TritonError):
+    """Triton cannot be reached or timed out."""
+
+    code, status = "triton_unavailable", 503
+    headers = RETRY_AFTER
+
+
+class ModelNotReady(TritonError):
+    """Triton is up but the model is not loaded or not ready."""
+
+    code, status = "model_not_ready", 503
+    headers = RETRY_AFTER
+
+
+class CarbonSourceError(GatewayError):
+    """A source could not produce a trustworthy reading (network, HTTP status, garbage payload).
+
+    ``retry_after`` is set when the provider asked us to wait (HTTP 429 ``Retry-After``), in seconds.
+    """
+
+    code, status = "carbon_source_error", 502
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class MeterError(GatewayError):
+    code, status = "meter_error", 503
+
+
+class ReloadRejected(GatewayError):
+    """The new pool was refused; the running pool is unchanged."""
+
+    code, status = "pool_rejected", 422
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+
+class ConfigError(GatewayError, ValueError):
+    """Configuration that cannot be used; the message says which setting or file and why."""
+
+    code = "invalid_config"
+
+
+class PoolError(ConfigError):
+    """A pool file that cannot be read or does not describe a usable pool."""
+
+    code = "invalid_pool"
+
+
+class LabelsError(ConfigError):
+    code = "invalid_labels"
+
+
+class BuildError(ConfigError):
+    code = "build_failed"
+
+
+class TritonServerError(ConfigError):
+    code = "triton_server_failed"

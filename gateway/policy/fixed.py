@@ -1,0 +1,44 @@
+"""``fixed``: always the same model."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..pool import ModelPool
+from .base import PolicyBase
+from .window import CarbonWindow
+
+if TYPE_CHECKING:
+    from .settings import PolicySettings
+
+
+class FixedPolicy(PolicyBase):
+    """Always the same model: the baselines of the paper's evaluation."""
+
+    name = "fixed"
+    requires = ("model",)
+    _dedupe_equal_energy = False
+
+    def __init__(self, pool: ModelPool, model: str, **options: Any):
+        super().__init__(pool, **options)
+        names = [spec.name for spec in self.candidates]
+        if model not in names:
+            raise ConfigError(f"fixed policy: model {model!r} is not in the pool {names}"
+                             + (" (or misses the latency SLO)" if model in pool.by_name else ""))
+        self.model = model
+        self._index = names.index(model)
+
+    @classmethod
+    def from_settings(cls, pool: ModelPool, settings: PolicySettings, *, pue: float = 1.0) -> FixedPolicy:
+        assert settings.model is not None  # PolicySettings checks ``requires``
+        return cls(pool, settings.model, **cls.common_options(settings))
+
+    def choose(self, intensities: np.ndarray, window: CarbonWindow) -> np.ndarray:
+        return np.full(np.shape(intensities), self._index, dtype=np.intp)
+
+    def _choose_one(self, intensity: float, low: float, high: float) -> int:
+        return self._index
+

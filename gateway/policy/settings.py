@@ -1,0 +1,44 @@
+"""The ``policy`` section of the configuration."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class PolicySettings(BaseModel):
+    """Which selection policy serves requests, and its parameters (the ``policy`` section of the settings)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="interpolation", description="One of the policies of ``gateway.policy.registry``: "
+                      "interpolation, fixed, carbon-price, online-budget.")
+    model: str | None = Field(default=None, description="fixed: the model.")
+    price: float | None = Field(default=None, ge=0, description="carbon-price: error-rate points (%) one request "
+                                "trades for one gram of CO2; `carbon-gateway replay` prints the price that "
+                                "meets a budget on a past trace.")
+    budget_g: float | None = Field(default=None, gt=0, description="online-budget: grams of CO2 per budget period.")
+    period_hours: float = Field(default=24.0, gt=0, description="online-budget: the budget renews every this many "
+                                "hours, counted from the Unix epoch (24: at UTC midnight).")
+    max_latency_ms: float | None = Field(default=None, gt=0, description="Latency SLO: models slower than this "
+                                         "are never chosen (models without latency_ms stay eligible).")
+    hysteresis: float = Field(default=0.0, ge=0, description="gCO2/kWh the intensity must move past a switching "
+                              "point before the chosen model changes (0: off).")
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        from .registry import POLICIES  # the registry imports the policies, which name this class
+
+        if name not in POLICIES:
+            raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}")
+        return name
+
+    @model_validator(mode="after")
+    def _parameters_given(self) -> PolicySettings:
+        from .registry import POLICIES
+
+        for needed in POLICIES[self.name].requires:
+            if getattr(self, needed) is None:
+                raise ValueError(f"policy {self.name} needs policy.{needed}")
+        return self
+

@@ -1,0 +1,154 @@
+"""The Prometheus ``MetricsSink``: metric names per Prometheus conventions (base units, ``_total`` counters).
+
+Works with several uvicorn workers: when ``PROMETHEUS_MULTIPROC_DIR`` is set, every worker writes
+its samples there and ``/metrics`` aggregates all of them, so totals are correct whichever worker
+answers the scrape.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
+                               generate_latest, multiprocess)
+
+from .telemetry import GatewaySnapshot
+
+PREFIX = "carbon_gateway"
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+ENERGY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0)
+CARBON_STATUSES = ("live", "stale", "forecast", "default")
+
+
+class PrometheusSink:
+    """The gateway's ``MetricsSink`` as Prometheus series in ``registry``.
+
+    Gauges keep the most recent value across workers (``multiprocess_mode="mostrecent"``).
+    """
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(f"{PREFIX}_{name}", doc, labels, registry=registry)
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(f"{PREFIX}_{name}", doc, labels, registry=registry, multiprocess_mode="mostrecent")
+
+        def histogram(name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(f"{PREFIX}_{name}", doc, labels, registry=registry, buckets=buckets)
+
+        self._requests = counter("requests_total", "Requests by route, model and outcome.",
+                                 ("route", "model", "outcome"))
+        self._latency = histogram("request_duration_seconds", "End-to-end request latency at the gateway.",
+                                  ("route", "model"), LATENCY_BUCKETS)
+        self._inferences = counter("inferences_total", "Images inferred, by model.", ("model",))
+        self._energy = counter("energy_joules_total", "Energy charged to requests, by model and meter.",
+                               ("model", "meter"))
+        self._idle_energy = counter("idle_energy_joules_total", "Measured energy not attributable to any request.",
+                                    ("meter",))
+        self._measured_energy = counter("measured_energy_joules_total", "Energy the meter measured in all.",
+                                        ("meter",))
+        self._fallbacks = counter("fallbacks_total", "Requests served by a stand-in because the chosen model "
+                                  "was not ready.", ("chosen", "served_by"))
+        self._pool_reloads = counter("pool_reloads_total", "Pool reloads by trigger and result.",
+                                     ("trigger", "result"))
+        self._co2 = counter("co2_grams_total", "CO2eq charged to requests (energy x intensity x PUE), by model.",
+                            ("model",))
+        self._request_energy = histogram("request_energy_joules", "Energy per request: its measured share where a "
+                                         "meter exists, else the pool estimate.", ("model",), ENERGY_BUCKETS)
+        self._dropped_spans = counter("dropped_spans_total", "Request spans that a worker could not report to the "
+                                      "shared energy sampler (their energy counts as idle).")
+        self._carbon_intensity = gauge("carbon_intensity_grams_per_kwh", "Carbon intensity the selector uses now.")
+        self._window_low = gauge("carbon_window_low_grams_per_kwh", "C_low of the selector's window.")
+        self._window_high = gauge("carbon_window_high_grams_per_kwh", "C_high of the selector's window.")
+        self._carbon_age = gauge("carbon_intensity_age_seconds", "Age of the carbon-intensity value in use.")
+        self._carbon_source_up = gauge("carbon_source_up", "1 if the carbon source answered at the last poll.",
+                                       ("source",))
+        self._carbon_status = gauge("carbon_status", "1 for the state of the value in use: live, stale, forecast, "
+                                    "default.", ("status",))
+        self._selected_model = gauge("selected_model", "1 for the model the policy picks at the current intensity.",
+                                     ("model",))
+        self._expected_error = gauge("expected_error_ratio", "Expected error rate (0-1) of the model the policy "
+                                     "picks now.")
+        self._meter_info = gauge("energy_meter_info", "The energy meter in use (1).", ("meter", "measured"))
+        self._profiled_energy = gauge("model_profiled_energy_joules", "The pool's profiled energy per inference, "
+                                      "by model.", ("model",))
+        self._meter_up = gauge("energy_meter_up", "1 if the energy meter answered its last reading.", ("meter",))
+        self._triton_up = gauge("triton_up", "1 if Triton answered the last readiness check.")
+
+    def request(self, route: str, model: str, outcome: str, seconds: float) -> None:
+        self._requests.labels(route, model, outcome).inc()
+        self._latency.labels(route, model).observe(seconds)
+
+    def inferences(self, model: str, count: int) -> None:
+        self._inferences.labels(model).inc(count)
+
+    def energy(self, model: str, meter: str, joules: float, co2_g: float | None) -> None:
+        self._energy.labels(model, meter).inc(joules)
+        if co2_g is not None:
+            self._co2.labels(model).inc(co2_g)
+
+    def request_energy(self, model: str, joules: float) -> None:
+        self._request_energy.labels(model).observe(joules)
+
+    def measured(self, meter: str, joules: float, idle_joules: float) -> None:
+        self._measured_energy.labels(meter).inc(joules)
+        self._idle_energy.labels(meter).inc(idle_joules)
+
+    def meter_up(self, meter: str, up: bool) -> None:
+        self._meter_up.labels(meter).set(1 if up else 0)
+
+    def dropped_span(self) -> None:
+        self._dropped_spans.inc()
+
+    def fallback(self, chosen: str, served_by: str) -> None:
+        self._fallbacks.labels(chosen, served_by).inc()
+
+    def pool_reload(self, trigger: str, result: str) -> None:
+        self._pool_reloads.labels(trigger, result).inc()
+
+    def triton_up(self, up: bool) -> None:
+        self._triton_up.set(1 if up else 0)
+
+    def snapshot(self, state: GatewaySnapshot) -> None:
+        self._carbon_intensity.set(state.intensity)
+        self._window_low.set(state.window_low)
+        self._window_high.set(state.window_high)
+        self._carbon_age.set(state.carbon_age_s)
+        self._carbon_source_up.labels(state.carbon_source).set(1 if state.carbon_source_up else 0)
+        for status in CARBON_STATUSES:
+            self._carbon_status.labels(status).set(1 if state.carbon_status == status else 0)
+        for model, joules in state.profiled_joules.items():
+            self._selected_model.labels(model).set(1 if model == state.selected_model else 0)
+            self._profiled_energy.labels(model).set(joules)
+        self._expected_error.set(state.expected_error_ratio)
+        self._meter_info.labels(state.meter, "true" if state.measured else "false").set(1)
+        if not state.measured:  # a meter's own sampler reports whether it answers
+            self._meter_up.labels(state.meter).set(1)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text for a scrape, aggregated over workers in multiprocess mode."""
+        if MULTIPROCESS:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+@functools.cache
+def process_sink() -> PrometheusSink:
+    """This process's sink on the default registry (made once: a registry refuses a metric twice)."""
+    return PrometheusSink()
+
+
+def require_multiprocess() -> None:
+    """Raise unless ``PROMETHEUS_MULTIPROC_DIR`` was set before prometheus_client was imported (as
+    ``serve --workers N`` does), so that this process's samples join the workers'."""
+    from prometheus_client import values
+
+    if not MULTIPROCESS or values.ValueClass is values.MutexValue:
+        raise RuntimeError("a shared meter needs PROMETHEUS_MULTIPROC_DIR set before prometheus_client is imported")

@@ -1,0 +1,61 @@
+"""What the service needs of an inference server: ``InferenceBackend``.
+
+``gateway.triton.TritonClient`` is the real one; the tests' in-process fake
+(``tests/support/backend.py``) is another, so the service and the HTTP layer can be tested without a
+tritonserver. Errors are ``gateway.errors.TritonError`` and its subclasses, whatever the backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TensorSignature:
+    """A model's one input and one output, as its server configures them."""
+
+    input_name: str
+    input_datatype: str
+    input_dims: tuple[int, ...]  # without the batch dimension
+    output_name: str
+    max_batch_size: int
+    parameters: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class InferenceBackend(Protocol):
+    """An inference server holding the pool's models, addressed by name and version ("" = latest)."""
+
+    @property
+    def url(self) -> str:
+        """Where it is, for people reading ``/readyz``."""
+        ...
+
+    async def infer(self, name: str, batch: np.ndarray, version: str = "") -> np.ndarray:
+        """Run ``batch`` through a model; its first output. Raises ``TritonError``."""
+        ...
+
+    async def server_live(self) -> bool: ...
+
+    async def model_ready(self, name: str, version: str = "") -> bool: ...
+
+    async def signature(self, name: str, version: str = "") -> TensorSignature:
+        """The model's input and output; raises ``TritonError`` when the server does not know it."""
+        ...
+
+    def cached_signature(self, name: str, version: str = "") -> TensorSignature | None:
+        """The signature if it was read before, without asking the server."""
+        ...
+
+    async def repository_index(self) -> dict[str, tuple[str, str]]:
+        """Every model the server could load: name -> (state, reason)."""
+        ...
+
+    async def load_model(self, name: str) -> None: ...
+
+    async def unload_model(self, name: str) -> None: ...
+
+    async def close(self) -> None: ...
