@@ -1,4 +1,5 @@
-"""Bad input gets a specific 4xx, Triton trouble a 503, and the gateway keeps serving."""
+"""Bad input gets a specific 4xx, Triton trouble a 503, and the gateway keeps serving (the HTTP layer on the
+in-process fake backend; an unreachable Triton through the real gRPC client)."""
 
 import io
 
@@ -24,8 +25,8 @@ def gif() -> bytes:
     ({"content": IMAGES[0].read_bytes()[:5000], "headers": JPEG}, 422, "invalid_image"),
     ({"files": {"note": (None, "no file here")}}, 400, "missing_file"),
 ])
-async def test_bad_images(make_gateway, kwargs, status, code):
-    async with make_gateway() as client:
+async def test_bad_images(make_fake_gateway, kwargs, status, code):
+    async with make_fake_gateway() as client:
         response = await client.post("/v1/classify", **kwargs)
         assert (response.status_code, response.json()["error"]) == (status, code)
         assert response.json()["detail"]
@@ -34,8 +35,8 @@ async def test_bad_images(make_gateway, kwargs, status, code):
         assert good.status_code == 200
 
 
-async def test_oversized_upload_is_refused(make_gateway):
-    async with make_gateway(limits__max_upload_bytes=50_000) as client:
+async def test_oversized_upload_is_refused(make_fake_gateway):
+    async with make_fake_gateway(limits__max_upload_bytes=50_000) as client:
         declared = await client.post("/v1/classify", content=b"x" * 60_000, headers=JPEG)
 
         async def chunks():  # no Content-Length: counted as it streams
@@ -48,8 +49,8 @@ async def test_oversized_upload_is_refused(make_gateway):
     assert streamed.status_code == 413 and streamed.json()["error"] == "payload_too_large"
 
 
-async def test_top_k_out_of_range(make_gateway):
-    async with make_gateway() as client:
+async def test_top_k_out_of_range(make_fake_gateway):
+    async with make_fake_gateway() as client:
         response = await client.post("/v1/classify?top_k=0", content=IMAGES[0].read_bytes(), headers=JPEG)
     assert response.status_code == 422 and response.json()["error"] == "invalid_request"
 
@@ -63,24 +64,24 @@ async def test_top_k_out_of_range(make_gateway):
     (b'{"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32", "data": [1, 2]}]}', "needs"),
     (b'{"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32", "data": ["a"]}]}', "numbers"),
 ])
-async def test_malformed_tensor_requests(make_gateway, body, message):
-    async with make_gateway() as client:
+async def test_malformed_tensor_requests(make_fake_gateway, body, message):
+    async with make_fake_gateway() as client:
         response = await client.post("/v2/models/auto/infer", content=body,
                                      headers={"content-type": "application/json"})
     assert response.status_code == 400, response.text
     assert message in response.json()["detail"]
 
 
-async def test_unknown_model_on_the_tensor_route(make_gateway):
+async def test_unknown_model_on_the_tensor_route(make_fake_gateway):
     body = {"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32", "data": [0.0] * 150528}]}
-    async with make_gateway() as client:
+    async with make_fake_gateway() as client:
         response = await client.post("/v2/models/vgg16/infer", json=body)
     assert response.status_code == 404 and response.json()["error"] == "unknown_model"
     assert "resnet50" in response.json()["detail"]
 
 
-async def test_unknown_route_is_json(make_gateway):
-    async with make_gateway() as client:
+async def test_unknown_route_is_json(make_fake_gateway):
+    async with make_fake_gateway() as client:
         response = await client.get("/v1/nothing")
     assert response.status_code == 404 and response.json()["error"] == "not_found"
 
@@ -96,3 +97,26 @@ async def test_triton_unreachable_gives_503_and_not_ready(model_repository):
     assert ready.status_code == 503
     assert ready.json()["triton_reachable"] is False and not any(m["ready"] for m in ready.json()["models"])
     assert health.status_code == 200
+
+
+async def test_a_backend_that_goes_away_gets_503_and_serving_resumes_when_it_is_back(make_fake_gateway, fake_backend):
+    async with make_fake_gateway(carbon__intensity=300.0, carbon__c_low=100.0, carbon__c_high=300.0) as client:
+        fake_backend.live = False
+        down = await client.post("/v1/classify", content=IMAGES[0].read_bytes(), headers=JPEG)
+        not_ready = await client.get("/readyz")
+        fake_backend.live = True
+        back = await client.post("/v1/classify", content=IMAGES[0].read_bytes(), headers=JPEG)
+    assert (down.status_code, down.json()["error"], down.headers["retry-after"]) == (503, "triton_unavailable", "5")
+    assert not_ready.status_code == 503 and not_ready.json()["triton_reachable"] is False
+    assert back.status_code == 200 and back.json()["model"]["name"] == "resnet18"
+
+
+async def test_a_model_that_is_not_ready_is_stood_in_for_and_the_response_says_so(make_fake_gateway, fake_backend):
+    fake_backend.not_ready = {"resnet18"}
+    async with make_fake_gateway(carbon__intensity=300.0, carbon__c_low=100.0, carbon__c_high=300.0) as client:
+        chosen = await client.post("/v1/classify", content=IMAGES[0].read_bytes(), headers=JPEG)
+        pinned = await client.post("/v2/models/resnet18/infer", json={"inputs": [{
+            "name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32", "data": [0.0] * 150528}]})
+    assert chosen.status_code == 200 and chosen.headers["x-fallback-from"] == "resnet18"
+    assert {"name": "resnet34", "selected_by": "fallback:interpolation"}.items() <= chosen.json()["model"].items()
+    assert pinned.status_code == 503 and pinned.json()["error"] == "model_not_ready"

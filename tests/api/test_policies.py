@@ -1,4 +1,4 @@
-"""Per-request constraints, backpressure and the online budget, through the live gateway."""
+"""Per-request constraints, backpressure and the policies, through the HTTP layer on the in-process fake backend."""
 
 import asyncio
 
@@ -14,8 +14,8 @@ async def classify(client, **headers):
     return await client.post("/v1/classify", content=IMAGES[0].read_bytes(), headers={**JPEG, **headers})
 
 
-async def test_minimum_accuracy_header_overrides_a_smaller_choice(make_gateway):
-    async with make_gateway(**DIRTY) as client:
+async def test_minimum_accuracy_header_overrides_a_smaller_choice(make_fake_gateway):
+    async with make_fake_gateway(**DIRTY) as client:
         free = await classify(client)
         strict = await classify(client, **{"x-min-accuracy": "94"})
         impossible = await classify(client, **{"x-min-accuracy": "99.5"})
@@ -27,8 +27,8 @@ async def test_minimum_accuracy_header_overrides_a_smaller_choice(make_gateway):
     assert invalid.status_code == 422 and invalid.json()["error"] == "invalid_request"
 
 
-async def test_backpressure_answers_429_with_retry_after(make_gateway):
-    async with make_gateway(limits__max_in_flight=1, **DIRTY) as client:
+async def test_backpressure_answers_429_with_retry_after(make_fake_gateway):
+    async with make_fake_gateway(limits__max_in_flight=1, **DIRTY) as client:
         responses = await asyncio.gather(*(classify(client) for _ in range(6)))
     statuses = sorted(r.status_code for r in responses)
     assert 200 in statuses and 429 in statuses and set(statuses) <= {200, 429}
@@ -37,9 +37,9 @@ async def test_backpressure_answers_429_with_retry_after(make_gateway):
     assert throttled.headers["x-request-id"]
 
 
-async def test_online_budget_serves_the_smallest_model_once_spent(make_gateway):
+async def test_online_budget_serves_the_smallest_model_once_spent(make_fake_gateway):
     # A budget of a nanogram: the first request spends it, the rest get the least-energy model.
-    async with make_gateway(policy__name="online-budget", policy__budget_g=1e-9, **DIRTY) as client:
+    async with make_fake_gateway(policy__name="online-budget", policy__budget_g=1e-9, **DIRTY) as client:
         first = await classify(client)
         second = await classify(client)
         third = await classify(client)
@@ -49,12 +49,12 @@ async def test_online_budget_serves_the_smallest_model_once_spent(make_gateway):
 
 
 @pytest.mark.parametrize("price, expected", [(0.0, "resnet152"), (1e9, "resnet18")])
-async def test_carbon_price_policy_from_config(make_gateway, price, expected):
-    async with make_gateway(policy__name="carbon-price", policy__price=price, **DIRTY) as client:
+async def test_carbon_price_policy_from_config(make_fake_gateway, price, expected):
+    async with make_fake_gateway(policy__name="carbon-price", policy__price=price, **DIRTY) as client:
         assert (await classify(client)).json()["model"]["name"] == expected
 
 
-async def test_a_percentile_signal_selects_but_claims_no_grams(make_gateway):
+async def test_a_percentile_signal_selects_but_claims_no_grams(make_fake_gateway):
     from datetime import datetime, timezone
 
     from gateway.carbon import CarbonMonitor, CarbonReading
@@ -72,7 +72,7 @@ async def test_a_percentile_signal_selects_but_claims_no_grams(make_gateway):
         async def aclose(self):
             return None
 
-    async with make_gateway() as client:
+    async with make_fake_gateway() as client:
         service = client._transport.app.state.service
         configured = service.carbon
         async with CarbonMonitor(MarginalIndex(), c_low=0.0, c_high=100.0) as marginal:

@@ -12,7 +12,7 @@ import yaml
 from tests.support.processes import running_triton
 from gateway.triton import TritonClient
 
-from .conftest import IMAGES, gateway_client, settings_for
+from ..conftest import IMAGES, gateway_client, settings_for
 
 TOKEN = "s3cret-admin-token"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}

@@ -10,7 +10,7 @@ from gateway.energy import ProcessCpuEnergyCounter
 from gateway.offline.profiling import profile_model, profiled_pool
 from gateway.triton import TritonClient
 
-from .test_cli import CLI
+from ..test_cli import CLI
 
 POOL = {"name": "two", "models": [{"name": "resnet18", "energy_mj": 1.0, "error_rate": 10.9},
                                   {"name": "resnet50", "energy_mj": 2.0, "error_rate": 7.1}]}
