@@ -40,6 +40,7 @@ prometheus:
 ## Set everything up, lint, and run the whole test suite (it builds the pool and starts a real tritonserver).
 test: setup prometheus
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 clean:

@@ -36,9 +36,10 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 @contextmanager
 def _errors_fail(*also: type[Exception]) -> Iterator[None]:
     """A ``GatewayError`` (or one of ``also``) ends the command with its message and exit status 2."""
+    caught: tuple[type[Exception], ...] = (GatewayError, *also)
     try:
         yield
-    except (GatewayError, *also) as exc:
+    except caught as exc:
         _fail(str(exc))
 
 

@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .arrays import Float32Array
 from .errors import EmptyImage, ImageError, ImageTooLarge, UnsupportedImage
 
 __all__ = ["ImageError", "decode_image", "image_to_tensor", "preprocess"]
@@ -68,7 +69,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def preprocess(image: Image.Image) -> np.ndarray:
+def preprocess(image: Image.Image) -> Float32Array:
     """torchvision's ImageNet eval transform: resize short side to 256, centre-crop 224, normalise.
 
     Returns a float32 CHW array.
@@ -88,6 +89,6 @@ def preprocess(image: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
-def image_to_tensor(data: bytes, max_pixels: int) -> np.ndarray:
+def image_to_tensor(data: bytes, max_pixels: int) -> Float32Array:
     """Bytes of an upload to the model's input tensor, shape (3, 224, 224)."""
     return preprocess(decode_image(data, max_pixels))

@@ -22,7 +22,7 @@ def load_labels(path: Path, expected: int = 1000) -> tuple[str, ...]:
 def torchvision_labels() -> tuple[str, ...] | None:
     """torchvision's ImageNet category names, when torchvision imports here."""
     try:
-        from torchvision.models import ResNet18_Weights  # type: ignore[import-not-found]
+        from torchvision.models import ResNet18_Weights
     except Exception:  # noqa: BLE001 - torchvision absent or broken beside this torch build
         return None
     return tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])

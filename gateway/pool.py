@@ -77,7 +77,9 @@ def load_pool(path: Path) -> ModelPool:
 
 def _describe(exc: ValidationError, raw: dict) -> str:
     lines = []
-    models = raw.get("models") if isinstance(raw.get("models"), list) else []
+    models = raw.get("models")
+    if not isinstance(models, list):
+        models = []
     for error in exc.errors():
         loc = list(error["loc"])
         where = ".".join(str(part) for part in loc) or "pool"

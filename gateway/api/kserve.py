@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ..arrays import Float32Array, OutputArray
 from ..errors import InvalidJson, InvalidTensorRequest
 
 INPUT_SHAPE = (3, 224, 224)
@@ -21,7 +22,7 @@ INPUT_SHAPE = (3, 224, 224)
 
 @dataclass(frozen=True)
 class TensorRequest:
-    batch: np.ndarray  # FP32 [N, 3, 224, 224]
+    batch: Float32Array  # [N, 3, 224, 224]
     binary_output: bool  # the client wants the logits as raw bytes
     id: str | None
 
@@ -86,7 +87,7 @@ def _checked_shape(spec: dict[str, Any], max_batch: int) -> list[int]:
     return shape
 
 
-def _binary_tensor(body: bytes, offset: int, header_length: str | None, size: Any, shape: list[int]) -> np.ndarray:
+def _binary_tensor(body: bytes, offset: int, header_length: str | None, size: Any, shape: list[int]) -> Float32Array:
     count = int(np.prod(shape))
     if header_length is None:
         raise InvalidTensorRequest("inputs[0]: binary_data_size needs the Inference-Header-Content-Length header")
@@ -98,7 +99,7 @@ def _binary_tensor(body: bytes, offset: int, header_length: str | None, size: An
     return np.frombuffer(body, dtype="<f4", count=count, offset=offset)
 
 
-def _json_tensor(data: Any, shape: list[int]) -> np.ndarray:
+def _json_tensor(data: Any, shape: list[int]) -> Float32Array:
     if not isinstance(data, list):
         raise InvalidTensorRequest("inputs[0]: `data` must be a list (or send binary data with "
                                    "parameters.binary_data_size)")
@@ -125,13 +126,13 @@ def _wants_binary_output(payload: dict[str, Any]) -> bool:
         for o in outputs)
 
 
-def encode_response(header: dict[str, Any], outputs: np.ndarray, binary: bool) -> tuple[bytes, dict[str, str]]:
+def encode_response(header: dict[str, Any], outputs: OutputArray, binary: bool) -> tuple[bytes, dict[str, str]]:
     """The response body for ``header`` (without its outputs' data) and the logits, and headers to add.
 
     Binary: the JSON header, then the raw little-endian FP32 logits, with ``Inference-Header-Content-Length``.
     """
     outputs = np.ascontiguousarray(outputs, dtype="<f4")
-    output = {"name": "logits", "shape": list(outputs.shape), "datatype": "FP32"}
+    output: dict[str, Any] = {"name": "logits", "shape": list(outputs.shape), "datatype": "FP32"}
     header = {**header, "outputs": [output]}
     if binary:
         raw = outputs.tobytes()

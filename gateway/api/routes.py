@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import hmac
 import time
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import Response as RawResponse
@@ -27,7 +27,9 @@ router = APIRouter()
 
 AUTO_MODEL = "auto"
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
-_ERRORS = {status: {"model": ErrorResponse} for status in (400, 404, 413, 415, 422, 503)}
+# dict is invariant: FastAPI's ``responses`` takes exactly dict[int | str, dict[str, Any]].
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (400, 404, 413, 415, 422, 503)}
 
 
 def get_service(request: Request) -> GatewayService:

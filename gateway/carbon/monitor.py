@@ -115,7 +115,7 @@ class CarbonMonitor:
         self._next_poll_in = poll_interval
         self._state: CarbonState | None = None
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     @property
     def state(self) -> CarbonState:
@@ -137,7 +137,7 @@ class CarbonMonitor:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc_info) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def start(self) -> None:

@@ -13,12 +13,13 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..arrays import FloatArray
 from .base import CarbonReading, CarbonSourceError
 
 
@@ -26,8 +27,8 @@ from .base import CarbonReading, CarbonSourceError
 class Trace:
     """A carbon-intensity time series: ``times`` in UTC epoch seconds (sorted), ``values`` in gCO2/kWh."""
 
-    times: np.ndarray
-    values: np.ndarray
+    times: FloatArray
+    values: FloatArray
     skipped_rows: int = 0
 
     @property
@@ -71,6 +72,7 @@ def load_trace(path: Path, time_column: str = "Time", value_column: str = "Carbo
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise CarbonSourceError(f"cannot read trace {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+    rows: Iterable[tuple[Any, Any]]
     if path.suffix.lower() == ".json":
         rows = _json_rows(path, text, time_column, value_column)
     else:
@@ -143,7 +145,7 @@ class TraceReplaySource:
     name = "trace"
 
     def __init__(self, trace: Trace, speedup: float = 1.0, start: datetime | None = None,
-                 history_hours: float = 24.0, clock=time.monotonic):
+                 history_hours: float = 24.0, clock: Callable[[], float] = time.monotonic):
         if speedup <= 0:
             raise ValueError("speedup must be > 0")
         self.trace = trace

@@ -14,6 +14,7 @@ before expiry and once more whenever the API answers 401/403.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 import httpx
@@ -60,7 +61,8 @@ class WattTimeSource:
 
     name = "watttime"
 
-    def __init__(self, config: WattTimeConfig, *, http: HttpSettings | None = None, clock=time.monotonic):
+    def __init__(self, config: WattTimeConfig, *, http: HttpSettings | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         if not (config.username and config.password is not None and config.region):
             raise ValueError("watttime needs a username, a password and a region")
         self.config = config

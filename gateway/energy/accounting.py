@@ -84,7 +84,11 @@ class Receipts:
         """Register ``token``; returns a callback that resolves it from any thread."""
         loop = asyncio.get_running_loop()
         self._waiting[token] = loop.create_future()
-        return lambda joules: loop.call_soon_threadsafe(self.resolve, token, joules)
+
+        def resolve(joules: float | None) -> None:
+            loop.call_soon_threadsafe(self.resolve, token, joules)
+
+        return resolve
 
     def resolve(self, token: int, joules: float | None) -> None:
         future = self._waiting.pop(token, None)
@@ -126,7 +130,7 @@ class EnergyAccountant:
         self._active: dict[Hashable, Span] = {}
         self._finished: list[Span] = []
         self._last_time: float | None = None
-        self._last_joules: float | None = None
+        self._last_joules = 0.0  # the counter at ``_last_time``; read only while that is set
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.totals = {"measured": 0.0, "idle": 0.0, "attributed": 0.0}

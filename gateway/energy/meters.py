@@ -47,7 +47,8 @@ class NvmlEnergyCounter:
     def read_joules(self) -> float:
         nvml = self._nvml
         if not self._power_mode:
-            return sum(nvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in self._handles) / 1000.0
+            millijoules: int = sum(nvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in self._handles)
+            return millijoules / 1000.0
         now = time.monotonic()
         watts = sum(nvml.nvmlDeviceGetPowerUsage(h) for h in self._handles) / 1000.0
         if self._last is not None:

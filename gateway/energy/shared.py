@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import orjson
 
@@ -81,7 +82,7 @@ class SpanReporter:
     def end(self, token: int) -> None:
         self._send({"op": "end", "token": token, "at": self._clock()})
 
-    def _send(self, event: dict) -> bool:
+    def _send(self, event: dict[str, Any]) -> bool:
         transport = self._transport
         if transport is None or transport.is_closing() or transport.get_write_buffer_size() > self.max_buffer_bytes:
             self.sink.dropped_span()
@@ -161,7 +162,7 @@ class SpanListener:
                 if key.data is None:
                     self._accept()
                 else:
-                    self._read(key.fileobj, key.data)
+                    self._read(cast(socket.socket, key.fileobj), key.data)  # only sockets are registered
 
     def _accept(self) -> None:
         try:
@@ -220,7 +221,7 @@ class SpanListener:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         for key in list(self._selector.get_map().values()):
-            key.fileobj.close()
+            cast(socket.socket, key.fileobj).close()
         self._selector.close()
         try:
             os.unlink(self.socket_path)

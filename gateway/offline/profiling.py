@@ -61,6 +61,7 @@ async def profile_model(triton: InferenceBackend, spec: ModelSpec, counter: Ener
     energy_mj = None
     source = "not measured: no energy counter"
     if counter is not None:
+        assert before is not None  # read above whenever there is a counter
         joules = await asyncio.to_thread(counter.read_joules) - before - idle_power_w * seconds
         energy_mj = max(joules, 0.0) / requests * 1e3
         source = counter.name if not idle_power_w else f"{counter.name}, minus {idle_power_w:g} W idle"
@@ -111,6 +112,7 @@ async def profile_pool(pool: ModelPool, *, triton_url: str | None, repository: P
     try:
         options = meter_options or MeterOptions()
         if local is not None:
+            assert local.process is not None  # start_local_triton started it
             options = MeterOptions(triton_metrics_url=options.triton_metrics_url, triton_pid=local.process.pid,
                                    cpu_watts_per_core=options.cpu_watts_per_core)
         counter = make_counter(meter, options)

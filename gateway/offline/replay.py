@@ -17,9 +17,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..carbon.trace import Trace, load_trace
@@ -67,7 +68,8 @@ class RequestTrace:
 
 def load_request_trace(path: Path, time_column: str = "timestamp", count_column: str = "sum_req") -> RequestTrace:
     """A whitespace-separated table with a header row (the Wikipedia trace); rows in any order."""
-    table = np.genfromtxt(path, names=True, dtype=np.float64)
+    # Structured (a float64 field per column), whatever numpy's stubs say for dtype=np.float64.
+    table: npt.NDArray[Any] = np.genfromtxt(path, names=True, dtype=np.float64)
     missing = {time_column, count_column} - set(table.dtype.names or ())
     if missing:
         raise ValueError(f"request trace {path} has no column(s) {sorted(missing)}")

@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..arrays import FloatArray, IndexArray
 from ..errors import ConfigError, NoEligibleModel
 from ..pool import ModelPool, ModelSpec
 from .window import CarbonWindow
@@ -42,9 +43,14 @@ class SelectionPolicy(Protocol):
     budget); for the others they do nothing, so callers drive every policy the same way.
     """
 
-    name: str
-    #: Whether the live gateway should call ``replan`` periodically.
-    needs_planning: bool
+    # Read-only properties, so that the policies' class variables satisfy them.
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def needs_planning(self) -> bool:
+        """Whether the live gateway should call ``replan`` periodically."""
+        ...
 
     @property
     def candidates(self) -> tuple[ModelSpec, ...]:
@@ -52,7 +58,7 @@ class SelectionPolicy(Protocol):
         ...
 
     def select_indices(self, intensities: npt.ArrayLike, window: CarbonWindow,
-                       constraints: Constraints | None = None) -> np.ndarray:
+                       constraints: Constraints | None = None) -> IndexArray:
         """For each intensity, the index into ``self.candidates`` of the chosen model."""
         ...
 
@@ -131,11 +137,11 @@ class PolicyBase:
     def observe(self, intensity: float, model: ModelSpec, count: float = 1.0) -> None:
         return None
 
-    def choose(self, intensities: np.ndarray, window: CarbonWindow) -> np.ndarray:
+    def choose(self, intensities: FloatArray, window: CarbonWindow) -> IndexArray:
         raise NotImplementedError
 
     def select_indices(self, intensities: npt.ArrayLike, window: CarbonWindow,
-                       constraints: Constraints | None = None) -> np.ndarray:
+                       constraints: Constraints | None = None) -> IndexArray:
         """For each intensity, the index into ``candidates`` of the chosen model.
 
         With hysteresis the policy has state: the intensities are taken as consecutive
@@ -171,7 +177,7 @@ class PolicyBase:
         finally:
             self._last = last
 
-    def _damp(self, c: np.ndarray, window: CarbonWindow, chosen: np.ndarray) -> np.ndarray:
+    def _damp(self, c: FloatArray, window: CarbonWindow, chosen: IndexArray) -> IndexArray:
         """Schmitt trigger: change model only if it would still change with the intensity moved
         ``hysteresis`` g/kWh back towards the current model's side."""
         bigger = self.choose(c - self.hysteresis, window).reshape(-1)  # as if cleaner: at least as big
@@ -185,7 +191,7 @@ class PolicyBase:
         self._last = last
         return out.reshape(chosen.shape)
 
-    def _constrain(self, chosen: np.ndarray, constraints: Constraints) -> np.ndarray:
+    def _constrain(self, chosen: IndexArray, constraints: Constraints) -> IndexArray:
         """Replace each disallowed choice by the allowed model nearest in energy (ties: the more accurate)."""
         allowed = np.array([constraints.allows(s) for s in self.candidates])
         if not allowed.any():

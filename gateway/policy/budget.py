@@ -27,15 +27,17 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
+from ..arrays import FloatArray, IndexArray
+
 MJ_PER_KWH = 3.6e9
 
 
-def grams_per_mj(intensities: npt.ArrayLike, pue: float = 1.0) -> np.ndarray:
+def grams_per_mj(intensities: npt.ArrayLike, pue: float = 1.0) -> FloatArray:
     """gCO2 per millijoule at each intensity (gCO2/kWh)."""
     return np.asarray(intensities, dtype=np.float64) * pue / MJ_PER_KWH
 
 
-def lower_hull(energies: npt.ArrayLike, errors: npt.ArrayLike) -> np.ndarray:
+def lower_hull(energies: npt.ArrayLike, errors: npt.ArrayLike) -> IndexArray:
     """Indices of the models on the lower convex hull of (energy, error), by increasing energy.
 
     These are the only models a price-based policy ever serves: any other is beaten by a mix of
@@ -60,12 +62,13 @@ def lower_hull(energies: npt.ArrayLike, errors: npt.ArrayLike) -> np.ndarray:
     return np.asarray(hull, dtype=np.intp)
 
 
-def hull_slopes(energies: np.ndarray, errors: np.ndarray) -> np.ndarray:
+def hull_slopes(energies: FloatArray, errors: FloatArray) -> FloatArray:
     """Error drop per mJ between consecutive hull models (strictly decreasing along a hull)."""
-    return -np.diff(errors) / np.diff(energies)
+    slopes: FloatArray = -np.diff(errors) / np.diff(energies)
+    return slopes
 
 
-def choose_on_hull(slopes: np.ndarray, price: float, intensities: npt.ArrayLike, pue: float = 1.0) -> np.ndarray:
+def choose_on_hull(slopes: FloatArray, price: float, intensities: npt.ArrayLike, pue: float = 1.0) -> IndexArray:
     """Hull position minimising ``error + price * grams`` per intensity; ties go to the lower energy.
 
     An infinite price (no budget left) always picks the least-energy model.
@@ -74,7 +77,8 @@ def choose_on_hull(slopes: np.ndarray, price: float, intensities: npt.ArrayLike,
     if math.isinf(price):
         return np.zeros(c.shape, dtype=np.intp)
     marginal = (price * pue / MJ_PER_KWH) * c
-    return (slopes > marginal[..., np.newaxis]).sum(axis=-1).astype(np.intp)
+    positions: IndexArray = (slopes > marginal[..., np.newaxis]).sum(axis=-1).astype(np.intp)
+    return positions
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ class Plan:
     """A solution: the price, per-period shares of requests per hull model, and what it costs."""
 
     price: float
-    shares: np.ndarray  # (periods, hull models), rows sum to 1
+    shares: FloatArray  # (periods, hull models), rows sum to 1
     co2_g: float
     mean_error: float
     feasible: bool = True
@@ -100,26 +104,29 @@ class Allocation:
         self.energies = np.asarray(energies, dtype=np.float64)
         self.errors = np.asarray(errors, dtype=np.float64)
         self.pue = pue
-        self._energy_step = self.energies[1:] - self.energies[:-1]
-        self._error_step = self.errors[:-1] - self.errors[1:]
-        self.slopes = self._error_step / self._energy_step
+        self._energy_step: FloatArray = self.energies[1:] - self.energies[:-1]
+        self._error_step: FloatArray = self.errors[:-1] - self.errors[1:]
+        self.slopes: FloatArray = self._error_step / self._energy_step
         self.total_requests = float(self.counts.sum())
         self._gpm = grams_per_mj(self.intensities, pue)
         self._grams_per_period_mj = float(self.counts @ self._gpm)  # grams per mJ of every request
         # At price 0 every period serves the most accurate hull model.
-        self.max_co2 = self._grams_per_period_mj * self.energies[-1]
-        self.best_error_sum = self.total_requests * self.errors[-1]
+        self.max_co2: float = self._grams_per_period_mj * self.energies[-1]
+        self.best_error_sum: float = self.total_requests * self.errors[-1]
 
-    def _prices(self) -> np.ndarray:
+    def _prices(self) -> FloatArray:
         """(periods, segments): the price at which each period steps down each hull segment."""
-        return np.divide(self.slopes[np.newaxis, :], self._gpm[:, np.newaxis],
-                         out=np.full((len(self._gpm), len(self.slopes)), np.inf), where=self._gpm[:, np.newaxis] > 0)
+        prices: FloatArray = np.divide(self.slopes[np.newaxis, :], self._gpm[:, np.newaxis],
+                                       out=np.full((len(self._gpm), len(self.slopes)), np.inf),
+                                       where=self._gpm[:, np.newaxis] > 0)
+        return prices
 
-    def _co2_drops(self) -> np.ndarray:
-        return (self.counts * self._gpm)[:, np.newaxis] * self._energy_step[np.newaxis, :]
+    def _co2_drops(self) -> FloatArray:
+        drops: FloatArray = (self.counts * self._gpm)[:, np.newaxis] * self._energy_step[np.newaxis, :]
+        return drops
 
     @cached_property
-    def _steps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _steps(self) -> tuple[FloatArray, IndexArray, IndexArray, FloatArray, FloatArray]:
         """Step-downs sorted by price: (price, period, hull position, CO2 after, error sum after)."""
         prices = self._prices()
         error_rise = self.counts[:, np.newaxis] * self._error_step[np.newaxis, :]
@@ -131,9 +138,10 @@ class Allocation:
 
     @property
     def min_co2(self) -> float:
-        return self._grams_per_period_mj * self.energies[0]
+        least_energy: float = self.energies[0]
+        return self._grams_per_period_mj * least_energy
 
-    def frontier(self) -> tuple[np.ndarray, np.ndarray]:
+    def frontier(self) -> tuple[FloatArray, FloatArray]:
         """The Pareto frontier's vertices: (CO2 g, mean error %), from the most to the least CO2."""
         _, _, _, co2, err = self._steps
         total = max(self.total_requests, 1e-300)
@@ -177,6 +185,7 @@ class Allocation:
                 span = before - co2[k]
                 fraction = 1.0 if span <= 0 else min(max((before - budget_g) / span, 0.0), 1.0)
         else:
+            assert mean_error is not None  # exactly one of the two, checked above
             target = mean_error * self.total_requests
             feasible = target >= self.best_error_sum * (1 - 1e-12)
             # Steps raise error; take them while error stays within the target.

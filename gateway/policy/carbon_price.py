@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import numpy.typing as npt
 
+from ..arrays import FloatArray, IndexArray
 from ..errors import ConfigError
 from ..pool import ModelPool, ModelSpec
 from .base import PolicyBase
@@ -53,7 +53,7 @@ class CarbonPricePolicy(PolicyBase):
         """The exact CO2/error frontier for serving ``counts`` requests at ``intensities`` on the hull."""
         return Allocation(intensities, counts, self._energies[self._hull], self._errors[self._hull], self.pue)
 
-    def choose(self, intensities: np.ndarray, window: CarbonWindow) -> np.ndarray:
+    def choose(self, intensities: FloatArray, window: CarbonWindow) -> IndexArray:
         return self._hull[choose_on_hull(self._slopes, self.price, intensities, self.pue)]
 
     def _choose_one(self, intensity: float, low: float, high: float) -> int:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..arrays import FloatArray, IndexArray
 from ..errors import ConfigError
 from ..pool import ModelPool
 from .base import PolicyBase
@@ -36,7 +37,7 @@ class FixedPolicy(PolicyBase):
         assert settings.model is not None  # PolicySettings checks ``requires``
         return cls(pool, settings.model, **cls.common_options(settings))
 
-    def choose(self, intensities: np.ndarray, window: CarbonWindow) -> np.ndarray:
+    def choose(self, intensities: FloatArray, window: CarbonWindow) -> IndexArray:
         return np.full(np.shape(intensities), self._index, dtype=np.intp)
 
     def _choose_one(self, intensity: float, low: float, high: float) -> int:

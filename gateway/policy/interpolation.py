@@ -7,6 +7,7 @@ import bisect
 import numpy as np
 import numpy.typing as npt
 
+from ..arrays import FloatArray, IndexArray
 from .base import PolicyBase
 from .window import CarbonWindow
 
@@ -25,7 +26,7 @@ class InterpolationPolicy(PolicyBase):
 
     name = "interpolation"
 
-    def target_energy(self, intensities: npt.ArrayLike, window: CarbonWindow) -> np.ndarray:
+    def target_energy(self, intensities: npt.ArrayLike, window: CarbonWindow) -> FloatArray:
         """E_selected of the (mirrored) interpolation formula, in mJ."""
         c = np.asarray(intensities, dtype=np.float64)
         low, high = np.asarray(window.low, dtype=np.float64), np.asarray(window.high, dtype=np.float64)
@@ -33,9 +34,10 @@ class InterpolationPolicy(PolicyBase):
         span = high - low
         with np.errstate(divide="ignore", invalid="ignore"):
             fraction = np.where(span > 0, np.clip((high - c) / np.where(span > 0, span, 1.0), 0.0, 1.0), 0.5)
-        return e_low + fraction * (e_high - e_low)
+        target: FloatArray = e_low + fraction * (e_high - e_low)
+        return target
 
-    def choose(self, intensities: np.ndarray, window: CarbonWindow) -> np.ndarray:
+    def choose(self, intensities: FloatArray, window: CarbonWindow) -> IndexArray:
         target = self.target_energy(intensities, window)
         energies = self._energies
         upper = np.clip(np.searchsorted(energies, target, side="left"), 0, len(energies) - 1)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
+
+from ..arrays import FloatArray
 
 
 @dataclass(frozen=True)
@@ -14,10 +17,10 @@ class CarbonWindow:
     ``low`` and ``high`` may be arrays (one window per intensity, as trace replay's trailing window).
     """
 
-    low: float | np.ndarray
-    high: float | np.ndarray
+    low: float | FloatArray
+    high: float | FloatArray
 
     @property
-    def degenerate(self) -> bool | np.ndarray:
+    def degenerate(self) -> np.bool_ | npt.NDArray[np.bool_]:
         return ~(np.asarray(self.high) > np.asarray(self.low))
 

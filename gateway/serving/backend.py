@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-import numpy as np
+from ..arrays import Float32Array, OutputArray
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class InferenceBackend(Protocol):
         """Where it is, for people reading ``/readyz``."""
         ...
 
-    async def infer(self, name: str, batch: np.ndarray, version: str = "") -> np.ndarray:
+    async def infer(self, name: str, batch: Float32Array, version: str = "") -> OutputArray:
         """Run ``batch`` through a model; its first output. Raises ``TritonError``."""
         ...
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..arrays import OutputArray
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -14,7 +16,7 @@ class Prediction:
     score: float
 
 
-def top_k(logits: np.ndarray, k: int, labels: tuple[str, ...]) -> list[Prediction]:
+def top_k(logits: OutputArray, k: int, labels: tuple[str, ...]) -> list[Prediction]:
     """The ``k`` likeliest classes by softmax, best first; a class without a label is named by its index."""
     logits = logits.astype(np.float64)
     probabilities = np.exp(logits - logits.max())

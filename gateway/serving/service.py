@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..arrays import Float32Array, OutputArray
 from ..carbon import CarbonMonitor, CarbonState
 from ..energy import EnergyReading, SpanRecorder, co2_grams, estimate
 from ..errors import ModelNotReady, NoEligibleModel, UnknownModel
@@ -45,7 +46,7 @@ class Decision:
 @dataclass(frozen=True)
 class Outcome:
     decision: Decision
-    outputs: np.ndarray
+    outputs: OutputArray
     energy: EnergyReading
     co2_g: float | None  # None when the intensity is not in gCO2/kWh (WattTime's percentile)
     compute_seconds: float
@@ -131,7 +132,7 @@ class GatewayService:
             raise NoEligibleModel(f"{exc}; the pool offers accuracies "
                                   f"{sorted(round(100 - m.error_rate, 3) for m in selector.pool.models)} %") from exc
 
-    async def run(self, batch: np.ndarray, model_name: str | None = None,
+    async def run(self, batch: Float32Array, model_name: str | None = None,
                   constraints: Constraints | None = None, receipt: bool = False) -> Outcome:
         """Infer a batch (N, ...) on the chosen model and account its energy and CO2.
 
@@ -171,8 +172,8 @@ class GatewayService:
         self.served += items
         return Outcome(decision, outputs, energy, co2, compute_seconds)
 
-    async def _infer(self, decision: Decision, batch: np.ndarray,
-                     receipt: bool) -> tuple[np.ndarray, float, int | None]:
+    async def _infer(self, decision: Decision, batch: Float32Array,
+                     receipt: bool) -> tuple[OutputArray, float, int | None]:
         """Outputs, seconds, and the recorder's token when a receipt was asked for and a meter records."""
         model = decision.model
         self.in_flight[model.name] = self.in_flight.get(model.name, 0) + 1

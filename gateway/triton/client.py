@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
+from ..arrays import Float32Array, OutputArray
 from ..errors import InvalidTensor, ModelNotReady, TritonError, TritonUnavailable
 from ..serving.backend import TensorSignature
 
@@ -116,7 +116,7 @@ class TritonClient:
     def cached_signature(self, name: str, version: str = "") -> TensorSignature | None:
         return self._signatures.get((name, version))
 
-    async def infer(self, name: str, batch: np.ndarray, version: str = "") -> np.ndarray:
+    async def infer(self, name: str, batch: Float32Array, version: str = "") -> OutputArray:
         """Run a batch through a model; returns its first output."""
         signature = await self.signature(name, version)
         tensor = grpcclient.InferInput(signature.input_name, list(batch.shape), signature.input_datatype)

@@ -76,7 +76,7 @@ class LocalTritonServer:
         self.model_config_name = model_config_name
         self.log_file = log_file
         self.extra_args = list(extra_args)
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory | None = None
 
     @property
@@ -131,6 +131,7 @@ class LocalTritonServer:
         try:
             while True:
                 if not self.running():
+                    assert self.process is not None  # wait_ready follows start()
                     raise TritonServerError(f"tritonserver exited with status {self.process.returncode}"
                                             + (f"; see {self.log_file}" if self.log_file else ""))
                 if await client.server_ready():
