@@ -41,6 +41,7 @@ prometheus:
 test: setup prometheus
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 
 clean:

@@ -44,10 +44,6 @@ METERS: dict[str, Callable[[MeterOptions], EnergyCounter]] = {
     "cpu-time": _cpu_time,
 }
 
-#: Every name ``make_counter`` takes.
-CHOICES = ("auto", "estimate", *METERS)
-
-
 def make_counter(kind: str, options: MeterOptions | None = None) -> EnergyCounter | None:
     """The named counter; ``auto`` tries NVML and settles for none (pool estimates) without a GPU.
 
@@ -63,5 +59,5 @@ def make_counter(kind: str, options: MeterOptions | None = None) -> EnergyCounte
             logger.info("no NVML energy counter (%s): charging pool estimates", exc)
             return None
     if kind not in METERS:
-        raise MeterError(f"unknown energy meter {kind!r}; choose one of {', '.join(CHOICES)}")
+        raise MeterError(f"unknown energy meter {kind!r}; choose one of auto, estimate, {', '.join(METERS)}")
     return METERS[kind](options)

@@ -25,7 +25,7 @@ from ..pool import ModelPool, ModelSpec
 from ..serving.backend import InferenceBackend
 from ..triton import TritonClient
 from ..triton.server import LocalTritonServer, start_local_triton
-from ..triton.settings import TritonSettings
+from ..settings import TritonSettings
 
 #: ``progress(model, total)`` returns the callback to call after each timed inference.
 Progress = Callable[[str, int], Callable[[], None]]

@@ -162,7 +162,7 @@ class PolicyBase:
         """
         if self.hysteresis == 0 and constraints is None and np.ndim(window.low) == 0:
             # numpy's per-call overhead dwarfs the arithmetic for one value: a scalar twin of
-            # ``choose``, held equal to it by tests/test_selection.py.
+            # ``choose``, held equal to it by tests/policy/test_selection.py.
             return self.candidates[self._choose_one(float(intensity), float(window.low), float(window.high))]
         return self.candidates[int(self.select_indices(intensity, window, constraints).reshape(-1)[0])]
 

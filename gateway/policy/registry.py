@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..pool import ModelPool
 from .base import PolicyBase, SelectionPolicy
 from .carbon_price import CarbonPricePolicy
 from .fixed import FixedPolicy
 from .interpolation import InterpolationPolicy
 from .online_budget import OnlineBudgetPolicy
-from .settings import PolicySettings
+
+if TYPE_CHECKING:
+    from .settings import PolicySettings
 
 POLICIES: dict[str, type[PolicyBase]] = {
     "interpolation": InterpolationPolicy,

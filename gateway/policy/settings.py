@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .registry import POLICIES
+
 
 class PolicySettings(BaseModel):
     """Which selection policy serves requests, and its parameters (the ``policy`` section of the settings)."""
@@ -27,16 +29,12 @@ class PolicySettings(BaseModel):
     @field_validator("name")
     @classmethod
     def _registered(cls, name: str) -> str:
-        from .registry import POLICIES  # the registry imports the policies, which name this class
-
         if name not in POLICIES:
             raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}")
         return name
 
     @model_validator(mode="after")
     def _parameters_given(self) -> PolicySettings:
-        from .registry import POLICIES
-
         for needed in POLICIES[self.name].requires:
             if getattr(self, needed) is None:
                 raise ValueError(f"policy {self.name} needs policy.{needed}")

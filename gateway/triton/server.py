@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..errors import TritonError, TritonServerError
 from .client import TritonClient
-from .settings import TritonSettings
+from ..settings import TritonSettings
 
 logger = logging.getLogger(__name__)
 
