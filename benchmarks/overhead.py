@@ -1,30 +1,35 @@
-"""What the gateway adds on top of Triton: direct gRPC vs the gateway's routes, same Triton, same model.
+"""What the gateway costs on top of Triton: direct gRPC vs the gateway's routes, same Triton, same model.
 
-    python benchmarks/overhead.py                      # concurrency 1, 4, 16; 4 s per cell in 4 turns
-    python benchmarks/overhead.py --seconds 2 --concurrency 1 4 --json var/overhead.json
+    python benchmarks/overhead.py                    # null model; workers 1 and 2; concurrency 1, 8, 32
+    python benchmarks/overhead.py --model resnet18 --workers 1 --concurrency 1 4 16   # behind a CPU ResNet
 
-Starts its own local CPU Triton (the model repository's five ResNets) and a gateway process
-(``carbon-gateway serve --triton``, uvicorn), then for each concurrency runs each target closed-loop
-for a fixed time:
+With ``--model null`` (the default) the model is the builder's null model: the pool's exact signature
+([N,3,224,224] FP32 in, [N,1000] out) but a mean-pool and a 3x1000 linear layer, so inference is
+nearly free and what is left is the gateway's own cost, as it would be in front of a GPU that runs a
+ResNet in a millisecond. It is built into its own repository (``var/bench/null-repository``) with a
+pool of that one model.
 
-* ``direct-grpc``: tritonclient.grpc.aio, one shared client, resnet18, a [1,3,224,224] tensor;
-* ``tensor-bin``:  ``POST /v2/models/resnet18/infer``, the same tensor, KServe v2 binary extension in and out;
-* ``tensor-auto``: the same on ``/v2/models/auto/infer`` (the selector runs; a dirty grid makes it pick resnet18);
-* ``tensor-json``: ``/v2/models/resnet18/infer`` with the tensor as JSON ``data`` (150,528 numbers, 3 MB);
-* ``image``:       ``POST /v1/classify`` with a JPEG (decode + resize + normalise in the gateway, top-5);
+Starts its own local CPU Triton and, per ``--workers`` value, a gateway process (``carbon-gateway
+serve --triton``, uvicorn), then for each concurrency runs each target closed-loop for a fixed time:
+
+* ``direct-grpc``: tritonclient.grpc.aio, one shared client, the model, a [1,3,224,224] tensor;
+* ``tensor-bin``:  ``POST /v2/models/<model>/infer``, the same tensor, KServe v2 binary extension in and out;
+* ``tensor-auto``: the same on ``/v2/models/auto/infer`` (the selector runs; a dirty grid picks the model);
+* ``tensor-json``: ``/v2/models/<model>/infer`` with the tensor as JSON ``data`` (150,528 numbers, 3 MB);
+* ``image``:       ``POST /v1/classify`` with the shared ImageNet JPEGs in turn (decode, resize, normalise, top-5);
 * ``healthz``:     ``GET /healthz``, the floor of an HTTP round trip through the gateway's middleware.
 
-Reports throughput and p50/p99 latency per cell, the gateway/direct ratios, the gateway's own time
-per request from its ``Server-Timing`` header (total minus the Triton call), and ns per call of the
-selector (``InterpolationPolicy.select`` on ``gateway/pools/paper-v100.yaml``).
+Per cell: throughput, p50/p99 latency, and CPU per request: the gateway's processes (parent and
+workers, from /proc), the client's (this process), and Triton's. Targets take turns in short slices so
+that any other load on the machine falls on all of them alike.
 """
-
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,9 +38,10 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import IMAGE, PROJECT, gateway_process, local_triton, stats, save_json, workdir
+from _harness import PROJECT, REPOSITORY, SHARED_DATA, gateway_process, save_json, stats, workdir
 
 from tests.support.kserve import binary_infer_request
+from tests.support.processes import running_triton
 
 TARGETS = ("direct-grpc", "tensor-bin", "tensor-auto", "tensor-json", "image", "healthz")
 
@@ -53,44 +59,6 @@ def selector_ns_per_call(calls: int = 200_000) -> dict[str, float]:
     for i in range(calls):
         policy.select(intensities[i & 1023], window)
     return {"calls": calls, "ns_per_call": (time.perf_counter_ns() - started) / calls}
-
-
-async def closed_loop(call, concurrency: int, seconds: float) -> tuple[dict, list[float], list[float]]:
-    """``concurrency`` workers each calling ``call()`` back to back for ``seconds``; errors are counted."""
-    latencies: list[float] = []
-    gateway_own: list[float] = []
-    errors = 0
-    stop = time.perf_counter() + seconds
-
-    async def worker():
-        nonlocal errors
-        while time.perf_counter() < stop:
-            started = time.perf_counter()
-            try:
-                own = await call()
-            except Exception as exc:  # noqa: BLE001 - counted and reported
-                errors += 1
-                if errors <= 3:
-                    print(f"  error: {type(exc).__name__}: {str(exc)[:200]}", file=sys.stderr)
-                continue
-            latencies.append(time.perf_counter() - started)
-            if own is not None:
-                gateway_own.append(own)
-
-    began = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    result = stats(latencies, time.perf_counter() - began)
-    result["errors"] = errors
-    return result, latencies, gateway_own
-
-
-def server_timing_own(headers) -> float | None:
-    """Seconds the gateway spent on a request outside its Triton call, from ``Server-Timing``."""
-    parts = dict(item.strip().split(";dur=") for item in headers.get("server-timing", "").split(",")
-                 if ";dur=" in item)
-    if "triton" in parts and "total" in parts:
-        return (float(parts["total"]) - float(parts["triton"])) / 1e3
-    return None
 
 
 @contextlib.asynccontextmanager
@@ -134,105 +102,173 @@ async def http_client(kind: str, url: str, connections: int):
         yield get, post
 
 
+def null_repository() -> Path:
+    """The null model in a repository of its own (pool and labels included), built once."""
+    from gateway.modelzoo.build import build_repository
+
+    repository = PROJECT / "var" / "bench" / "null-repository"
+    build_repository(repository, ["null"], weights="random", labels_file=REPOSITORY / "labels.txt")
+    return repository
+
+
+class CpuClock:
+    """CPU seconds of process trees (the gateway's parent and workers; Triton and its stubs) and of this process."""
+
+    def __init__(self, **roots: int):
+        import psutil
+
+        self._psutil = psutil
+        self.roots = {name: psutil.Process(pid) for name, pid in roots.items()}
+
+    def _tree(self, root) -> float:
+        total = 0.0
+        for process in (root, *root.children(recursive=True)):
+            with contextlib.suppress(self._psutil.NoSuchProcess):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
+
+    def read(self) -> dict[str, float]:
+        return {"client": time.process_time(), **{name: self._tree(root) for name, root in self.roots.items()}}
+
+
 async def run(args) -> dict:
     import tritonclient.grpc as grpcclient
     import tritonclient.grpc.aio as grpcaio
 
+    model = args.model
+    repository = null_repository() if model == "null" else REPOSITORY
     results: dict = {"selector": selector_ns_per_call(), "cells": [], "seconds_per_cell": args.seconds,
-                     "rounds": args.rounds, "concurrency": args.concurrency, "client": args.client,
-                     "machine": {"cpus": __import__("os").cpu_count()}}
+                     "rounds": args.rounds, "concurrency": args.concurrency, "workers": args.workers,
+                     "client": args.client, "model": model, "machine": {"cpus": os.cpu_count()}}
     print(f"selector: InterpolationPolicy.select = {results['selector']['ns_per_call']:.0f} ns per call")
     batch = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
     binary_body, binary_headers = binary_infer_request(batch, binary_output=True)
     json_body = json.dumps({"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32",
                                         "data": batch.reshape(-1).tolist()}]}).encode()
-    image = IMAGE.read_bytes()
+    images = [path.read_bytes() for path in sorted((SHARED_DATA / "images").glob("*.JPEG"))]
     logs = workdir()
-    async with local_triton(logs) as triton, gateway_process(triton.grpc_url, logs) as (_, url):
+    async with running_triton(repository, [model], logs / "tritonserver.log") as triton:
         grpc = grpcaio.InferenceServerClient(triton.grpc_url)
         tensor = grpcclient.InferInput("input", list(batch.shape), "FP32")
         tensor.set_data_from_numpy(batch)
         output = grpcclient.InferRequestedOutput("logits")
-        async with http_client(args.client, url, max(args.concurrency) * 2) as (get, post_raw):
 
-            async def direct():
-                result = await grpc.infer("resnet18", [tensor], outputs=[output])
-                assert result.as_numpy("logits").shape == (1, 1000)
+        async def direct():
+            result = await grpc.infer(model, [tensor], outputs=[output])
+            assert result.as_numpy("logits").shape == (1, 1000)
 
-            async def post(path, content, headers):
-                return server_timing_own(await post_raw(path, content, headers))
-
-            async def healthz():
-                await get("/healthz")
-
-            calls = {
-                "direct-grpc": direct,
-                "tensor-bin": lambda: post("/v2/models/resnet18/infer", binary_body, binary_headers),
-                "tensor-auto": lambda: post("/v2/models/auto/infer", binary_body, binary_headers),
-                "tensor-json": lambda: post("/v2/models/resnet18/infer", json_body,
-                                            {"content-type": "application/json"}),
-                "image": lambda: post("/v1/classify", image, {"content-type": "image/jpeg"}),
-                "healthz": healthz,
-            }
-            checked = await post_raw("/v2/models/auto/infer", binary_body, binary_headers)
-            assert checked["x-model"] == "resnet18", checked  # auto must pick the same model
-            for call in calls.values():  # warm up every path
-                for _ in range(3):
-                    await call()
-            for concurrency in args.concurrency:
-                # Targets take turns in short slices, round after round, so that load from anything else on
-                # the machine falls on all of them alike rather than on whichever ran at the time.
-                gathered = {t: {"latencies": [], "own": [], "elapsed": 0.0, "errors": 0} for t in args.targets}
-                for _ in range(args.rounds):
-                    for target in args.targets:
-                        began = time.perf_counter()
-                        part, latencies, own = await closed_loop(calls[target], concurrency, args.seconds / args.rounds)
-                        entry = gathered[target]
-                        entry["elapsed"] += time.perf_counter() - began
-                        entry["latencies"] += latencies
-                        entry["own"] += own
-                        entry["errors"] += part["errors"]
-                for target, entry in gathered.items():
-                    cell = stats(entry["latencies"], entry["elapsed"])
-                    cell.update(target=target, concurrency=concurrency, errors=entry["errors"])
-                    if entry["own"]:
-                        cell["gateway_own_p50_ms"] = float(np.percentile(np.asarray(entry["own"]) * 1e3, 50))
-                    results["cells"].append(cell)
-                    own_p50 = cell.get("gateway_own_p50_ms")
-                    own = f"  gateway-own p50 {own_p50:.2f} ms" if own_p50 is not None else ""
-                    print(f"c={concurrency:<3} {target:<12} {cell['throughput_rps']:8.1f} req/s  "
-                          f"p50 {cell['p50_ms']:8.2f} ms"
-                          f"  p99 {cell['p99_ms']:8.2f} ms  errors {cell['errors']}{own}", flush=True)
+        for workers in args.workers:
+            async with gateway_process(triton.grpc_url, logs, "--repository", str(repository),
+                                       "--workers", str(workers)) as (process, url):
+                clock = CpuClock(gateway=process.pid, triton=triton.process.pid)
+                await measure(args, results, workers, url, clock, direct, {
+                    "tensor-bin": (f"/v2/models/{model}/infer", binary_body, binary_headers),
+                    "tensor-auto": ("/v2/models/auto/infer", binary_body, binary_headers),
+                    "tensor-json": (f"/v2/models/{model}/infer", json_body, {"content-type": "application/json"}),
+                    "image": ("/v1/classify", images, {"content-type": "image/jpeg"}),
+                })
         await grpc.close()
     return results
 
 
-def table(results: dict) -> str:
-    cells = {(c["target"], c["concurrency"]): c for c in results["cells"]}
-    lines = ["| concurrency | target | req/s | p50 ms | p99 ms | p50 vs direct | req/s vs direct "
-             "| gateway-own p50 ms | errors |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for concurrency in results["concurrency"]:
-        direct = cells.get(("direct-grpc", concurrency))
-        for target in TARGETS:
-            cell = cells.get((target, concurrency))
-            if cell is None:
+async def measure(args, results: dict, workers: int, url: str, clock: CpuClock, direct, posts: dict) -> None:
+    """Every target at every concurrency against one gateway process; appends a cell per pair to ``results``."""
+    async with http_client(args.client, url, max(args.concurrency) * 2) as (get, post_raw):
+        def poster(path, content, headers):
+            if isinstance(content, list):  # the images, in turn
+                turn = iter(range(1 << 62))
+                return lambda: post_raw(path, content[next(turn) % len(content)], headers)
+            return lambda: post_raw(path, content, headers)
+
+        calls = {"direct-grpc": direct, **{t: poster(*request) for t, request in posts.items()},
+                 "healthz": lambda: get("/healthz")}
+        checked = await calls["tensor-auto"]()
+        assert checked["x-model"] == args.model, checked  # auto must pick the same model
+        for call in calls.values():  # warm up every path (and both workers)
+            for _ in range(10):
+                await call()
+        for concurrency in args.concurrency:
+            gathered = {t: {"latencies": [], "elapsed": 0.0, "errors": 0, "cpu": dict.fromkeys(
+                ("client", "gateway", "triton"), 0.0)} for t in args.targets}
+            for _ in range(args.rounds):
+                for target in args.targets:
+                    before, began = clock.read(), time.perf_counter()
+                    part, latencies = await closed_loop(calls[target], concurrency, args.seconds / args.rounds)
+                    after, entry = clock.read(), gathered[target]
+                    entry["elapsed"] += time.perf_counter() - began
+                    entry["latencies"] += latencies
+                    entry["errors"] += part["errors"]
+                    for name in entry["cpu"]:
+                        entry["cpu"][name] += after[name] - before[name]
+            for target, entry in gathered.items():
+                cell = stats(entry["latencies"], entry["elapsed"])
+                served = max(cell["requests"], 1)
+                cell.update(target=target, concurrency=concurrency, workers=workers, errors=entry["errors"],
+                            **{f"{name}_cpu_ms": seconds / served * 1e3 for name, seconds in entry["cpu"].items()})
+                results["cells"].append(cell)
+                print(f"w={workers} c={concurrency:<3} {target:<12} {cell['throughput_rps']:8.1f} req/s  "
+                      f"p50 {cell['p50_ms']:7.2f} ms  p99 {cell['p99_ms']:7.2f} ms  "
+                      f"gateway {cell['gateway_cpu_ms']:5.2f}  client {cell['client_cpu_ms']:5.2f}  "
+                      f"triton {cell['triton_cpu_ms']:5.2f} CPU ms/req  errors {cell['errors']}", flush=True)
+
+
+async def closed_loop(call, concurrency: int, seconds: float) -> tuple[dict, list[float]]:
+    """``concurrency`` workers each calling ``call()`` back to back for ``seconds``; errors are counted."""
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker():
+        nonlocal errors
+        while time.perf_counter() < stop:
+            started = time.perf_counter()
+            try:
+                await call()
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                errors += 1
+                if errors <= 3:
+                    print(f"  error: {type(exc).__name__}: {str(exc)[:200]}", file=sys.stderr)
                 continue
-            ratio_p50 = ratio_rps = "-"
-            if direct and target not in ("direct-grpc", "healthz") and cell["requests"]:
-                ratio_p50 = f"{cell['p50_ms'] / direct['p50_ms']:.3f}"
-                ratio_rps = f"{cell['throughput_rps'] / direct['throughput_rps']:.3f}"
-            own = f"{cell['gateway_own_p50_ms']:.2f}" if "gateway_own_p50_ms" in cell else "-"
-            lines.append(f"| {concurrency} | {target} | {cell['throughput_rps']:.1f} | {cell['p50_ms']:.2f} | "
-                         f"{cell['p99_ms']:.2f} | {ratio_p50} | {ratio_rps} | {own} | {cell['errors']} |")
+            latencies.append(time.perf_counter() - started)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    result = stats(latencies, time.perf_counter() - began)
+    result["errors"] = errors
+    return result, latencies
+
+
+def table(results: dict) -> str:
+    cells = {(c["workers"], c["target"], c["concurrency"]): c for c in results["cells"]}
+    lines = ["| workers | concurrency | target | req/s | p50 ms | p99 ms | gateway CPU ms/req | client CPU ms/req "
+             "| Triton CPU ms/req | req/s vs direct | p50 - direct ms | errors |",
+             "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for workers in results["workers"]:
+        for concurrency in results["concurrency"]:
+            direct = cells.get((workers, "direct-grpc", concurrency))
+            for target in TARGETS:
+                cell = cells.get((workers, target, concurrency))
+                if cell is None:
+                    continue
+                ratio = delta = "-"
+                if direct and target not in ("direct-grpc", "healthz") and cell["requests"]:
+                    ratio = f"{cell['throughput_rps'] / direct['throughput_rps']:.2f}"
+                    delta = f"{cell['p50_ms'] - direct['p50_ms']:+.2f}"
+                gateway = "-" if target == "direct-grpc" else f"{cell['gateway_cpu_ms']:.2f}"
+                lines.append(f"| {workers} | {concurrency} | {target} | {cell['throughput_rps']:.0f} | "
+                             f"{cell['p50_ms']:.2f} | {cell['p99_ms']:.2f} | {gateway} | {cell['client_cpu_ms']:.2f} | "
+                             f"{cell['triton_cpu_ms']:.2f} | {ratio} | {delta} | {cell['errors']} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=4.0, help="duration of each cell")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--rounds", type=int, default=4, help="slices each cell's time into this many turns")
+    parser.add_argument("--model", default="null", help="null (the gateway's own cost) or a pool model, e.g. resnet18")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="gateway worker processes")
+    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each cell")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--rounds", type=int, default=3, help="slices each cell's time into this many turns")
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS)
     parser.add_argument("--json", type=Path, default=PROJECT / "var" / "bench" / "overhead.json")
     parser.add_argument("--client", choices=("httpx", "aiohttp"), default="aiohttp",

@@ -83,3 +83,25 @@ def test_auto_weights_fall_back_to_random_and_say_so(tmp_path, monkeypatch):
     manifest = build_repository(tmp_path, ["resnet18"], weights="auto", labels_file=LABELS_FILE)
     assert manifest["models"]["resnet18"]["weights"] == "random"
     assert "random weights" in load_pool(tmp_path / "pool.yaml").models[0].notes
+
+
+def test_the_null_model_has_the_pools_signature_and_costs_nothing(tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    from gateway.modelzoo.build import build_repository
+    from gateway.pool import load_pool
+
+    from .conftest import LABELS_FILE
+
+    manifest = build_repository(tmp_path, ["null"], weights="random", labels_file=LABELS_FILE)
+    assert manifest["models"]["null"]["weights"] == "null"
+    (spec,) = load_pool(tmp_path / "pool.yaml").models
+    assert spec.name == "null" and spec.error_rate == 99.5 and spec.energy_mj < 0.01
+    config = (tmp_path / "null" / "configs" / "cpu.pbtxt").read_text()
+    assert "dims: [ 3, 224, 224 ]" in config and "dims: [ 1000 ]" in config
+    session = ort.InferenceSession(str(tmp_path / "null" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    batch = np.random.default_rng(0).standard_normal((3, 3, 224, 224)).astype(np.float32)
+    (logits,) = session.run(["logits"], {"input": batch})
+    assert logits.shape == (3, 1000) and np.isfinite(logits).all()
+    assert not np.allclose(logits[0], logits[1])  # it reads its input

@@ -6,7 +6,7 @@ from PIL import Image
 
 from gateway.imaging import CROP, ImageError, decode_image, image_to_tensor, preprocess
 
-from .conftest import encode
+from .conftest import IMAGES, encode
 
 LIMIT = 40_000_000
 
@@ -115,3 +115,15 @@ def test_decompression_bomb_is_refused_before_decoding():
     with pytest.raises(ImageError) as caught:
         decode_image(bomb, LIMIT)
     assert caught.value.status == 413 and "8000x6000" in str(caught.value)
+
+
+def test_the_fused_normalisation_equals_torchvisions_steps_on_every_shared_image():
+    """ToTensor (x / 255) then Normalize ((x - mean) / std) in HWC, transposed: float rounding apart, the same."""
+    from gateway.imaging import IMAGENET_MEAN, IMAGENET_STD, center_crop, normalise
+
+    for path in IMAGES:
+        crop = center_crop(decode_image(path.read_bytes(), 40_000_000))
+        reference = ((np.asarray(crop, dtype=np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+        tensor = normalise(crop)
+        assert tensor.shape == (3, CROP, CROP) and tensor.dtype == np.float32 and tensor.flags["C_CONTIGUOUS"]
+        assert np.abs(tensor - reference).max() < 1e-5, path.name

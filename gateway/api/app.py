@@ -16,7 +16,7 @@ from ..serving.runtime import SharedMeter, running
 from ..settings import GatewaySettings
 from ..triton import TritonClient
 from .errors import install_error_handlers
-from .middleware import BodySizeLimitMiddleware, ConcurrencyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
+from .middleware import GatewayMiddleware
 from .routes import router
 
 DESCRIPTION = """
@@ -63,9 +63,6 @@ def create_app(settings: GatewaySettings, backend: str | InferenceBackend, share
     app.state.sink = sink
     app.include_router(router)
     install_error_handlers(app)
-    # Outermost last: every response, a 413 or 429 from the inner layers too, is counted and carries an ID.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.limits.max_upload_bytes)
-    app.add_middleware(ConcurrencyLimitMiddleware, max_in_flight=settings.limits.max_in_flight)
-    app.add_middleware(MetricsMiddleware, sink=sink)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(GatewayMiddleware, sink=sink, max_bytes=settings.limits.max_upload_bytes,
+                       max_in_flight=settings.limits.max_in_flight)
     return app

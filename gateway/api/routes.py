@@ -6,19 +6,19 @@ import asyncio
 import dataclasses
 import hmac
 import time
-from typing import Any, Literal
+from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import Response as RawResponse
 from starlette.datastructures import UploadFile
 
 from .. import __version__
 from ..carbon import CarbonState
 from ..errors import AdminDisabled, MissingFile, Unauthorized, UnsupportedMediaType
-from ..policy import Constraints
 from ..prometheus import PrometheusSink
 from ..serving import health
 from ..serving.service import Decision, GatewayService, Outcome
+from . import options
 from .kserve import decode_request, encode_response
 from .schemas import (CarbonOut, ClassifyResponse, EnergyOut, ErrorResponse, HealthResponse, InferResponse,
                       ModelChoice, ModelStatus, PredictionOut, ReadyResponse, ReloadOut, TensorInput)
@@ -32,12 +32,16 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse} for status in (400, 404, 413, 415, 422, 503)}
 
 
-def get_service(request: Request) -> GatewayService:
+def service_of(request: Request) -> GatewayService:
     service: GatewayService = request.app.state.service
     return service
 
 
-def get_sink(request: Request) -> PrometheusSink:
+async def get_service(request: Request) -> GatewayService:
+    return service_of(request)
+
+
+async def get_sink(request: Request) -> PrometheusSink:
     sink: PrometheusSink = request.app.state.sink
     return sink
 
@@ -48,25 +52,6 @@ def _carbon_out(state: CarbonState) -> CarbonOut:
                      window_low=state.window.low, window_high=state.window.high, window_basis=state.window_basis,
                      status=state.status,
                      stale=state.stale, source_up=state.source_up, last_error=state.last_error)
-
-
-def request_constraints(
-    x_min_accuracy: float | None = Header(None, ge=0, le=100, description="Least accuracy (%, 100 - the pool's "
-                                          "error rate) of the model that may serve this request."),
-    x_max_latency_ms: float | None = Header(None, gt=0, description="Slowest model latency (ms) accepted."),
-) -> Constraints | None:
-    if x_min_accuracy is None and x_max_latency_ms is None:
-        return None
-    return Constraints(min_accuracy=x_min_accuracy, max_latency_ms=x_max_latency_ms)
-
-
-def wants_receipt(
-    energy: Literal["estimate", "measured"] = Query(
-        "estimate", description="`measured`: wait for this request's sampling window to close (about "
-        "`energy.sample_interval_s`) and answer with its measured energy share; the profiled estimate "
-        "where no meter exists, or after `energy.receipt_timeout_s`. `energy.measured` says which."),
-) -> bool:
-    return energy == "measured"
 
 
 def _weights(service: GatewayService, decision: Decision) -> str:
@@ -129,18 +114,18 @@ async def _image_bytes(request: Request) -> bytes:
         **{t: {"schema": {"type": "string", "format": "binary"}} for t in (*IMAGE_TYPES, "application/octet-stream")},
         "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
                                            "properties": {"file": {"type": "string", "format": "binary"}}}},
-    }}},
+    }}, "parameters": [*options.openapi_parameters(options.ClassifyQuery, "query"),
+                       *options.openapi_parameters(options.HeaderOptions, "header")]},
 )
-async def classify(request: Request, response: Response,
-                   top_k: int = Query(5, ge=1, le=1000, description="How many classes to return."),
-                   constraints: Constraints | None = Depends(request_constraints),
-                   receipt: bool = Depends(wants_receipt),
-                   service: GatewayService = Depends(get_service)) -> ClassifyResponse:
+async def classify(request: Request) -> RawResponse:
     started = time.perf_counter()
-    outcome, predictions = await service.classify(await _image_bytes(request), top_k, constraints, receipt)
+    query = options.read(options.ClassifyQuery, request.query_params, "query")
+    constraints = options.read(options.HeaderOptions, request.headers, "header").constraints
+    service = service_of(request)
+    outcome, predictions = await service.classify(await _image_bytes(request), query.top_k, constraints,
+                                                  query.receipt)
     elapsed = time.perf_counter() - started
-    response.headers.update(_decision_headers(service, outcome, elapsed))
-    return ClassifyResponse(
+    body = ClassifyResponse(
         model=_model_choice(service, outcome.decision),
         predictions=[PredictionOut(index=p.index, label=p.label, score=p.score) for p in predictions],
         carbon=_carbon_out(outcome.decision.carbon),
@@ -148,6 +133,8 @@ async def classify(request: Request, response: Response,
                          measured=outcome.energy.measured, co2_grams=outcome.co2_g),
         latency_ms=round(elapsed * 1e3, 3),
     )
+    return RawResponse(body.model_dump_json(), media_type="application/json",
+                       headers=_decision_headers(service, outcome, elapsed))
 
 
 @router.post(
@@ -162,13 +149,14 @@ async def classify(request: Request, response: Response,
         "application/json": {"schema": {"type": "object", "properties": {
             "inputs": {"type": "array", "items": TensorInput.model_json_schema()}}}},
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-    }}},
+    }}, "parameters": [*options.openapi_parameters(options.InferQuery, "query"),
+                       *options.openapi_parameters(options.HeaderOptions, "header")]},
 )
-async def infer_tensor(model_name: str, request: Request,
-                       constraints: Constraints | None = Depends(request_constraints),
-                       receipt: bool = Depends(wants_receipt),
-                       service: GatewayService = Depends(get_service)) -> RawResponse:
+async def infer_tensor(model_name: str, request: Request) -> RawResponse:
     started = time.perf_counter()
+    receipt = options.read(options.InferQuery, request.query_params, "query").receipt
+    constraints = options.read(options.HeaderOptions, request.headers, "header").constraints
+    service = service_of(request)
     body = await request.body()
     header_length = request.headers.get("inference-header-content-length")
     max_batch = request.app.state.settings.limits.max_batch
@@ -236,7 +224,7 @@ async def prometheus_metrics(service: GatewayService = Depends(get_service),
     return RawResponse(body, media_type=content_type)
 
 
-def require_admin(request: Request, authorization: str | None = Header(None)) -> None:
+async def require_admin(request: Request, authorization: str | None = Header(None)) -> None:
     """Bearer-token check for the admin API, in constant time; disabled without a configured token."""
     token = request.app.state.settings.admin_token
     if token is None:

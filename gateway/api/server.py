@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -37,11 +37,22 @@ def serve(settings: GatewaySettings) -> None:
     models = [m.backend_name for m in parts.pool.models]
     try:
         if settings.workers == 1:
-            asyncio.run(_serve_one(settings, models))
+            _run(_serve_one(settings, models))
         else:
             _serve_workers(settings, models)
     except KeyboardInterrupt:
         pass
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop where it is installed (uvicorn's ``standard`` extra), as uvicorn's own workers
+    do: its event loop and transports cost a request about a third less CPU than asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 async def _start_triton(settings: GatewaySettings, models: list[str]) -> LocalTritonServer | None:

@@ -26,6 +26,7 @@ from typing import Literal
 from ..errors import BuildError, LabelsError
 from ..labels import load_labels, torchvision_labels
 from ..pool import ModelPool, ModelSpec, dump_pool
+from . import null
 from .resnet import RESNETS, build_resnet
 
 logger = logging.getLogger(__name__)
@@ -38,9 +39,11 @@ PAPER_POOL = Path(__file__).resolve().parent.parent / "pools" / "paper-v100.yaml
 
 
 def _load_weights(name: str, choice: WeightsChoice):
-    """Build the model; returns it and the weights it got ("imagenet1k_v1" or "random")."""
+    """Build the model; returns it and the weights it got ("imagenet1k_v1", "random", or "null")."""
     import torch
 
+    if name == null.NAME:
+        return null.NullNet(), "null"
     model = build_resnet(name)
     if choice == "random":
         return model, "random"
@@ -129,6 +132,10 @@ def built_pool(built: dict[str, str]) -> ModelPool:
     paper = load_pool(PAPER_POOL)
     specs = []
     for name, weights in built.items():
+        if name == null.NAME:
+            specs.append(ModelSpec(name=name, energy_mj=0.001, error_rate=null.TOP5_ERROR,
+                                   energy_source="null model: no real inference", notes=null.__doc__.split("\n")[0]))
+            continue
         arch = RESNETS[name]
         error = round(100.0 - arch.acc5, 3)
         note = "" if weights != "random" else (
@@ -149,9 +156,9 @@ def build_repository(output: Path, models: Sequence[str] = DEFAULT_MODELS, weigh
                      labels_file: Path | None = None, force: bool = False,
                      progress: Callable[[str], None] = lambda message: None) -> dict:
     """Build (or complete) the repository; returns the manifest it wrote."""
-    unknown = [m for m in models if m not in RESNETS]
+    unknown = [m for m in models if m not in RESNETS and m != null.NAME]
     if unknown:
-        raise BuildError(f"unknown model(s) {unknown}; known: {sorted(RESNETS)}")
+        raise BuildError(f"unknown model(s) {unknown}; known: {sorted(RESNETS)} and {null.NAME} (the null model)")
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     labels = _labels(labels_file)
@@ -161,7 +168,7 @@ def build_repository(output: Path, models: Sequence[str] = DEFAULT_MODELS, weigh
     for position, name in enumerate(models, start=1):
         done = previous.get(name)
         if (not force and done and (output / name / "1" / "model.onnx").exists()
-                and (weights == "auto" or done["weights"] == _weights_label(weights))):
+                and (weights == "auto" or name == null.NAME or done["weights"] == _weights_label(weights))):
             progress(f"[{position}/{len(models)}] {name}: already built ({done['weights']} weights)")
             built[name] = done["weights"]
             _write_configs(output, name, done["weights"])
