@@ -79,6 +79,9 @@ class PrometheusSink:
                                       "by model.", ("model",))
         self._meter_up = gauge("energy_meter_up", "1 if the energy meter answered its last reading.", ("meter",))
         self._triton_up = gauge("triton_up", "1 if Triton answered the last readiness check.")
+        self._own_cpu = counter("own_cpu_seconds_total", "CPU seconds the gateway's serving processes spent.")
+        self._own_energy = counter("own_energy_joules_total", "Estimated energy of the gateway's own CPU time "
+                                   "(CPU seconds x energy.gateway_watts_per_core): an estimate, not a meter.")
 
     def request(self, route: str, model: str, outcome: str, seconds: float) -> None:
         self._requests.labels(route, model, outcome).inc()
@@ -113,6 +116,10 @@ class PrometheusSink:
 
     def triton_up(self, up: bool) -> None:
         self._triton_up.set(1 if up else 0)
+
+    def gateway_cpu(self, seconds: float, joules: float) -> None:
+        self._own_cpu.inc(seconds)
+        self._own_energy.inc(joules)
 
     def snapshot(self, state: GatewaySnapshot) -> None:
         self._carbon_intensity.set(state.intensity)

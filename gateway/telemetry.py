@@ -58,6 +58,9 @@ class MetricsSink(Protocol):
 
     def triton_up(self, up: bool) -> None: ...
 
+    def gateway_cpu(self, seconds: float, joules: float) -> None:
+        """CPU seconds the gateway's own process spent, and their estimated energy."""
+
     def snapshot(self, state: GatewaySnapshot) -> None: ...
 
 
@@ -92,6 +95,9 @@ class NullSink:
         return None
 
     def triton_up(self, up: bool) -> None:
+        return None
+
+    def gateway_cpu(self, seconds: float, joules: float) -> None:
         return None
 
     def snapshot(self, state: GatewaySnapshot) -> None:

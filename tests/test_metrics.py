@@ -154,6 +154,13 @@ def test_metrics_are_exact_across_workers_and_reach_prometheus(gateway, promethe
     time.sleep(2.5)
 
 
+def test_the_gateways_own_cpu_and_its_energy_estimate_are_exported(gateway):
+    text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    (cpu,) = [v for _, v in samples(text, "carbon_gateway_own_cpu_seconds_total")]
+    (joules,) = [v for _, v in samples(text, "carbon_gateway_own_energy_joules_total")]
+    assert cpu > 0 and joules == pytest.approx(10.0 * cpu)  # energy.gateway_watts_per_core defaults to 10 W
+
+
 def test_every_dashboard_query_returns_data(prometheus, gateway):
     queries = dashboard_queries()
     assert len(queries) >= 15

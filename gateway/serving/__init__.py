@@ -6,6 +6,7 @@
 - ``predictions``: logits to the top-k classes;
 - ``health``: readiness of the backend and the pool's models;
 - ``planner``: keeps a budget policy's plan current;
+- ``footprint``: the gateway's own CPU time and its estimated energy;
 - ``reload``: swaps the pool while serving (file change, SIGHUP, admin API);
 - ``runtime``: builds all of it from the settings and runs its background work.
 

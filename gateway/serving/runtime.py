@@ -28,6 +28,7 @@ from ..pool import ModelPool, load_pool
 from ..settings import GatewaySettings
 from ..telemetry import MetricsSink, NullSink
 from .backend import InferenceBackend
+from .footprint import Footprint
 from .planner import Planner
 from .reload import PoolReloader
 from .service import GatewayService
@@ -169,6 +170,8 @@ async def running(settings: GatewaySettings, backend: InferenceBackend, shared: 
     tasks: set[asyncio.Task[None]] = set()
     if settings.watch_pool:
         tasks.add(asyncio.create_task(reloader.watch(), name="pool-watch"))
+    footprint = Footprint(service.sink, settings.energy.gateway_watts_per_core)
+    tasks.add(asyncio.create_task(footprint.run_forever(), name="footprint"))
     if POLICIES[settings.policy.name].needs_planning:  # reloads keep the policy settings
         tasks.add(asyncio.create_task(Planner(service).run_forever(settings.carbon.poll_interval_s), name="plan"))
     _on_sighup(reloader, tasks)
