@@ -139,6 +139,7 @@ async def run(args) -> dict:
     model = args.model
     repository = null_repository() if model == "null" else REPOSITORY
     results: dict = {"selector": selector_ns_per_call(), "cells": [], "seconds_per_cell": args.seconds,
+                     "triton_config": args.triton_config,
                      "rounds": args.rounds, "concurrency": args.concurrency, "workers": args.workers,
                      "client": args.client, "model": model, "machine": {"cpus": os.cpu_count()}}
     print(f"selector: InterpolationPolicy.select = {results['selector']['ns_per_call']:.0f} ns per call")
@@ -148,7 +149,8 @@ async def run(args) -> dict:
                                         "data": batch.reshape(-1).tolist()}]}).encode()
     images = [path.read_bytes() for path in sorted((SHARED_DATA / "images").glob("*.JPEG"))]
     logs = workdir()
-    async with running_triton(repository, [model], logs / "tritonserver.log") as triton:
+    async with running_triton(repository, [model], logs / "tritonserver.log",
+                              model_config_name=args.triton_config) as triton:
         grpc = grpcaio.InferenceServerClient(triton.grpc_url)
         tensor = grpcclient.InferInput("input", list(batch.shape), "FP32")
         tensor.set_data_from_numpy(batch)
@@ -266,6 +268,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="null", help="null (the gateway's own cost) or a pool model, e.g. resnet18")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="gateway worker processes")
+    parser.add_argument("--triton-config", default="cpu",
+                        help="the local Triton's configs/<name>.pbtxt: cpu, or python-gpu on a GPU host")
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each cell")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--rounds", type=int, default=3, help="slices each cell's time into this many turns")
