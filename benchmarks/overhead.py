@@ -13,6 +13,7 @@ Starts its own local CPU Triton and, per ``--workers`` value, a gateway process 
 serve --triton``, uvicorn), then for each concurrency runs each target closed-loop for a fixed time:
 
 * ``direct-grpc``: tritonclient.grpc.aio, one shared client, the model, a [1,3,224,224] tensor;
+* ``grpc-auto``:   the gateway's gRPC front door (``--grpc-port``), the same client and tensor, model ``auto``;
 * ``tensor-bin``:  ``POST /v2/models/<model>/infer``, the same tensor, KServe v2 binary extension in and out;
 * ``tensor-auto``: the same on ``/v2/models/auto/infer`` (the selector runs; a dirty grid picks the model);
 * ``tensor-json``: ``/v2/models/<model>/infer`` with the tensor as JSON ``data`` (150,528 numbers, 3 MB);
@@ -41,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import PROJECT, REPOSITORY, SHARED_DATA, gateway_process, save_json, stats, workdir
 
 from tests.support.kserve import binary_infer_request
-from tests.support.processes import running_triton
+from tests.support.processes import free_port, running_triton
 
-TARGETS = ("direct-grpc", "tensor-bin", "tensor-auto", "tensor-json", "image", "healthz")
+TARGETS = ("direct-grpc", "grpc-auto", "tensor-bin", "tensor-auto", "tensor-json", "image", "healthz")
 
 
 def selector_ns_per_call(calls: int = 200_000) -> dict[str, float]:
@@ -156,25 +157,31 @@ async def run(args) -> dict:
         tensor.set_data_from_numpy(batch)
         output = grpcclient.InferRequestedOutput("logits")
 
-        async def direct():
-            result = await grpc.infer(model, [tensor], outputs=[output])
-            assert result.as_numpy("logits").shape == (1, 1000)
+        def grpc_call(client, name):
+            async def call():
+                result = await client.infer(name, [tensor], outputs=[output])
+                assert result.as_numpy("logits").shape == (1, 1000)
+            return call
 
         for workers in args.workers:
-            async with gateway_process(triton.grpc_url, logs, "--repository", str(repository),
-                                       "--workers", str(workers)) as (process, url):
+            grpc_port = free_port()
+            async with gateway_process(triton.grpc_url, logs, "--repository", str(repository), "--workers",
+                                       str(workers), "--grpc-port", str(grpc_port)) as (process, url):
+                front_door = grpcaio.InferenceServerClient(f"127.0.0.1:{grpc_port}")
                 clock = CpuClock(gateway=process.pid, triton=triton.process.pid)
-                await measure(args, results, workers, url, clock, direct, {
+                calls = {"direct-grpc": grpc_call(grpc, model), "grpc-auto": grpc_call(front_door, "auto")}
+                await measure(args, results, workers, url, clock, calls, {
                     "tensor-bin": (f"/v2/models/{model}/infer", binary_body, binary_headers),
                     "tensor-auto": ("/v2/models/auto/infer", binary_body, binary_headers),
                     "tensor-json": (f"/v2/models/{model}/infer", json_body, {"content-type": "application/json"}),
                     "image": ("/v1/classify", images, {"content-type": "image/jpeg"}),
                 })
+                await front_door.close()
         await grpc.close()
     return results
 
 
-async def measure(args, results: dict, workers: int, url: str, clock: CpuClock, direct, posts: dict) -> None:
+async def measure(args, results: dict, workers: int, url: str, clock: CpuClock, grpc_calls: dict, posts: dict) -> None:
     """Every target at every concurrency against one gateway process; appends a cell per pair to ``results``."""
     async with http_client(args.client, url, max(args.concurrency) * 2) as (get, post_raw):
         def poster(path, content, headers):
@@ -183,7 +190,7 @@ async def measure(args, results: dict, workers: int, url: str, clock: CpuClock, 
                 return lambda: post_raw(path, content[next(turn) % len(content)], headers)
             return lambda: post_raw(path, content, headers)
 
-        calls = {"direct-grpc": direct, **{t: poster(*request) for t, request in posts.items()},
+        calls = {**grpc_calls, **{t: poster(*request) for t, request in posts.items()},
                  "healthz": lambda: get("/healthz")}
         checked = await calls["tensor-auto"]()
         assert checked["x-model"] == args.model, checked  # auto must pick the same model

@@ -66,6 +66,7 @@ def serve(
     pool: Annotated[Optional[Path], typer.Option(help="Pool file; default <repository>/pool.yaml.")] = None,
     host: Annotated[Optional[str], typer.Option()] = None,
     port: Annotated[Optional[int], typer.Option()] = None,
+    grpc_port: Annotated[Optional[int], typer.Option(help="Also serve KServe v2 / Triton gRPC on this port.")] = None,
     carbon_intensity: Annotated[Optional[float], typer.Option(help="Static carbon intensity, gCO2/kWh.")] = None,
     carbon_trace: Annotated[Optional[Path], typer.Option(help="Replay this CSV trace as live intensity.")] = None,
     speedup: Annotated[Optional[float], typer.Option(help="Trace replay: trace seconds per wall second.")] = None,
@@ -76,7 +77,7 @@ def serve(
 ) -> None:
     """Serve the gateway (starting a local CPU Triton unless --triton is given)."""
     overrides = _dotted({"triton.url": triton, "triton.model_repository": repository, "pool_file": pool,
-                         "host": host, "port": port, "carbon.intensity": carbon_intensity,
+                         "host": host, "port": port, "grpc_port": grpc_port, "carbon.intensity": carbon_intensity,
                          "carbon.trace_path": carbon_trace, "carbon.source": "trace" if carbon_trace else None,
                          "carbon.speedup": speedup, "carbon.c_low": c_low, "carbon.c_high": c_high,
                          "log_level": log_level, "workers": workers})

@@ -21,6 +21,7 @@ mapping. The core raises these without knowing about HTTP; the status is just a 
     │   └── NoEligibleModel            422 no_eligible_model
     ├── TritonError                    502 triton_error         the inference server failed
     │   ├── InvalidTensor              400 invalid_tensor       Triton refused the inputs
+    │   ├── UnknownVersion             404 unknown_version      Triton has no such version of the model
     │   ├── TritonUnavailable          503 triton_unavailable
     │   └── ModelNotReady              503 model_not_ready
     ├── CarbonSourceError              502 carbon_source_error  a provider gave no usable value
@@ -130,6 +131,12 @@ class InvalidTensor(TritonError):
     """Triton rejected the inputs (shape, datatype)."""
 
     code, status = "invalid_tensor", 400
+
+
+class UnknownVersion(TritonError):
+    """Triton has the model, but not the version a request named."""
+
+    code, status = "unknown_version", 404
 
 
 class TritonUnavailable(TritonError):

@@ -59,6 +59,8 @@ class GatewaySettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    grpc_port: int | None = Field(default=None, ge=1, le=65535, description="Also serve the KServe v2 / Triton "
+                                  "gRPC protocol on this port (unset: HTTP only). Workers share it.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes.")
     pool_file: Path | None = Field(default=None, description="Pool file; default: <model_repository>/pool.yaml.")

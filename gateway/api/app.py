@@ -8,6 +8,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from ..prometheus import PrometheusSink, process_sink
@@ -16,7 +19,9 @@ from ..serving.runtime import SharedMeter, running
 from ..settings import GatewaySettings
 from ..triton import TritonClient
 from .errors import install_error_handlers
+from .grpc_server import InferenceServicer, start_server
 from .middleware import GatewayMiddleware
+from . import v2
 from .routes import router
 
 DESCRIPTION = """
@@ -39,6 +44,24 @@ def app_from_environment() -> FastAPI:
     return create_app(GatewaySettings.model_validate(payload["settings"]), payload["triton_url"], shared)
 
 
+SWAGGER_ASSETS = "/docs/assets"
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """Swagger UI at ``/docs`` from the swagger-ui-bundle package: it works on a cluster with no internet."""
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount(SWAGGER_ASSETS, StaticFiles(directory=swagger_ui_path), name="swagger-ui")
+
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - docs",
+                                   swagger_js_url=f"{SWAGGER_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{SWAGGER_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{SWAGGER_ASSETS}/favicon-32x32.png")
+
+    app.add_api_route("/docs", docs, methods=["GET"], include_in_schema=False)
+
+
 def create_app(settings: GatewaySettings, backend: str | InferenceBackend, shared_meter: SharedMeter | None = None,
                sink: PrometheusSink | None = None) -> FastAPI:
     """The gateway app in front of ``backend``: a Triton gRPC address (host:port), or any ``InferenceBackend``.
@@ -55,13 +78,24 @@ def create_app(settings: GatewaySettings, backend: str | InferenceBackend, share
         async with running(settings, inference, shared_meter, sink) as runtime:
             app.state.service = runtime.service
             app.state.reloader = runtime.reloader
-            yield
+            grpc = None
+            if settings.grpc_port is not None:
+                servicer = InferenceServicer(lambda: runtime.service, sink, settings.limits.max_batch,
+                                             settings.limits.max_in_flight)
+                grpc = await start_server(servicer, settings.host, settings.grpc_port)
+            try:
+                yield
+            finally:
+                if grpc is not None:
+                    await grpc.stop(grace=5)
 
     app = FastAPI(title="Carbon-aware inference gateway", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
+    _offline_docs(app)
     app.state.settings = settings
     app.state.sink = sink
     app.include_router(router)
+    app.include_router(v2.router)
     install_error_handlers(app)
     app.add_middleware(GatewayMiddleware, sink=sink, max_bytes=settings.limits.max_upload_bytes,
                        max_in_flight=settings.limits.max_in_flight)

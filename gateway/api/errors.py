@@ -1,7 +1,9 @@
-"""One handler for every ``GatewayError``: its status, a JSON ``{error, detail}`` body and one log line.
+"""One handler for every ``GatewayError``: its status, a JSON body and one log line.
 
+The body is ``{"error": code, "detail": message}``, except under ``/v2``, where the Open Inference
+Protocol's clients read ``{"error": message}``: there the gateway's code goes beside it as ``code``.
 The few failures that are not the gateway's own (FastAPI's request validation, Starlette's 404/405,
-and anything unexpected) get the same body shape.
+and anything unexpected) get the same shapes.
 """
 
 from __future__ import annotations
@@ -18,8 +20,17 @@ from ..errors import GatewayError
 logger = logging.getLogger("gateway.api")
 
 
-def error_response(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+def error_body(path: str, code: str, detail: str) -> dict[str, str]:
+    """The JSON of an error: the protocol's shape under ``/v2``, the gateway's elsewhere."""
+    if path == "/v2" or path.startswith("/v2/"):
+        return {"error": detail, "code": code}
+    return {"error": code, "detail": detail}
+
+
+def error_response(request: Request, status: int, code: str, detail: str,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    _log(request, status, code, detail)
+    return JSONResponse(error_body(request.url.path, code, detail), status_code=status, headers=headers)
 
 
 def _log(request: Request, status: int, code: str, detail: str) -> None:
@@ -29,27 +40,25 @@ def _log(request: Request, status: int, code: str, detail: str) -> None:
 
 async def _gateway_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, GatewayError)
-    _log(request, exc.status, exc.code, exc.detail)
-    return error_response(exc.status, exc.code, exc.detail, dict(exc.headers) or None)
+    return error_response(request, exc.status, exc.code, exc.detail, dict(exc.headers) or None)
 
 
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-    _log(request, 422, "invalid_request", detail)
-    return error_response(422, "invalid_request", detail)
+    return error_response(request, 422, "invalid_request", detail)
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    _log(request, exc.status_code, code, str(exc.detail))
-    return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+    return error_response(request, exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("%s %s -> 500 internal_error", request.method, request.url.path)
-    return error_response(500, "internal_error", "internal error; the gateway logged the details")
+    detail = "internal error; the gateway logged the details"
+    return JSONResponse(error_body(request.url.path, "internal_error", detail), status_code=500)
 
 
 def install_error_handlers(app: FastAPI) -> None:

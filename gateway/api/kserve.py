@@ -16,8 +16,25 @@ import orjson
 
 from ..arrays import Float32Array, OutputArray
 from ..errors import InvalidJson, InvalidTensorRequest
+from ..serving.metadata import SharedIO
 
-INPUT_SHAPE = (3, 224, 224)
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """The one input and one output a request must address: the model's (for ``auto``, the pool's)."""
+
+    input_name: str = "input"
+    datatype: str = "FP32"
+    dims: tuple[int, ...] = (3, 224, 224)  # without the batch dimension
+    output_name: str = "logits"
+
+
+RESNET = TensorSpec()
+
+
+def tensor_spec(io: SharedIO) -> TensorSpec:
+    """What requests to a pool with the shared signature ``io`` must address."""
+    return TensorSpec(io.input_name, io.input_datatype, io.input_dims, io.output_name)
 
 
 @dataclass(frozen=True)
@@ -27,15 +44,17 @@ class TensorRequest:
     id: str | None
 
 
-def decode_request(body: bytes, max_batch: int, header_length: str | None = None) -> TensorRequest:
-    """Parse and check a request; raises ``InvalidJson`` or ``InvalidTensorRequest`` (400) saying what is wrong."""
+def decode_request(body: bytes, max_batch: int, header_length: str | None = None,
+                   expected: TensorSpec = RESNET) -> TensorRequest:
+    """Parse and check a request against ``expected``; raises ``InvalidJson`` or ``InvalidTensorRequest`` (400)
+    saying what is wrong."""
     offset = _json_length(body, header_length)
     try:
         payload = orjson.loads(body if offset == len(body) else body[:offset])
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError; deep nesting
         raise InvalidJson(f"body is not valid JSON: {exc}") from exc
     spec = _single_input(payload)
-    shape = _checked_shape(spec, max_batch)
+    shape = check_input(spec, max_batch, expected)
     parameters = spec.get("parameters") or {}
     if parameters.get("binary_data_size") is not None:
         array = _binary_tensor(body, offset, header_length, parameters["binary_data_size"], shape)
@@ -47,7 +66,7 @@ def decode_request(body: bytes, max_batch: int, header_length: str | None = None
     if not np.isfinite(array).all():
         raise InvalidTensorRequest("data holds NaN or infinite values (as FP32)")
     request_id = payload.get("id")
-    return TensorRequest(array.reshape(shape), _wants_binary_output(payload),
+    return TensorRequest(array.reshape(shape), _wants_binary_output(payload, expected.output_name),
                          request_id if isinstance(request_id, str) else None)
 
 
@@ -74,16 +93,22 @@ def _single_input(payload: Any) -> dict[str, Any]:
     return spec
 
 
-def _checked_shape(spec: dict[str, Any], max_batch: int) -> list[int]:
+def check_input(spec: dict[str, Any], max_batch: int, expected: TensorSpec) -> list[int]:
+    """The input's shape, once its name, datatype and shape are what ``expected`` says (else 400)."""
     shape, datatype, parameters = spec.get("shape"), spec.get("datatype"), spec.get("parameters") or {}
     if (not isinstance(spec.get("name"), str) or not isinstance(datatype, str) or not isinstance(shape, list)
             or not all(type(d) is int for d in shape) or not isinstance(parameters, dict)):
         raise InvalidTensorRequest("inputs[0]: needs `name` (a string), `shape` (a list of integers), `datatype` "
                                    "(a string) and optional `parameters` (an object)")
-    if datatype != "FP32":
-        raise InvalidTensorRequest(f"datatype {datatype[:40]} is not supported; send FP32")
-    if len(shape) != 4 or tuple(shape[1:]) != INPUT_SHAPE or not 1 <= shape[0] <= max_batch:
-        raise InvalidTensorRequest(f"shape {shape[:8]} is not [N, 3, 224, 224] with 1 <= N <= {max_batch}")
+    if spec["name"] != expected.input_name:
+        raise InvalidTensorRequest(f"inputs[0]: the model has no input {spec['name'][:40]!r}; its input is "
+                                   f"{expected.input_name!r}")
+    if datatype != expected.datatype:
+        raise InvalidTensorRequest(f"datatype {datatype[:40]} is not supported; send {expected.datatype}")
+    if (len(shape) != len(expected.dims) + 1 or tuple(shape[1:]) != expected.dims
+            or not 1 <= shape[0] <= max_batch):
+        dims = ", ".join(str(d) for d in expected.dims)
+        raise InvalidTensorRequest(f"shape {shape[:8]} is not [N, {dims}] with 1 <= N <= {max_batch}")
     return shape
 
 
@@ -116,23 +141,35 @@ def _json_tensor(data: Any, shape: list[int]) -> Float32Array:
         return values.astype(np.float32, copy=False)
 
 
-def _wants_binary_output(payload: dict[str, Any]) -> bool:
+def _wants_binary_output(payload: dict[str, Any], output_name: str) -> bool:
+    """Whether the logits go back as raw bytes; a requested output the model lacks is refused."""
+    outputs = payload.get("outputs")
+    if outputs is not None:
+        if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+            raise InvalidTensorRequest("`outputs` must be a list of objects with a `name`")
+        check_outputs([o.get("name") for o in outputs], output_name)
     wanted = payload.get("parameters")
     if isinstance(wanted, dict) and wanted.get("binary_data_output") is True:
         return True
-    outputs = payload.get("outputs")
     return isinstance(outputs, list) and any(
-        isinstance(o, dict) and isinstance(o.get("parameters"), dict) and o["parameters"].get("binary_data") is True
-        for o in outputs)
+        isinstance(o.get("parameters"), dict) and o["parameters"].get("binary_data") is True for o in outputs)
 
 
-def encode_response(header: dict[str, Any], outputs: OutputArray, binary: bool) -> tuple[bytes, dict[str, str]]:
+def check_outputs(names: list[Any], output_name: str) -> None:
+    """Refuse (400) outputs the model does not have."""
+    unknown = [str(name)[:40] for name in names if name != output_name]
+    if unknown:
+        raise InvalidTensorRequest(f"the model has no output {unknown}; its output is {output_name!r}")
+
+
+def encode_response(header: dict[str, Any], outputs: OutputArray, binary: bool,
+                    output_name: str = RESNET.output_name) -> tuple[bytes, dict[str, str]]:
     """The response body for ``header`` (without its outputs' data) and the logits, and headers to add.
 
     Binary: the JSON header, then the raw little-endian FP32 logits, with ``Inference-Header-Content-Length``.
     """
     outputs = np.ascontiguousarray(outputs, dtype="<f4")
-    output: dict[str, Any] = {"name": "logits", "shape": list(outputs.shape), "datatype": "FP32"}
+    output: dict[str, Any] = {"name": output_name, "shape": list(outputs.shape), "datatype": "FP32"}
     header = {**header, "outputs": [output]}
     if binary:
         raw = outputs.tobytes()

@@ -15,14 +15,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import PayloadTooLarge
 from ..telemetry import MetricsSink
+from .errors import error_body
 
 CLOSE = ((b"connection", b"close"),)  # the rest of a refused body is not read: the connection cannot be reused
 
 
-async def send_error(send: Send, status: int, code: str, detail: str,
+async def send_error(send: Send, path: str, status: int, code: str, detail: str,
                      headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
-    """A whole JSON error response (``{error, detail}``, as the app's handlers write) sent from middleware."""
-    body = orjson.dumps({"error": code, "detail": detail})
+    """A whole JSON error response, shaped as the app's handler shapes it for ``path``, sent from middleware."""
+    body = orjson.dumps(error_body(path, code, detail))
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *headers]})
@@ -90,26 +91,26 @@ class GatewayMiddleware:
             await send(message)
 
         try:
-            if not await self._refused(route, declared, send_with_id):
+            if not await self._refused(scope["path"], route, declared, send_with_id):
                 await self._call_app(scope, receive, send_with_id, route, declared is None, lambda: responded)
         finally:
             if route is not None:
                 self.sink.request(route, model, _outcome(status), time.perf_counter() - started)
 
-    async def _refused(self, route: str | None, declared: bytes | None, send: Send) -> bool:
+    async def _refused(self, path: str, route: str | None, declared: bytes | None, send: Send) -> bool:
         """Answer at once (True) a body declared too large, or an inference request past the limit."""
         if declared is not None:
             try:
                 length = int(declared)
             except ValueError:
-                await send_error(send, 400, "invalid_request", "Content-Length is not a number", CLOSE)
+                await send_error(send, path, 400, "invalid_request", "Content-Length is not a number", CLOSE)
                 return True
             if length > self.max_bytes:
-                await send_error(send, 413, "payload_too_large",
+                await send_error(send, path, 413, "payload_too_large",
                                  f"body of {length} bytes exceeds the limit of {self.max_bytes}", CLOSE)
                 return True
         if route is not None and self.in_flight >= self.max_in_flight:
-            await send_error(send, 429, "overloaded", f"{self.in_flight} requests in flight, the limit is "
+            await send_error(send, path, 429, "overloaded", f"{self.in_flight} requests in flight, the limit is "
                              f"{self.max_in_flight}; retry later", ((b"retry-after", self.retry_after),))
             return True
         return False
@@ -137,7 +138,7 @@ class GatewayMiddleware:
                 await self.app(scope, counting_receive, send)
             except PayloadTooLarge as exc:
                 if not responded():
-                    await send_error(send, exc.status, exc.code, str(exc), CLOSE)
+                    await send_error(send, scope["path"], exc.status, exc.code, str(exc), CLOSE)
         finally:
             if route is not None:
                 self.in_flight -= 1

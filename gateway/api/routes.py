@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hmac
 import time
@@ -19,13 +18,11 @@ from ..prometheus import PrometheusSink
 from ..serving import health
 from ..serving.service import Decision, GatewayService, Outcome
 from . import options
-from .kserve import decode_request, encode_response
-from .schemas import (CarbonOut, ClassifyResponse, EnergyOut, ErrorResponse, HealthResponse, InferResponse,
-                      ModelChoice, ModelStatus, PredictionOut, ReadyResponse, ReloadOut, TensorInput)
+from .schemas import (CarbonOut, ClassifyResponse, EnergyOut, ErrorResponse, HealthResponse, ModelChoice, ModelStatus,
+                      PredictionOut, ReadyResponse, ReloadOut)
 
 router = APIRouter()
 
-AUTO_MODEL = "auto"
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
 # dict is invariant: FastAPI's ``responses`` takes exactly dict[int | str, dict[str, Any]].
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -64,13 +61,7 @@ def _model_choice(service: GatewayService, decision: Decision) -> ModelChoice:
     return ModelChoice(name=spec.name, triton_name=spec.backend_name, weights=_weights(service, decision),
                        expected_error_rate=spec.error_rate, error_metric=service.pool.error_metric,
                        energy_mj_per_inference=spec.energy_mj,
-                       selected_by=_selected_by(service, decision), fallback_from=decision.fallback_from)
-
-
-def _selected_by(service: GatewayService, decision: Decision) -> str:
-    if decision.pinned:
-        return "client"
-    return f"fallback:{service.policy.name}" if decision.fallback_from else service.policy.name
+                       selected_by=service.selected_by(decision), fallback_from=decision.fallback_from)
 
 
 def _decision_headers(service: GatewayService, outcome: Outcome, elapsed_s: float) -> dict[str, str]:
@@ -78,7 +69,7 @@ def _decision_headers(service: GatewayService, outcome: Outcome, elapsed_s: floa
     return {
         "X-Model": decision.model.name,
         "X-Model-Weights": _weights(service, decision),
-        "X-Selected-By": _selected_by(service, decision),
+        "X-Selected-By": service.selected_by(decision),
         "X-Carbon-Intensity": f"{decision.carbon.intensity:.3f}",
         "X-Carbon-Source": decision.carbon.reading.source,
         "X-Expected-Error-Rate": f"{decision.model.error_rate:.3f}",
@@ -135,50 +126,6 @@ async def classify(request: Request) -> RawResponse:
     )
     return RawResponse(body.model_dump_json(), media_type="application/json",
                        headers=_decision_headers(service, outcome, elapsed))
-
-
-@router.post(
-    "/v2/models/{model_name}/infer",
-    response_model=InferResponse,
-    responses=_ERRORS,
-    summary="KServe v2 inference on a tensor; model `auto` lets the gateway choose",
-    description="JSON `data`, or the binary tensor extension: send `Inference-Header-Content-Length: <n>`, "
-                "n bytes of JSON header whose input has `parameters.binary_data_size`, then the raw little-endian "
-                "FP32 bytes. `\"parameters\": {\"binary_data_output\": true}` returns the logits the same way.",
-    openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"type": "object", "properties": {
-            "inputs": {"type": "array", "items": TensorInput.model_json_schema()}}}},
-        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-    }}, "parameters": [*options.openapi_parameters(options.InferQuery, "query"),
-                       *options.openapi_parameters(options.HeaderOptions, "header")]},
-)
-async def infer_tensor(model_name: str, request: Request) -> RawResponse:
-    started = time.perf_counter()
-    receipt = options.read(options.InferQuery, request.query_params, "query").receipt
-    constraints = options.read(options.HeaderOptions, request.headers, "header").constraints
-    service = service_of(request)
-    body = await request.body()
-    header_length = request.headers.get("inference-header-content-length")
-    max_batch = request.app.state.settings.limits.max_batch
-    if header_length is None and len(body) > 65536:  # parsing a large JSON tensor takes ms: not on the event loop
-        tensor = await asyncio.to_thread(decode_request, body, max_batch)
-    else:
-        tensor = decode_request(body, max_batch, header_length)
-    outcome = await service.run(tensor.batch, None if model_name == AUTO_MODEL else model_name, constraints, receipt)
-    decision = outcome.decision
-    header = {
-        "model_name": decision.model.name,
-        "model_version": decision.model.triton_version,
-        "id": tensor.id,
-        "parameters": {"carbon_intensity": decision.carbon.intensity, "expected_error_rate": decision.model.error_rate,
-                       "energy_joules": outcome.energy.joules, "energy_source": outcome.energy.source,
-                       "energy_measured": outcome.energy.measured,
-                       "co2_grams": outcome.co2_g, "selected_by": _selected_by(service, decision)},
-    }
-    headers = _decision_headers(service, outcome, time.perf_counter() - started)
-    content, extra = encode_response(header, outcome.outputs, tensor.binary_output)
-    media_type = "application/octet-stream" if tensor.binary_output else "application/json"
-    return RawResponse(content, media_type=media_type, headers={**headers, **extra})
 
 
 @router.get("/healthz", response_model=HealthResponse, summary="Liveness: the process answers")

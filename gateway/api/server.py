@@ -21,6 +21,8 @@ import uvicorn
 from pydantic import SecretStr
 
 from ..errors import TritonError, TritonServerError
+from ..pool import ModelPool
+from ..serving.metadata import shared_io
 from ..serving.runtime import check_meter, load_parts, shared_meter
 from ..settings import GatewaySettings
 from ..triton import LocalTritonServer, TritonClient
@@ -34,12 +36,11 @@ def serve(settings: GatewaySettings) -> None:
     """Check the configuration, then serve until SIGINT/SIGTERM; raises ``GatewayError`` on bad config."""
     parts = load_parts(settings)
     check_meter(settings)
-    models = [m.backend_name for m in parts.pool.models]
     try:
         if settings.workers == 1:
-            _run(_serve_one(settings, models))
+            _run(_serve_one(settings, parts.pool))
         else:
-            _serve_workers(settings, models)
+            _serve_workers(settings, parts.pool)
     except KeyboardInterrupt:
         pass
 
@@ -55,28 +56,46 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
     uvloop.run(main)
 
 
-async def _start_triton(settings: GatewaySettings, models: list[str]) -> LocalTritonServer | None:
-    """The local Triton when no ``triton.url`` is set (None otherwise, after checking the remote one)."""
+async def _start_triton(settings: GatewaySettings, pool: ModelPool) -> LocalTritonServer | None:
+    """The local Triton when no ``triton.url`` is set (None otherwise, after checking the remote one); either
+    way, the pool's models must share one signature (``auto`` is described by it)."""
+    models = [m.backend_name for m in pool.models]
     if settings.triton.url is not None:
-        await check_remote_triton(settings.triton.url, models)
+        if await check_remote_triton(settings.triton.url, models):
+            await _check_signature(settings.triton.url, pool)
         return None
-    return await start_local_triton(settings.triton, models)
+    local = await start_local_triton(settings.triton, models)
+    try:
+        await _check_signature(local.grpc_url, pool)
+    except BaseException:
+        local.stop()
+        raise
+    return local
 
 
-async def check_remote_triton(url: str, models: list[str]) -> None:
-    """Refuse to start on a pool naming models the Triton lacks; a Triton that is down is only a warning."""
+async def _check_signature(url: str, pool: ModelPool) -> None:
+    client = TritonClient(url)
+    try:
+        await shared_io(client, pool)
+    finally:
+        await client.close()
+
+
+async def check_remote_triton(url: str, models: list[str]) -> bool:
+    """Refuse to start on a pool naming models the Triton lacks; a Triton that is down is only a warning (False)."""
     client = TritonClient(url)
     try:
         index = await client.repository_index()
     except TritonError as exc:
         logger.warning("Triton at %s is not answering yet (%s); /readyz will say when it is", url, exc)
-        return
+        return False
     finally:
         await client.close()
     missing = [m for m in models if m not in index]
     if missing:
         raise TritonServerError(f"model(s) {missing} of the pool are not in the repository of the Triton at {url} "
                                 f"(it has {sorted(index)})")
+    return True
 
 
 class _Server(uvicorn.Server):
@@ -86,7 +105,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def _serve_one(settings: GatewaySettings, models: list[str]) -> None:
+async def _serve_one(settings: GatewaySettings, pool: ModelPool) -> None:
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     server: _Server | None = None
@@ -102,7 +121,7 @@ async def _serve_one(settings: GatewaySettings, models: list[str]) -> None:
 
     local = None
     try:
-        local = await _start_triton(settings, models)
+        local = await _start_triton(settings, pool)
         url = local.grpc_url if local is not None else settings.triton.url
         assert url is not None
         server = _Server(uvicorn.Config(create_app(settings, url), host=settings.host, port=settings.port,
@@ -125,13 +144,13 @@ def _reveal(value: Any) -> Any:
     return str(value)
 
 
-def _serve_workers(settings: GatewaySettings, models: list[str]) -> None:
+def _serve_workers(settings: GatewaySettings, pool: ModelPool) -> None:
     """Several uvicorn worker processes; metrics are shared through PROMETHEUS_MULTIPROC_DIR (set by the CLI
     before prometheus_client was imported)."""
     from ..prometheus import process_sink, require_multiprocess
 
     require_multiprocess()
-    local = asyncio.run(_start_triton(settings, models))
+    local = asyncio.run(_start_triton(settings, pool))
     try:
         url = local.grpc_url if local is not None else settings.triton.url
         # One GPU, one energy counter: this process reads it, the workers report their requests to it.

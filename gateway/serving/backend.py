@@ -8,7 +8,7 @@ tritonserver. Errors are ``gateway.errors.TritonError`` and its subclasses, what
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..arrays import Float32Array, OutputArray
 
@@ -25,6 +25,14 @@ class TensorSignature:
     parameters: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Inference:
+    """What a model answered: its first output, and the version of the model that ran."""
+
+    outputs: OutputArray
+    model_version: str
+
+
 @runtime_checkable
 class InferenceBackend(Protocol):
     """An inference server holding the pool's models, addressed by name and version ("" = latest)."""
@@ -34,8 +42,8 @@ class InferenceBackend(Protocol):
         """Where it is, for people reading ``/readyz``."""
         ...
 
-    async def infer(self, name: str, batch: Float32Array, version: str = "") -> OutputArray:
-        """Run ``batch`` through a model; its first output. Raises ``TritonError``."""
+    async def infer(self, name: str, batch: Float32Array, version: str = "") -> Inference:
+        """Run ``batch`` through a model. Raises ``TritonError``."""
         ...
 
     async def server_live(self) -> bool: ...
@@ -48,6 +56,18 @@ class InferenceBackend(Protocol):
 
     def cached_signature(self, name: str, version: str = "") -> TensorSignature | None:
         """The signature if it was read before, without asking the server."""
+        ...
+
+    async def model_metadata(self, name: str, version: str = "") -> dict[str, Any]:
+        """The model's KServe v2 metadata: ``name``, ``versions``, ``platform``, ``inputs``, ``outputs``."""
+        ...
+
+    async def model_config(self, name: str, version: str = "") -> dict[str, Any]:
+        """The model's configuration, as Triton's HTTP ``/config`` endpoint writes it."""
+        ...
+
+    async def model_statistics(self, name: str, version: str = "") -> dict[str, Any]:
+        """Triton's statistics extension for the model: ``{"model_stats": [...]}``."""
         ...
 
     async def repository_index(self) -> dict[str, tuple[str, str]]:

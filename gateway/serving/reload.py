@@ -18,6 +18,7 @@ from pathlib import Path
 from ..errors import ConfigError, ReloadRejected, TritonError
 from ..policy import PolicySettings, make_policy
 from ..pool import ModelPool, load_pool
+from .metadata import shared_io
 from .service import GatewayService, Selector
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,10 @@ class PoolReloader:
         await self._check_known(pool)
         loaded = await self._load(added) if self.explicit else []
         await self._check_ready(pool)
+        try:
+            await shared_io(self.service.backend, pool)
+        except (ConfigError, TritonError) as exc:
+            raise ReloadRejected(str(exc)) from exc
         self.service.swap(Selector(pool, policy))
         unloaded = await self._unload(removed) if self.explicit else []
         return ReloadResult(pool.name, [m.name for m in pool.models], added, removed, loaded, unloaded)

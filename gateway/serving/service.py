@@ -21,7 +21,8 @@ from ..imaging import image_to_tensor
 from ..policy import Constraints, SelectionPolicy
 from ..pool import ModelPool, ModelSpec
 from ..telemetry import GatewaySnapshot, MetricsSink, NullSink
-from .backend import InferenceBackend
+from .backend import Inference, InferenceBackend
+from .metadata import SharedIO, shared_io
 from .predictions import Prediction, top_k
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class Decision:
 class Outcome:
     decision: Decision
     outputs: OutputArray
+    model_version: str  # as the backend ran it
     energy: EnergyReading
     co2_g: float | None  # None when the intensity is not in gCO2/kWh (WattTime's percentile)
     compute_seconds: float
@@ -78,6 +80,7 @@ class GatewayService:
         self.receipt_timeout_s = receipt_timeout_s
         self.in_flight: dict[str, int] = {}
         self.served = 0  # images inferred since start, for the request rate
+        self._io: tuple[Selector, SharedIO] | None = None
 
     @property
     def pool(self) -> ModelPool:
@@ -91,6 +94,13 @@ class GatewayService:
         """Serve new requests from ``selector``; in-flight ones finish on the model they chose."""
         previous, self.selector = self.selector, selector
         return previous
+
+    async def shared_io(self) -> SharedIO:
+        """The inputs and outputs every model of the current pool has (read once per pool)."""
+        selector = self.selector
+        if self._io is None or self._io[0] is not selector:
+            self._io = (selector, await shared_io(self.backend, selector.pool))
+        return self._io[1]
 
     @property
     def meter_name(self) -> str:
@@ -111,6 +121,12 @@ class GatewayService:
             expected_error_ratio=chosen.error_rate / 100.0,
             profiled_joules={spec.name: spec.energy_mj / 1000.0 for spec in self.pool.models},
             meter=self.meter_name, measured=self.recorder is not None)
+
+    def selected_by(self, decision: Decision) -> str:
+        """Who chose the model: ``client`` (pinned), the policy, or ``fallback:<policy>`` (a stand-in served)."""
+        if decision.pinned:
+            return "client"
+        return f"fallback:{self.policy.name}" if decision.fallback_from else self.policy.name
 
     def publish_state(self) -> None:
         self.sink.snapshot(self.snapshot())
@@ -133,7 +149,8 @@ class GatewayService:
                                   f"{sorted(round(100 - m.error_rate, 3) for m in selector.pool.models)} %") from exc
 
     async def run(self, batch: Float32Array, model_name: str | None = None,
-                  constraints: Constraints | None = None, receipt: bool = False) -> Outcome:
+                  constraints: Constraints | None = None, receipt: bool = False,
+                  version: str | None = None) -> Outcome:
         """Infer a batch (N, ...) on the chosen model and account its energy and CO2.
 
         If the policy's model is not ready, the nearest ready model in energy serves the request instead
@@ -146,7 +163,8 @@ class GatewayService:
         failed: set[str] = set()
         while True:
             try:
-                outputs, compute_seconds, token = await self._infer(decision, batch, receipt)
+                inference, compute_seconds, token = await self._infer(
+                    decision, batch, receipt, version if decision.pinned else None)
                 break
             except ModelNotReady:
                 if decision.pinned:
@@ -170,11 +188,11 @@ class GatewayService:
             self.sink.energy(model.name, energy.source, energy.joules, co2)
         selector.policy.observe(decision.carbon.intensity, model, items)
         self.served += items
-        return Outcome(decision, outputs, energy, co2, compute_seconds)
+        return Outcome(decision, inference.outputs, inference.model_version, energy, co2, compute_seconds)
 
-    async def _infer(self, decision: Decision, batch: Float32Array,
-                     receipt: bool) -> tuple[OutputArray, float, int | None]:
-        """Outputs, seconds, and the recorder's token when a receipt was asked for and a meter records."""
+    async def _infer(self, decision: Decision, batch: Float32Array, receipt: bool,
+                     version: str | None = None) -> tuple[Inference, float, int | None]:
+        """The inference, its seconds, and the recorder's token when a receipt was asked for and a meter records."""
         model = decision.model
         self.in_flight[model.name] = self.in_flight.get(model.name, 0) + 1
         recorder = self.recorder
@@ -182,12 +200,13 @@ class GatewayService:
                  if recorder is not None else None)
         started = time.perf_counter()
         try:
-            outputs = await self.backend.infer(model.backend_name, batch, model.triton_version)
+            inference = await self.backend.infer(model.backend_name, batch,
+                                                 model.triton_version if version is None else version)
         finally:
             if recorder is not None and token is not None:
                 recorder.end(token)
             self.in_flight[model.name] -= 1
-        return outputs, time.perf_counter() - started, token if receipt else None
+        return inference, time.perf_counter() - started, token if receipt else None
 
     async def _measured(self, token: int) -> EnergyReading | None:
         assert self.recorder is not None  # a token comes from the recorder

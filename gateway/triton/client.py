@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
+from typing import Any
 
 import grpc
 import numpy as np
@@ -15,8 +16,8 @@ from tritonclient.grpc._utils import get_error_grpc
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
 from ..arrays import Float32Array, OutputArray
-from ..errors import InvalidTensor, ModelNotReady, TritonError, TritonUnavailable
-from ..serving.backend import TensorSignature
+from ..errors import InvalidTensor, ModelNotReady, TritonError, TritonUnavailable, UnknownVersion
+from ..serving.backend import Inference, TensorSignature
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ def _classify(exc: InferenceServerException, model: str | None = None) -> Triton
     if "UNAVAILABLE" in status or "DEADLINE_EXCEEDED" in status or "CANCELLED" in status:
         return TritonUnavailable(f"Triton is unreachable: {message}")
     lowered = message.lower()
+    if "version" in lowered and "is not found" in lowered:
+        return UnknownVersion(f"model {model!r}: {message}")
     if "NOT_FOUND" in status or "unknown model" in lowered or "not ready" in lowered or "unavailable" in lowered:
         return ModelNotReady(f"model {model!r} is not ready in Triton: {message}")
     if "INVALID_ARG" in status:
@@ -81,12 +84,30 @@ def encode_infer_request(name: str, version: str, signature: TensorSignature, ba
     return b"".join((head, RAW_INPUT_TAG, _varint(raw.nbytes), raw))
 
 
-def decode_infer_response(response: service_pb2.ModelInferResponse) -> OutputArray:
-    """The first output of a ``ModelInferResponse``, as an array over its raw bytes."""
+def decode_infer_response(response: service_pb2.ModelInferResponse) -> Inference:
+    """The first output of a ``ModelInferResponse``, as an array over its raw bytes, and the model's version."""
     output = response.outputs[0]
     dtype = np.dtype(triton_to_np_dtype(output.datatype)).newbyteorder("<")
     array: OutputArray = np.frombuffer(response.raw_output_contents[0], dtype=dtype).reshape(tuple(output.shape))
-    return array
+    return Inference(array, response.model_version)
+
+
+def _numbers(value: Any, key: str = "") -> Any:
+    """Protobuf's JSON writes int64 as strings; Triton's HTTP API writes shapes and dims as numbers."""
+    if isinstance(value, dict):
+        return {k: _numbers(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v, key) for v in value]
+    if isinstance(value, str) and key in INT64_FIELDS and value.lstrip("-").isdigit():
+        return int(value)
+    return value
+
+
+#: The int64 fields of model metadata, configuration and statistics that protobuf's JSON writes as strings.
+INT64_FIELDS = frozenset({"shape", "dims", "max_batch_size", "count", "ns", "inference_count", "execution_count",
+                          "last_inference", "batch_size", "max_queue_delay_microseconds", "memory_usage",
+                          "byte_size", "preferred_batch_size", "priority_levels", "default_priority_level",
+                          "max_queue_size", "default_timeout_microseconds"})
 
 
 class TritonClient:
@@ -170,8 +191,8 @@ class TritonClient:
     def cached_signature(self, name: str, version: str = "") -> TensorSignature | None:
         return self._signatures.get((name, version))
 
-    async def infer(self, name: str, batch: Float32Array, version: str = "") -> OutputArray:
-        """Run a batch through a model; returns its first output."""
+    async def infer(self, name: str, batch: Float32Array, version: str = "") -> Inference:
+        """Run a batch through a model: its first output, and the version that ran."""
         signature = self._signatures.get((name, version)) or await self.signature(name, version)
         try:
             response = await self._model_infer(encode_infer_request(name, version, signature, batch),
@@ -181,3 +202,27 @@ class TritonClient:
             logger.warning("triton infer on %s failed: %s", name, error)
             raise error from exc
         return decode_infer_response(response)
+
+    async def model_metadata(self, name: str, version: str = "") -> dict[str, Any]:
+        try:
+            found = await self._client.get_model_metadata(name, version, as_json=True, client_timeout=5.0)
+        except InferenceServerException as exc:
+            raise _classify(exc, name) from exc
+        metadata: dict[str, Any] = _numbers(found)
+        return metadata
+
+    async def model_config(self, name: str, version: str = "") -> dict[str, Any]:
+        try:
+            found = await self._client.get_model_config(name, version, as_json=True, client_timeout=5.0)
+        except InferenceServerException as exc:
+            raise _classify(exc, name) from exc
+        config: dict[str, Any] = _numbers(found["config"])
+        return config
+
+    async def model_statistics(self, name: str, version: str = "") -> dict[str, Any]:
+        try:
+            found = await self._client.get_inference_statistics(name, version, as_json=True, client_timeout=5.0)
+        except InferenceServerException as exc:
+            raise _classify(exc, name) from exc
+        statistics: dict[str, Any] = _numbers(found)
+        return statistics

@@ -80,7 +80,7 @@ async def test_gateway_answer_matches_triton_called_directly(make_gateway, trito
     assert response.status_code == 200, response.text
     direct = TritonClient(triton.grpc_url)
     try:
-        logits = await direct.infer("resnet18", image_to_tensor(image, 40_000_000)[np.newaxis])
+        logits = (await direct.infer("resnet18", image_to_tensor(image, 40_000_000)[np.newaxis])).outputs
     finally:
         await direct.close()
     assert response.json()["predictions"][0]["index"] == int(np.argmax(logits[0]))
@@ -122,7 +122,7 @@ async def test_tensor_route_lets_the_gateway_choose(make_gateway, triton):
     assert output["shape"] == [1, 1000]
     direct = TritonClient(triton.grpc_url)
     try:
-        logits = await direct.infer("resnet18", tensor)
+        logits = (await direct.infer("resnet18", tensor)).outputs
     finally:
         await direct.close()
     np.testing.assert_allclose(np.array(output["data"]), logits.reshape(-1), rtol=1e-5)

@@ -69,15 +69,15 @@ async def test_malformed_tensor_requests(make_fake_gateway, body, message):
         response = await client.post("/v2/models/auto/infer", content=body,
                                      headers={"content-type": "application/json"})
     assert response.status_code == 400, response.text
-    assert message in response.json()["detail"]
+    assert message in response.json()["error"] and response.json()["code"] in ("invalid_json", "invalid_tensor_request")
 
 
 async def test_unknown_model_on_the_tensor_route(make_fake_gateway):
     body = {"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32", "data": [0.0] * 150528}]}
     async with make_fake_gateway() as client:
         response = await client.post("/v2/models/vgg16/infer", json=body)
-    assert response.status_code == 404 and response.json()["error"] == "unknown_model"
-    assert "resnet50" in response.json()["detail"]
+    assert response.status_code == 404 and response.json()["code"] == "unknown_model"  # the protocol's shape
+    assert "resnet50" in response.json()["error"]
 
 
 async def test_unknown_route_is_json(make_fake_gateway):
@@ -119,4 +119,5 @@ async def test_a_model_that_is_not_ready_is_stood_in_for_and_the_response_says_s
             "name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32", "data": [0.0] * 150528}]})
     assert chosen.status_code == 200 and chosen.headers["x-fallback-from"] == "resnet18"
     assert {"name": "resnet34", "selected_by": "fallback:interpolation"}.items() <= chosen.json()["model"].items()
-    assert pinned.status_code == 503 and pinned.json()["error"] == "model_not_ready"
+    assert pinned.status_code == 503 and pinned.json()["code"] == "model_not_ready"
+

@@ -197,6 +197,6 @@ async def test_hostile_tensor_requests_get_json_400s(make_gateway):
         for content, request_headers in cases:
             response = await client.post("/v2/models/auto/infer", content=content, headers=request_headers)
             assert response.status_code == 400, (request_headers, response.text[:200])
-            assert set(response.json()) == {"error", "detail"}
+            assert set(response.json()) == {"error", "code"}  # the protocol's {"error": message}, and the code
         good, headers = binary_infer_request(array, binary_output=True)
         assert (await client.post("/v2/models/auto/infer", content=good, headers=headers)).status_code == 200

@@ -178,7 +178,7 @@ async def test_a_model_that_is_not_ready_falls_back_to_the_nearest_ready_one(mod
             assert response.headers["x-fallback-from"] == "resnet50"
             pinned = await client.post("/v2/models/resnet50/infer", json={"inputs": [
                 {"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32", "data": [0.0] * 150528}]})
-            assert pinned.status_code == 503 and pinned.json()["error"] == "model_not_ready"
+            assert pinned.status_code == 503 and pinned.json()["code"] == "model_not_ready"
             ready = await client.get("/readyz")
             assert ready.status_code == 503
             assert {m["name"]: m["ready"] for m in ready.json()["models"]}["resnet50"] is False

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
-from gateway.errors import InvalidTensor, ModelNotReady, TritonError, TritonUnavailable
-from gateway.serving.backend import TensorSignature
+from gateway.errors import InvalidTensor, ModelNotReady, TritonError, TritonUnavailable, UnknownVersion
+from gateway.serving.backend import Inference, TensorSignature
 
 CLASSES = 1000
 INPUT_DIMS = (3, 224, 224)
@@ -51,15 +52,17 @@ class FakeBackend:
         if name not in self.models or name in self.not_ready:
             raise ModelNotReady(f"model {name!r} is not ready in Triton")
 
-    async def infer(self, name: str, batch: np.ndarray, version: str = "") -> np.ndarray:
+    async def infer(self, name: str, batch: np.ndarray, version: str = "") -> Inference:
         self._check(name)
+        if version not in ("", "1"):
+            raise UnknownVersion(f"model {name!r}: Request for unknown model: {name!r} version {version} is not found")
         if batch.shape[1:] != INPUT_DIMS or batch.dtype != np.float32:
             raise InvalidTensor(f"unexpected shape {list(batch.shape)} or datatype {batch.dtype}")
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         self.calls.append((name, len(batch)))
         self._seen.add(name)
-        return self.expected_logits(name, batch)
+        return Inference(self.expected_logits(name, batch), "1")
 
     async def server_live(self) -> bool:
         return self.live
@@ -78,6 +81,25 @@ class FakeBackend:
 
     def cached_signature(self, name: str, version: str = "") -> TensorSignature | None:
         return self._signature() if name in self._seen else None
+
+    async def model_metadata(self, name: str, version: str = "") -> dict[str, Any]:
+        self._check(name)
+        return {"name": name, "versions": ["1"], "platform": "python",
+                "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, *INPUT_DIMS]}],
+                "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, CLASSES]}]}
+
+    async def model_config(self, name: str, version: str = "") -> dict[str, Any]:
+        self._check(name)
+        return {"name": name, "backend": "python", "max_batch_size": 8,
+                "input": [{"name": "input", "data_type": "TYPE_FP32", "dims": list(INPUT_DIMS)}],
+                "output": [{"name": "logits", "data_type": "TYPE_FP32", "dims": [CLASSES]}],
+                "parameters": {"weights": {"string_value": self.weights}}}
+
+    async def model_statistics(self, name: str, version: str = "") -> dict[str, Any]:
+        self._check(name)
+        count = sum(items for model, items in self.calls if model == name)
+        return {"model_stats": [{"name": name, "version": "1", "inference_count": count,
+                                 "execution_count": sum(1 for model, _ in self.calls if model == name)}]}
 
     async def repository_index(self) -> dict[str, tuple[str, str]]:
         if not self.live:

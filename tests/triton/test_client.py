@@ -36,7 +36,10 @@ def test_the_response_is_read_without_a_copy():
     logits = np.random.default_rng(0).standard_normal((2, 1000)).astype(np.float32)
     response = service_pb2.ModelInferResponse(raw_output_contents=[logits.tobytes()])
     response.outputs.add(name="logits", datatype="FP32", shape=[2, 1000])
-    decoded = decode_infer_response(response)
+    response.model_version = "3"
+    inference = decode_infer_response(response)
+    decoded = inference.outputs
+    assert inference.model_version == "3"
     assert decoded.dtype == np.float32 and np.array_equal(decoded, logits) and not decoded.flags["OWNDATA"]
 
 
@@ -50,11 +53,12 @@ async def test_triton_answers_the_hand_written_request_as_tritonclients(triton):
     batch = np.random.default_rng(1).standard_normal((2, 3, 224, 224)).astype(np.float32)
     client, stock = TritonClient(triton.grpc_url), grpcaio.InferenceServerClient(triton.grpc_url)
     try:
-        ours = await client.infer("resnet18", batch)
+        inference = await client.infer("resnet18", batch)
+        ours = inference.outputs
         tensor = InferInput("input", list(batch.shape), "FP32")
         tensor.set_data_from_numpy(batch)
         theirs = (await stock.infer("resnet18", [tensor], outputs=[InferRequestedOutput("logits")])).as_numpy("logits")
     finally:
         await client.close()
         await stock.close()
-    assert ours.shape == (2, 1000) and np.array_equal(ours, theirs)
+    assert ours.shape == (2, 1000) and np.array_equal(ours, theirs) and inference.model_version == "1"

@@ -1,0 +1,144 @@
+"""The Open Inference Protocol (KServe v2) over HTTP, as Triton speaks it, so that stock clients work.
+
+Health, server and model metadata, model readiness and configuration, the repository index, statistics,
+and inference, each also in its ``/versions/{version}`` form. ``auto`` is a model too: the one the
+gateway chooses per request, described by the signature its pool shares. Errors are the protocol's
+``{"error": message}``, with the gateway's code beside it (``gateway.api.errors``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.responses import Response as RawResponse
+
+from ..serving import metadata
+from . import options
+from .kserve import decode_request, encode_response, tensor_spec
+from .routes import _decision_headers, service_of
+from .schemas import InferResponse, TensorInput
+
+router = APIRouter(prefix="/v2", tags=["KServe v2"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"description": "`{\"error\": message, \"code\": the gateway's error code}`"}
+    for status in (400, 404, 413, 415, 422, 429, 503)}
+
+
+def _ok(ready: bool) -> Response:
+    return Response(status_code=200 if ready else 503)
+
+
+@router.get("", summary="Server metadata")
+async def server_metadata() -> JSONResponse:
+    return JSONResponse(metadata.server_metadata())
+
+
+@router.get("/health/live", summary="Server liveness: the gateway answers", responses={200: {"description": "live"}})
+async def live() -> Response:
+    return Response(status_code=200)
+
+
+@router.get("/health/ready", summary="Server readiness: the backend answers and every pool model is ready",
+            responses={200: {"description": "ready"}, 503: {"description": "not ready"}})
+async def ready(request: Request) -> Response:
+    service = service_of(request)
+    ready_models = await asyncio.gather(*(service.backend.model_ready(m.backend_name, m.triton_version)
+                                          for m in service.pool.models))
+    return _ok(await service.backend.server_live() and all(ready_models))
+
+
+async def _metadata(request: Request, model_name: str, version: str | None = None) -> JSONResponse:
+    service = service_of(request)
+    return JSONResponse(await metadata.model_metadata(service.backend, service.pool, model_name, version))
+
+
+async def _ready(request: Request, model_name: str, version: str | None = None) -> Response:
+    service = service_of(request)
+    return _ok(await metadata.model_ready(service.backend, service.pool, model_name, version))
+
+
+async def _config(request: Request, model_name: str, version: str | None = None) -> JSONResponse:
+    service = service_of(request)
+    return JSONResponse(await metadata.model_config(service.backend, service.pool, model_name, version))
+
+
+async def _statistics(request: Request, model_name: str, version: str | None = None) -> JSONResponse:
+    service = service_of(request)
+    return JSONResponse(await metadata.model_statistics(service.backend, service.pool, model_name, version))
+
+
+@router.get("/models/stats", summary="Statistics of every pool model (Triton's statistics extension)")
+async def all_statistics(request: Request) -> JSONResponse:
+    service = service_of(request)
+    return JSONResponse(await metadata.model_statistics(service.backend, service.pool))
+
+
+@router.post("/repository/index", summary="The pool's models and `auto`, with their state (Triton's extension)")
+async def repository_index(request: Request) -> JSONResponse:
+    service = service_of(request)
+    return JSONResponse(await metadata.repository_index(service.backend, service.pool))
+
+
+for suffix, handler, summary in (("", _metadata, "Model metadata"), ("/ready", _ready, "Model readiness"),
+                                 ("/config", _config, "Model configuration (Triton's extension)"),
+                                 ("/stats", _statistics, "Model statistics (Triton's statistics extension)")):
+    router.add_api_route(f"/models/{{model_name}}{suffix}", handler, methods=["GET"], summary=summary,
+                         responses=_ERRORS)
+    router.add_api_route(f"/models/{{model_name}}/versions/{{version}}{suffix}", handler, methods=["GET"],
+                         summary=f"{summary}, of one version", responses=_ERRORS)
+
+
+async def infer(request: Request, model_name: str, version: str | None = None) -> RawResponse:
+    started = time.perf_counter()
+    receipt = options.read(options.InferQuery, request.query_params, "query").receipt
+    constraints = options.read(options.HeaderOptions, request.headers, "header").constraints
+    service = service_of(request)
+    pinned = metadata.resolve(service.pool, model_name, version)
+    expected = tensor_spec(await service.shared_io())
+    body = await request.body()
+    header_length = request.headers.get("inference-header-content-length")
+    max_batch = request.app.state.settings.limits.max_batch
+    if header_length is None and len(body) > 65536:  # parsing a large JSON tensor takes ms: not on the event loop
+        tensor = await asyncio.to_thread(decode_request, body, max_batch, None, expected)
+    else:
+        tensor = decode_request(body, max_batch, header_length, expected)
+    outcome = await service.run(tensor.batch, None if pinned is None else pinned.name, constraints, receipt,
+                                version=version)
+    decision = outcome.decision
+    header: dict[str, Any] = {
+        "model_name": decision.model.name,
+        "model_version": outcome.model_version,
+        **({"id": tensor.id} if tensor.id is not None else {}),
+        "parameters": {"carbon_intensity": decision.carbon.intensity, "expected_error_rate": decision.model.error_rate,
+                       "energy_joules": outcome.energy.joules, "energy_source": outcome.energy.source,
+                       "energy_measured": outcome.energy.measured,
+                       "co2_grams": outcome.co2_g, "selected_by": service.selected_by(decision)},
+    }
+    headers = _decision_headers(service, outcome, time.perf_counter() - started)
+    content, extra = encode_response(header, outcome.outputs, tensor.binary_output, expected.output_name)
+    media_type = "application/octet-stream" if tensor.binary_output else "application/json"
+    return RawResponse(content, media_type=media_type, headers={**headers, **extra})
+
+
+_INFER_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"type": "object", "properties": {
+        "inputs": {"type": "array", "items": TensorInput.model_json_schema()}}}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+}}, "parameters": [*options.openapi_parameters(options.InferQuery, "query"),
+                   *options.openapi_parameters(options.HeaderOptions, "header")]}
+
+for path, summary in (("/models/{model_name}/infer", "KServe v2 inference on a tensor; model `auto` lets the "
+                       "gateway choose"),
+                      ("/models/{model_name}/versions/{version}/infer", "KServe v2 inference on one version")):
+    router.add_api_route(
+        path, infer, methods=["POST"], summary=summary, response_model=InferResponse, responses=_ERRORS,
+        openapi_extra=_INFER_BODY,
+        description="JSON `data`, or the binary tensor extension: send `Inference-Header-Content-Length: <n>`, "
+                    "n bytes of JSON header whose input has `parameters.binary_data_size`, then the raw "
+                    "little-endian FP32 bytes. `\"parameters\": {\"binary_data_output\": true}` returns the "
+                    "logits the same way. Model `auto` lets the gateway choose by the grid's carbon intensity.")

@@ -1,0 +1,148 @@
+"""What the Open Inference Protocol (KServe v2) says about the gateway and its models, for both front doors.
+
+The pool's models are described as their backend describes them, under their pool names. ``auto``, the
+model the gateway chooses per request, is described by the signature every pool model shares: a pool
+whose models' inputs or outputs differ is refused (``shared_io``), at start and on reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from .. import __version__
+from ..errors import ConfigError, TritonError, UnknownModel
+from ..pool import ModelPool, ModelSpec
+from .backend import InferenceBackend
+
+AUTO_MODEL = "auto"
+AUTO_VERSION = "1"
+SERVER_NAME = "carbon-gateway"
+EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository", "statistics", "carbon_aware")
+
+
+def server_metadata() -> dict[str, Any]:
+    return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
+
+
+@dataclass(frozen=True)
+class SharedIO:
+    """The inputs and outputs (KServe v2 metadata entries) that every model of a pool has alike."""
+
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+
+    @property
+    def input_name(self) -> str:
+        return str(self.inputs[0]["name"])
+
+    @property
+    def input_datatype(self) -> str:
+        return str(self.inputs[0]["datatype"])
+
+    @property
+    def input_dims(self) -> tuple[int, ...]:
+        """The input's shape without the batch dimension."""
+        return tuple(int(d) for d in self.inputs[0]["shape"][1:])
+
+    @property
+    def output_name(self) -> str:
+        return str(self.outputs[0]["name"])
+
+
+async def shared_io(backend: InferenceBackend, pool: ModelPool) -> SharedIO:
+    """The pool's common signature, from the models the backend can describe now (a model that is down does not
+    stop the others); ``ConfigError`` naming the models that differ, ``TritonError`` if none answers."""
+    described = await asyncio.gather(*(backend.model_metadata(m.backend_name, m.triton_version) for m in pool.models),
+                                     return_exceptions=True)
+    failures = [d for d in described if isinstance(d, BaseException)]
+    if len(failures) == len(described):
+        raise failures[0] if isinstance(failures[0], TritonError) else TritonError(str(failures[0]))
+    signatures = {spec.name: (meta.get("inputs", []), meta.get("outputs", []))
+                  for spec, meta in zip(pool.models, described, strict=True) if not isinstance(meta, BaseException)}
+    first, (inputs, outputs) = next(iter(signatures.items()))
+    differ = sorted(name for name, signature in signatures.items() if signature != (inputs, outputs))
+    if differ:
+        raise ConfigError(f"pool {pool.name!r}: model(s) {differ} have other inputs or outputs than {first!r} "
+                          f"({signatures[differ[0]]} against {(inputs, outputs)}); `auto` needs one signature")
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ConfigError(f"pool {pool.name!r}: the gateway serves models of one input and one output, "
+                          f"{first!r} has {len(inputs)} and {len(outputs)}")
+    return SharedIO(inputs, outputs)
+
+
+def resolve(pool: ModelPool, name: str, version: str | None) -> ModelSpec | None:
+    """The pool model a protocol request names (None: ``auto``); ``UnknownModel`` for anything else."""
+    if name == AUTO_MODEL:
+        if version not in (None, "", AUTO_VERSION):
+            raise UnknownModel(f"model {AUTO_MODEL!r} has only version {AUTO_VERSION}, not {version!r}")
+        return None
+    spec = pool.get(name)
+    if spec is None:
+        raise UnknownModel(f"model {name!r} is not in the pool; known: {sorted(pool.by_name)} and {AUTO_MODEL!r}")
+    return spec
+
+
+def _version(spec: ModelSpec, version: str | None) -> str:
+    return spec.triton_version if version is None else version
+
+
+async def model_metadata(backend: InferenceBackend, pool: ModelPool, name: str,
+                         version: str | None = None) -> dict[str, Any]:
+    spec = resolve(pool, name, version)
+    if spec is None:
+        io = await shared_io(backend, pool)
+        return {"name": AUTO_MODEL, "versions": [AUTO_VERSION], "platform": SERVER_NAME,
+                "inputs": io.inputs, "outputs": io.outputs}
+    return {**await backend.model_metadata(spec.backend_name, _version(spec, version)), "name": name}
+
+
+async def model_config(backend: InferenceBackend, pool: ModelPool, name: str,
+                       version: str | None = None) -> dict[str, Any]:
+    spec = resolve(pool, name, version)
+    if spec is not None:
+        return {**await backend.model_config(spec.backend_name, _version(spec, version)), "name": name}
+    configs = await asyncio.gather(*(backend.model_config(m.backend_name, m.triton_version) for m in pool.models))
+    first = configs[0]
+    return {"name": AUTO_MODEL, "platform": SERVER_NAME,
+            "max_batch_size": min(int(c.get("max_batch_size", 0)) for c in configs),
+            "input": first.get("input", []), "output": first.get("output", []),
+            "parameters": {"pool": {"string_value": ",".join(m.name for m in pool.models)},
+                           "selected_by": {"string_value": "the gateway's carbon-aware policy"}}}
+
+
+async def model_ready(backend: InferenceBackend, pool: ModelPool, name: str, version: str | None = None) -> bool:
+    """A pool model: whether the backend has it ready; ``auto``: whether any pool model can serve."""
+    spec = resolve(pool, name, version)
+    models = [(spec, _version(spec, version))] if spec is not None else [(m, m.triton_version) for m in pool.models]
+    ready = await asyncio.gather(*(backend.model_ready(m.backend_name, v) for m, v in models))
+    return any(ready)
+
+
+async def model_statistics(backend: InferenceBackend, pool: ModelPool, name: str | None = None,
+                           version: str | None = None) -> dict[str, Any]:
+    """Triton's statistics of one pool model, or of every pool model when ``name`` is None (``auto`` has none)."""
+    specs = [m for m in pool.models] if name is None else [s for s in [resolve(pool, name, version)] if s]
+    found: list[dict[str, Any]] = []
+    for spec in specs:
+        try:
+            stats = await backend.model_statistics(spec.backend_name, _version(spec, version))
+        except TritonError:
+            if name is not None:
+                raise
+            continue  # the whole-pool listing leaves out a model the backend cannot describe now
+        found += [{**entry, "name": spec.name} for entry in stats.get("model_stats", [])]
+    return {"model_stats": found}
+
+
+async def repository_index(backend: InferenceBackend, pool: ModelPool) -> list[dict[str, str]]:
+    """The pool's models and ``auto``, with the backend's state for each."""
+    index = await backend.repository_index()
+    entries = [{"name": spec.name, "version": spec.triton_version or "1",
+                "state": index.get(spec.backend_name, ("UNAVAILABLE", "not in the backend's repository"))[0],
+                "reason": index.get(spec.backend_name, ("", "not in the backend's repository"))[1]}
+               for spec in pool.models]
+    ready = any(entry["state"] == "READY" for entry in entries)
+    return [*entries, {"name": AUTO_MODEL, "version": AUTO_VERSION, "state": "READY" if ready else "UNAVAILABLE",
+                       "reason": "" if ready else "no pool model is ready"}]

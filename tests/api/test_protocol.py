@@ -1,0 +1,180 @@
+"""Conformance with stock clients nobody here wrote: tritonclient's HTTP and gRPC clients (sync and aio) talk to
+the gateway as to a Triton, and cannot tell the difference apart from the parameters the gateway adds.
+
+One gateway process (HTTP and gRPC front doors) in front of the session's real tritonserver.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as grpcaio
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from tests.support.processes import GatewayProcess, free_port
+
+from ..conftest import POOL_MODELS
+
+pytestmark = pytest.mark.integration
+
+BATCH = np.random.default_rng(7).standard_normal((2, 3, 224, 224)).astype(np.float32)
+SIGNATURE = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 3, 224, 224]}],
+             "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 1000]}]}
+
+
+@pytest.fixture(scope="module")
+def gateway(triton, model_repository, tmp_path_factory):
+    grpc_port = free_port()
+    with GatewayProcess("--triton", triton.grpc_url, "--repository", str(model_repository), "--grpc-port",
+                        str(grpc_port), "--carbon-intensity", "300", "--c-low", "100", "--c-high", "300",
+                        "--log-level", "warning", cwd=tmp_path_factory.mktemp("protocol")) as process:
+        yield process.url.removeprefix("http://"), f"127.0.0.1:{grpc_port}"
+
+
+@pytest.fixture(scope="module")
+def direct(triton):
+    """resnet18's logits for BATCH, from Triton itself through the stock client."""
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    tensor = grpcclient.InferInput("input", list(BATCH.shape), "FP32")
+    tensor.set_data_from_numpy(BATCH)
+    return client.infer("resnet18", [tensor]).as_numpy("logits")
+
+
+# --- HTTP ------------------------------------------------------------------------------------------------
+
+
+def test_http_health_and_server_metadata(gateway):
+    client = httpclient.InferenceServerClient(gateway[0])
+    assert client.is_server_live() and client.is_server_ready()
+    metadata = client.get_server_metadata()
+    assert metadata["name"] == "carbon-gateway" and "binary_tensor_data" in metadata["extensions"]
+
+
+def test_http_model_readiness_metadata_and_config_for_the_pool_and_auto(gateway):
+    client = httpclient.InferenceServerClient(gateway[0])
+    for model in ("auto", *POOL_MODELS):
+        assert client.is_model_ready(model) and client.is_model_ready(model, "1")
+        metadata = client.get_model_metadata(model)
+        assert metadata["name"] == model and metadata["versions"] == ["1"]
+        assert {k: metadata[k] for k in ("inputs", "outputs")} == SIGNATURE
+    assert client.get_model_metadata("resnet50", "1")["name"] == "resnet50"
+    assert not client.is_model_ready("vgg16") and not client.is_model_ready("auto", "2")
+    config = client.get_model_config("resnet18")
+    assert (config["name"], config["max_batch_size"], config["input"][0]["dims"]) == ("resnet18", 8, [3, 224, 224])
+    auto = client.get_model_config("auto")
+    assert auto["name"] == "auto" and auto["parameters"]["pool"]["string_value"] == ",".join(POOL_MODELS)
+
+
+def test_http_repository_index_and_statistics(gateway):
+    client = httpclient.InferenceServerClient(gateway[0])
+    index = {entry["name"]: entry["state"] for entry in client.get_model_repository_index()}
+    assert index == dict.fromkeys(("auto", *POOL_MODELS), "READY")
+    stats = client.get_inference_statistics("resnet18")["model_stats"]
+    assert [entry["name"] for entry in stats] == ["resnet18"] and "inference_stats" in stats[0]
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+@pytest.mark.parametrize("model", ["auto", "resnet18"])
+def test_http_infer_gives_tritons_answer(gateway, direct, model, binary):
+    client = httpclient.InferenceServerClient(gateway[0])
+    tensor = httpclient.InferInput("input", list(BATCH.shape), "FP32")
+    tensor.set_data_from_numpy(BATCH, binary_data=binary)
+    result = client.infer(model, [tensor], outputs=[httpclient.InferRequestedOutput("logits", binary_data=binary)],
+                          request_id="req-1")
+    np.testing.assert_allclose(result.as_numpy("logits"), direct, rtol=1e-5)  # a dirty grid: auto picks resnet18
+    response = result.get_response()
+    assert (response["model_name"], response["model_version"], response["id"]) == ("resnet18", "1", "req-1")
+    assert response["parameters"]["carbon_intensity"] == 300.0 and response["parameters"]["energy_joules"] > 0
+
+
+def test_http_infer_without_an_id_sends_none_and_a_version_can_be_named(gateway):
+    client = httpclient.InferenceServerClient(gateway[0])
+    tensor = httpclient.InferInput("input", [1, 3, 224, 224], "FP32")
+    tensor.set_data_from_numpy(BATCH[:1])
+    assert "id" not in client.infer("resnet34", [tensor], model_version="1").get_response()
+    with pytest.raises(InferenceServerException, match="version 7 is not found") as caught:
+        client.infer("resnet34", [tensor], model_version="7")
+    assert caught.value.status() == "404"
+
+
+def test_http_errors_are_the_protocols_with_the_gateways_code(gateway):
+    client = httpclient.InferenceServerClient(gateway[0])
+    bogus = httpclient.InferInput("bogus_input", [1, 3, 224, 224], "FP32")
+    bogus.set_data_from_numpy(BATCH[:1])
+    with pytest.raises(InferenceServerException, match="no input 'bogus_input'") as caught:
+        client.infer("auto", [bogus])
+    assert caught.value.status() == "400"
+    good = httpclient.InferInput("input", [1, 3, 224, 224], "FP32")
+    good.set_data_from_numpy(BATCH[:1])
+    with pytest.raises(InferenceServerException, match="no output"):
+        client.infer("auto", [good], outputs=[httpclient.InferRequestedOutput("bogus_output")])
+    with pytest.raises(InferenceServerException, match="not in the pool"):
+        client.get_model_metadata("vgg16")
+    wrong_shape = httpclient.InferInput("input", [1, 3, 32, 32], "FP32")
+    wrong_shape.set_data_from_numpy(np.zeros((1, 3, 32, 32), np.float32))
+    with pytest.raises(InferenceServerException, match=r"not \[N, 3, 224, 224\]"):
+        client.infer("resnet18", [wrong_shape])
+
+
+# --- gRPC --------------------------------------------------------------------------------------------------
+
+
+def test_grpc_health_metadata_and_config(gateway):
+    client = grpcclient.InferenceServerClient(gateway[1])
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.get_server_metadata().name == "carbon-gateway"
+    for model in ("auto", "resnet152"):
+        assert client.is_model_ready(model)
+        metadata = client.get_model_metadata(model, as_json=True)
+        assert metadata["name"] == model and metadata["inputs"][0]["shape"] == ["-1", "3", "224", "224"]
+    assert client.get_model_config("resnet18").config.max_batch_size == 8
+    assert {m.name for m in client.get_model_repository_index().models} == {"auto", *POOL_MODELS}
+    assert client.get_inference_statistics("resnet18").model_stats[0].name == "resnet18"
+    assert not client.is_model_ready("vgg16")
+
+
+@pytest.mark.parametrize("model", ["auto", "resnet18"])
+def test_grpc_infer_gives_tritons_answer_and_the_gateways_parameters(gateway, direct, model):
+    client = grpcclient.InferenceServerClient(gateway[1])
+    tensor = grpcclient.InferInput("input", list(BATCH.shape), "FP32")
+    tensor.set_data_from_numpy(BATCH)
+    result = client.infer(model, [tensor], outputs=[grpcclient.InferRequestedOutput("logits")], request_id="g-1")
+    np.testing.assert_allclose(result.as_numpy("logits"), direct, rtol=1e-5)
+    response = result.get_response()
+    assert (response.model_name, response.model_version, response.id) == ("resnet18", "1", "g-1")
+    assert response.parameters["carbon_intensity"].double_param == 300.0
+    assert response.parameters["selected_by"].string_param == ("interpolation" if model == "auto" else "client")
+    assert response.parameters["energy_joules"].double_param > 0
+
+
+def test_grpc_errors_have_the_right_status(gateway):
+    client = grpcclient.InferenceServerClient(gateway[1])
+    bogus = grpcclient.InferInput("bogus_input", [1, 3, 224, 224], "FP32")
+    bogus.set_data_from_numpy(BATCH[:1])
+    with pytest.raises(InferenceServerException, match="no input 'bogus_input'") as caught:
+        client.infer("auto", [bogus])
+    assert "INVALID_ARGUMENT" in caught.value.status()
+    good = grpcclient.InferInput("input", [1, 3, 224, 224], "FP32")
+    good.set_data_from_numpy(BATCH[:1])
+    with pytest.raises(InferenceServerException, match="not in the pool") as caught:
+        client.infer("vgg16", [good])
+    assert "NOT_FOUND" in caught.value.status()
+    with pytest.raises(InferenceServerException, match="min_accuracy") as caught:
+        client.infer("auto", [good], parameters={"min_accuracy": "lots"})
+    assert "INVALID_ARGUMENT" in caught.value.status()
+
+
+async def test_grpc_aio_client_and_constraints(gateway):
+    client = grpcaio.InferenceServerClient(gateway[1])
+    try:
+        assert await client.is_server_ready()
+        tensor = grpcclient.InferInput("input", [1, 3, 224, 224], "FP32")
+        tensor.set_data_from_numpy(BATCH[:1])
+        # A dirty grid picks resnet18; a minimum accuracy the request asks for overrides it.
+        result = await client.infer("auto", [tensor], parameters={"min_accuracy": 94.0})
+        assert result.get_response().model_name == "resnet152"
+        assert result.as_numpy("logits").shape == (1, 1000)
+    finally:
+        await client.close()
