@@ -4,6 +4,7 @@ PYTHON  ?= python3
 SHARED  ?= ../shared/data
 TORCH   ?= torch==2.13.0
 PORT    ?= 8080
+GRPC_PORT ?= 8081
 SPEEDUP ?= 360
 PY      := $(VENV)/bin/python
 CLI     := $(VENV)/bin/carbon-gateway
@@ -24,10 +25,10 @@ setup: $(VENV)/.installed
 models: setup
 	$(CLI) build-models $(LABELS)
 
-## Set everything up, build the ResNet pool, start a local CPU Triton and the gateway on :$(PORT).
+## Set everything up, build the ResNet pool, start a local CPU Triton and the gateway on :$(PORT) (gRPC :$(GRPC_PORT)).
 ## With ../shared/data present, the GB 2020 carbon trace is replayed live ($(SPEEDUP)x) so the model changes.
 run: models
-	$(CLI) serve --port $(PORT) $(CARBON)
+	$(CLI) serve --port $(PORT) --grpc-port $(GRPC_PORT) $(CARBON)
 
 ## The metrics tests scrape with a real Prometheus: Debian's package.
 prometheus:

@@ -41,7 +41,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import PROJECT, REPOSITORY, SHARED_DATA, gateway_process, save_json, stats, workdir
 
-from tests.support.kserve import binary_infer_request
+from tests.support.tensors import binary_infer_request
 from tests.support.processes import free_port, running_triton
 
 TARGETS = ("direct-grpc", "grpc-auto", "tensor-bin", "tensor-auto", "tensor-json", "image", "healthz")

@@ -12,7 +12,7 @@ import asyncio
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from fastapi.responses import Response as RawResponse
 
@@ -29,8 +29,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for status in (400, 404, 413, 415, 422, 429, 503)}
 
 
-def _ok(ready: bool) -> Response:
-    return Response(status_code=200 if ready else 503)
+def _state(key: str, value: bool, **extra: str) -> JSONResponse:
+    """A health answer: the status says it (Triton's clients read that), the body too (the KServe SDK's do)."""
+    return JSONResponse({**extra, key: value}, status_code=200 if value else 503)
 
 
 @router.get("", summary="Server metadata")
@@ -39,17 +40,17 @@ async def server_metadata() -> JSONResponse:
 
 
 @router.get("/health/live", summary="Server liveness: the gateway answers", responses={200: {"description": "live"}})
-async def live() -> Response:
-    return Response(status_code=200)
+async def live() -> JSONResponse:
+    return _state("live", True)
 
 
 @router.get("/health/ready", summary="Server readiness: the backend answers and every pool model is ready",
             responses={200: {"description": "ready"}, 503: {"description": "not ready"}})
-async def ready(request: Request) -> Response:
+async def ready(request: Request) -> JSONResponse:
     service = service_of(request)
     ready_models = await asyncio.gather(*(service.backend.model_ready(m.backend_name, m.triton_version)
                                           for m in service.pool.models))
-    return _ok(await service.backend.server_live() and all(ready_models))
+    return _state("ready", await service.backend.server_live() and all(ready_models))
 
 
 async def _metadata(request: Request, model_name: str, version: str | None = None) -> JSONResponse:
@@ -57,9 +58,10 @@ async def _metadata(request: Request, model_name: str, version: str | None = Non
     return JSONResponse(await metadata.model_metadata(service.backend, service.pool, model_name, version))
 
 
-async def _ready(request: Request, model_name: str, version: str | None = None) -> Response:
+async def _ready(request: Request, model_name: str, version: str | None = None) -> JSONResponse:
     service = service_of(request)
-    return _ok(await metadata.model_ready(service.backend, service.pool, model_name, version))
+    return _state("ready", await metadata.model_ready(service.backend, service.pool, model_name, version),
+                  name=model_name)
 
 
 async def _config(request: Request, model_name: str, version: str | None = None) -> JSONResponse:

@@ -15,7 +15,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.support.processes import GatewayProcess, free_port
 
-from ..conftest import POOL_MODELS
+from ..conftest import POOL_MODELS, PROJECT
 
 pytestmark = pytest.mark.integration
 
@@ -178,3 +178,29 @@ async def test_grpc_aio_client_and_constraints(gateway):
         assert result.as_numpy("logits").shape == (1, 1000)
     finally:
         await client.close()
+
+
+# --- the KServe SDK ----------------------------------------------------------------------------------------
+# Its protos and tritonclient's define the same messages in protobuf's one descriptor pool, so they cannot be
+# imported in one process: the SDK runs in a process of its own (tests/support/kserve_sdk_client.py).
+
+
+def test_kserve_sdk_rest_and_grpc_clients(gateway, direct, tmp_path):
+    import importlib.util
+    import json
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("kserve") is None:  # not imported here: see above
+        pytest.fail("the KServe SDK is missing: it is in the test extra")
+    np.save(tmp_path / "batch.npy", BATCH)
+    done = subprocess.run([sys.executable, "-m", "tests.support.kserve_sdk_client", gateway[0], gateway[1],
+                           str(tmp_path)], cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    for way in ("rest-binary", "rest-json", "grpc"):
+        answer = report[way]
+        assert answer["live"] and answer["ready"] and answer["model_ready"], (way, answer)
+        assert (answer["id"], answer["model_name"]) == (f"kserve-{way}", "resnet18"), (way, answer)
+        np.testing.assert_allclose(np.load(tmp_path / f"{way}.npy"), direct, rtol=1e-5)
+    assert report["rest-json"]["carbon_intensity"] == 300.0
