@@ -8,13 +8,16 @@ whose models' inputs or outputs differ is refused (``shared_io``), at start and 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import __version__
 from ..errors import ConfigError, TritonError, UnknownModel
 from ..pool import ModelPool, ModelSpec
 from .backend import InferenceBackend
+
+T = TypeVar("T")
 
 AUTO_MODEL = "auto"
 AUTO_VERSION = "1"
@@ -56,9 +59,7 @@ async def shared_io(backend: InferenceBackend, pool: ModelPool) -> SharedIO:
     stop the others); ``ConfigError`` naming the models that differ, ``TritonError`` if none answers."""
     described = await asyncio.gather(*(backend.model_metadata(m.backend_name, m.triton_version) for m in pool.models),
                                      return_exceptions=True)
-    failures = [d for d in described if isinstance(d, BaseException)]
-    if len(failures) == len(described):
-        raise failures[0] if isinstance(failures[0], TritonError) else TritonError(str(failures[0]))
+    _some_answered(described)
     signatures = {spec.name: (meta.get("inputs", []), meta.get("outputs", []))
                   for spec, meta in zip(pool.models, described, strict=True) if not isinstance(meta, BaseException)}
     first, (inputs, outputs) = next(iter(signatures.items()))
@@ -70,6 +71,20 @@ async def shared_io(backend: InferenceBackend, pool: ModelPool) -> SharedIO:
         raise ConfigError(f"pool {pool.name!r}: the gateway serves models of one input and one output, "
                           f"{first!r} has {len(inputs)} and {len(outputs)}")
     return SharedIO(inputs, outputs)
+
+
+def _some_answered(results: list[T | BaseException]) -> list[T]:
+    """The answers among ``results``; the first failure, if nothing answered."""
+    answers = [r for r in results if not isinstance(r, BaseException)]
+    if not answers:
+        failure = next(r for r in results if isinstance(r, BaseException))
+        raise failure if isinstance(failure, TritonError) else TritonError(str(failure))
+    return answers
+
+
+async def _answered(calls: Iterable[Awaitable[T]]) -> list[T]:
+    """What the backend answered of ``calls``, in order; a model that is down is left out, unless all are."""
+    return _some_answered(await asyncio.gather(*calls, return_exceptions=True))
 
 
 def resolve(pool: ModelPool, name: str, version: str | None) -> ModelSpec | None:
@@ -103,7 +118,7 @@ async def model_config(backend: InferenceBackend, pool: ModelPool, name: str,
     spec = resolve(pool, name, version)
     if spec is not None:
         return {**await backend.model_config(spec.backend_name, _version(spec, version)), "name": name}
-    configs = await asyncio.gather(*(backend.model_config(m.backend_name, m.triton_version) for m in pool.models))
+    configs = await _answered(backend.model_config(m.backend_name, m.triton_version) for m in pool.models)
     first = configs[0]
     return {"name": AUTO_MODEL, "platform": SERVER_NAME,
             "max_batch_size": min(int(c.get("max_batch_size", 0)) for c in configs),
