@@ -11,6 +11,7 @@ mapping. The core raises these without knowing about HTTP; the status is just a 
     │   ├── InvalidTensorRequest       400 invalid_tensor_request
     │   ├── Unauthorized               401 unauthorized
     │   ├── AdminDisabled              403 admin_disabled
+    │   ├── TooManyAttempts            429 too_many_attempts    failed admin attempts, for a while
     │   ├── UnknownModel               404 unknown_model
     │   ├── PayloadTooLarge            413 payload_too_large
     │   ├── UnsupportedMediaType       415 unsupported_media_type
@@ -79,6 +80,11 @@ class Unauthorized(RequestError):
 
 class AdminDisabled(RequestError):
     code, status = "admin_disabled", 403
+
+
+class TooManyAttempts(RequestError):
+    code, status = "too_many_attempts", 429
+    headers = (("Retry-After", "60"),)
 
 
 class UnknownModel(RequestError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .carbon.settings import CarbonSettings
@@ -23,6 +23,7 @@ __all__ = ["CarbonSettings", "ConfigError", "EnergySettings", "GatewaySettings",
 
 
 DEFAULT_REPOSITORY = Path("model_repository")
+MIN_ADMIN_TOKEN = 16
 
 
 class _Section(BaseModel):
@@ -67,13 +68,22 @@ class GatewaySettings(BaseSettings):
     labels_file: Path | None = Field(default=None, description="Class names; default: <model_repository>/labels.txt.")
     top_k: int = Field(default=5, ge=1, le=1000)
     pue: float = Field(default=1.0, ge=1.0, description="Power usage effectiveness applied to measured energy.")
-    admin_token: SecretStr | None = Field(default=None, description="Bearer token of the admin API; unset: disabled.")
+    admin_token: SecretStr | None = Field(default=None, description="Bearer token of the admin API, at least "
+                                          f"{MIN_ADMIN_TOKEN} characters; unset: the admin API is disabled.")
     watch_pool: bool = Field(default=True, description="Reload the pool when its file changes.")
     triton: TritonSettings = TritonSettings()
     carbon: CarbonSettings = CarbonSettings()
     policy: PolicySettings = PolicySettings()
     energy: EnergySettings = EnergySettings()
     limits: LimitSettings = LimitSettings()
+
+    @field_validator("admin_token")
+    @classmethod
+    def _long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value().strip()) < MIN_ADMIN_TOKEN:
+            raise ValueError(f"admin_token must be at least {MIN_ADMIN_TOKEN} characters (it guards pool reloads); "
+                             "unset it to disable the admin API")
+        return token
 
     @property
     def resolved_pool_file(self) -> Path:

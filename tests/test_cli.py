@@ -65,6 +65,15 @@ def test_broken_config_exits_with_a_message_not_a_traceback(tmp_path, model_repo
     assert "Traceback" not in result.stderr + result.stdout
 
 
+@pytest.mark.parametrize("token", ["", "hunter2"])
+def test_an_empty_or_short_admin_token_stops_serve(model_repository, token):
+    result = subprocess.run([*CLI, "serve", "--repository", str(model_repository), "--port", str(free_port())],
+                            capture_output=True, text=True, timeout=60, cwd=PROJECT,
+                            env={**os.environ, "CARBON_GATEWAY_ADMIN_TOKEN": token})
+    assert result.returncode == 2 and "admin_token must be at least 16 characters" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
 def test_build_models_reports_its_weights(tmp_path):
     result = subprocess.run([*CLI, "build-models", "--output", str(tmp_path / "repo"), "--models", "resnet18",
                              "--weights", "random",

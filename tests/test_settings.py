@@ -48,8 +48,9 @@ def test_missing_config_file(tmp_path):
 
 
 def test_secrets_stay_out_of_reprs_and_dumps():
-    settings = load_settings(None, {"admin_token": "hunter2", "carbon": {"electricitymaps": {"auth_token": "em-key"}}})
-    assert settings.admin_token.get_secret_value() == "hunter2"
+    settings = load_settings(None, {"admin_token": "hunter2-hunter2-hunter2",
+                                    "carbon": {"electricitymaps": {"auth_token": "em-key"}}})
+    assert settings.admin_token.get_secret_value() == "hunter2-hunter2-hunter2"
     for text in (repr(settings), str(settings), settings.model_dump_json()):
         assert "hunter2" not in text and "em-key" not in text
 
@@ -60,6 +61,12 @@ def test_workers_receive_the_real_secrets():
     from gateway.api.server import _reveal
     from gateway.settings import GatewaySettings
 
-    settings = load_settings(None, {"admin_token": "hunter2", "triton": {"url": "h:1"}})
+    settings = load_settings(None, {"admin_token": "hunter2-hunter2-hunter2", "triton": {"url": "h:1"}})
     payload = json.dumps(settings.model_dump(), default=_reveal)
     assert GatewaySettings.model_validate(json.loads(payload)) == settings
+
+
+@pytest.mark.parametrize("token", ["", "   ", "short-token"])
+def test_an_empty_or_short_admin_token_is_refused(token):
+    with pytest.raises(ConfigError, match="admin_token must be at least 16 characters"):
+        load_settings(None, {"admin_token": token})

@@ -22,7 +22,7 @@ from .errors import install_error_handlers
 from .grpc_server import InferenceServicer, start_server
 from .middleware import GatewayMiddleware
 from . import v2
-from .routes import router
+from .routes import FailedAttempts, router
 
 DESCRIPTION = """
 Serves ImageNet classification and, for every request, picks the ResNet to run from the grid's
@@ -94,6 +94,7 @@ def create_app(settings: GatewaySettings, backend: str | InferenceBackend, share
     _offline_docs(app)
     app.state.settings = settings
     app.state.sink = sink
+    app.state.admin_attempts = FailedAttempts()
     app.include_router(router)
     app.include_router(v2.router)
     install_error_handlers(app)

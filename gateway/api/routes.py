@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+import logging
 import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
@@ -13,7 +16,7 @@ from starlette.datastructures import UploadFile
 
 from .. import __version__
 from ..carbon import CarbonState
-from ..errors import AdminDisabled, MissingFile, Unauthorized, UnsupportedMediaType
+from ..errors import AdminDisabled, MissingFile, TooManyAttempts, Unauthorized, UnsupportedMediaType
 from ..prometheus import PrometheusSink
 from ..serving import health
 from ..serving.service import Decision, GatewayService, Outcome
@@ -22,6 +25,7 @@ from .schemas import (CarbonOut, ClassifyResponse, EnergyOut, ErrorResponse, Hea
                       PredictionOut, ReadyResponse, ReloadOut)
 
 router = APIRouter()
+logger = logging.getLogger(__name__)
 
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
 # dict is invariant: FastAPI's ``responses`` takes exactly dict[int | str, dict[str, Any]].
@@ -171,13 +175,46 @@ async def prometheus_metrics(service: GatewayService = Depends(get_service),
     return RawResponse(body, media_type=content_type)
 
 
+class FailedAttempts:
+    """Failed admin attempts per client over the last ``window_s``: past ``limit`` of them, the client is refused
+    (429) until the oldest leaves the window, whatever it presents."""
+
+    def __init__(self, limit: int = 5, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, client: str) -> deque[float]:
+        now, failures = self._clock(), self._failures.setdefault(client, deque())
+        while failures and now - failures[0] > self.window_s:
+            failures.popleft()
+        if not failures:
+            del self._failures[client]  # bounded by the clients failing now, not by every client ever seen
+        return failures
+
+    def check(self, client: str) -> None:
+        if len(self._recent(client)) >= self.limit:
+            raise TooManyAttempts(f"{self.limit} failed admin attempts within {self.window_s:.0f} s; retry later")
+
+    def fail(self, client: str) -> None:
+        self._failures.setdefault(client, deque()).append(self._clock())
+
+
 async def require_admin(request: Request, authorization: str | None = Header(None)) -> None:
-    """Bearer-token check for the admin API, in constant time; disabled without a configured token."""
+    """Bearer-token check for the admin API, in constant time, rate-limited per client on failures; disabled
+    without a configured token."""
     token = request.app.state.settings.admin_token
     if token is None:
         raise AdminDisabled("the admin API is disabled: set admin_token to enable it")
+    attempts: FailedAttempts = request.app.state.admin_attempts
+    client = request.client.host if request.client else "unknown"
+    attempts.check(client)
     scheme, _, presented = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.encode(), token.get_secret_value().encode()):
+    if scheme.lower() != "bearer" or not presented or not hmac.compare_digest(presented.encode(),
+                                                                              token.get_secret_value().encode()):
+        attempts.fail(client)
+        logger.warning("failed admin attempt from %s", client)
         raise Unauthorized("a valid `Authorization: Bearer <admin token>` header is required")
 
 
