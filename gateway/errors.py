@@ -7,6 +7,7 @@ mapping. The core raises these without knowing about HTTP; the status is just a 
     GatewayError                       500 gateway_error
     ├── RequestError                   400 invalid_request      what the client sent is wrong
     │   ├── MissingFile                400 missing_file
+    │   ├── InvalidMultipart           400 invalid_multipart    a form starlette refuses (too many parts, ...)
     │   ├── InvalidJson                400 invalid_json
     │   ├── InvalidTensorRequest       400 invalid_tensor_request
     │   ├── Unauthorized               401 unauthorized
@@ -63,6 +64,10 @@ class RequestError(GatewayError):
 
 class MissingFile(RequestError):
     code = "missing_file"
+
+
+class InvalidMultipart(RequestError):
+    code = "invalid_multipart"
 
 
 class InvalidJson(RequestError):

@@ -13,10 +13,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import Response as RawResponse
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..carbon import CarbonState
-from ..errors import AdminDisabled, MissingFile, TooManyAttempts, Unauthorized, UnsupportedMediaType
+from ..errors import AdminDisabled, InvalidMultipart, MissingFile, TooManyAttempts, Unauthorized, UnsupportedMediaType
 from ..prometheus import PrometheusSink
 from ..serving import health
 from ..serving.service import Decision, GatewayService, Outcome
@@ -88,11 +89,15 @@ def _decision_headers(service: GatewayService, outcome: Outcome, elapsed_s: floa
 async def _image_bytes(request: Request) -> bytes:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=4)
-        uploads = [value for value in form.values() if isinstance(value, UploadFile)]
-        if not uploads:
-            raise MissingFile("multipart body has no file part; send the image as field `file`")
-        return await uploads[0].read()
+        try:
+            form = await request.form(max_files=1, max_fields=4)
+        except StarletteHTTPException as exc:  # starlette's refusal of a malformed or overfull form
+            raise InvalidMultipart(f"multipart body refused: {exc.detail}; send one part, the image as field "
+                                   "`file`") from None
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise MissingFile("multipart body has no file part named `file`; send the image as field `file`")
+        return await upload.read()
     if content_type and not (content_type.startswith("image/") or content_type == "application/octet-stream"):
         raise UnsupportedMediaType(
             f"Content-Type {content_type!r} is not an image; send image/jpeg, image/png, image/webp, "

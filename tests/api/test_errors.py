@@ -121,3 +121,14 @@ async def test_a_model_that_is_not_ready_is_stood_in_for_and_the_response_says_s
     assert {"name": "resnet34", "selected_by": "fallback:interpolation"}.items() <= chosen.json()["model"].items()
     assert pinned.status_code == 503 and pinned.json()["code"] == "model_not_ready"
 
+
+
+@pytest.mark.parametrize("files, status, code", [
+    ({"image": ("x.jpg", IMAGES[0].read_bytes(), "image/jpeg")}, 400, "missing_file"),  # only `file` is read
+    ([("file", ("a.jpg", b"a", "image/jpeg")), ("file", ("b.jpg", b"b", "image/jpeg"))], 400, "invalid_multipart"),
+    ({f"field{i}": (None, "x") for i in range(6)}, 400, "invalid_multipart"),
+])
+async def test_multipart_forms_the_gateway_does_not_read(make_fake_gateway, files, status, code):
+    async with make_fake_gateway() as client:
+        response = await client.post("/v1/classify", files=files)
+    assert (response.status_code, response.json()["error"]) == (status, code), response.text
