@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import CarbonSourceError
 
@@ -24,11 +24,18 @@ class CarbonReading(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     intensity: float = Field(ge=0, allow_inf_nan=False, description="Carbon intensity, in `unit`.")
-    timestamp: datetime = Field(description="Start of the period the value is for (UTC).")
+    timestamp: datetime = Field(description="Start of the period the value is for (UTC); a timestamp without a "
+                                "timezone is taken as UTC.")
     source: str = Field(description="Which provider produced the value.")
     forecast: bool = False
     unit: str = GRAMS_PER_KWH
     marginal: bool = Field(default=False, description="Marginal (not average) emissions.")
+
+    @field_validator("timestamp")
+    @classmethod
+    def _utc(cls, moment: datetime) -> datetime:
+        # Naive and aware datetimes cannot be compared: one provider's naive stamp would break the monitor.
+        return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
 @runtime_checkable

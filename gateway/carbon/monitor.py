@@ -27,6 +27,7 @@ The selector's window (C_low, C_high) comes from ``window_basis``:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -119,9 +120,14 @@ class CarbonMonitor:
 
     @property
     def state(self) -> CarbonState:
-        if self._state is None:
+        """The value in use; a live value older than ``max_age`` reads as stale, however the polls stopped."""
+        state = self._state
+        if state is None:
             raise RuntimeError("CarbonMonitor.start() has not run")
-        return self._state
+        if state.status == "live" and state.age_seconds() > self.max_age:
+            return dataclasses.replace(state, status="stale", source_up=False,
+                                       last_error=f"no successful poll for {state.age_seconds():.0f} s")
+        return state
 
     @property
     def next_poll_in(self) -> float:
@@ -185,9 +191,14 @@ class CarbonMonitor:
         await self.refresh()
 
     async def _poll_forever(self) -> None:
+        """Poll until cancelled: no exception, whatever raised it, ends the loop."""
         while True:
             await asyncio.sleep(self._next_poll_in)
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception as exc:
+                logger.exception("carbon monitor: a poll failed unexpectedly; polling on")
+                self._failed(exc)
 
     async def _refresh_forecast_if_due(self) -> None:
         fetch = getattr(self.source, "forecast", None)

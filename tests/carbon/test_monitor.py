@@ -145,3 +145,61 @@ def test_providers_are_chosen_by_config(server):
         load_settings(None, {"carbon": {"source": "electricitymaps", "electricitymaps": {"zone": "GB"}}})
     with pytest.raises(ConfigError, match="region_id"):
         load_settings(None, {"carbon": {"source": "uk", "uk": {"region_id": 40}}})
+
+
+async def test_a_timestamp_without_a_timezone_is_utc_and_does_not_stop_the_monitor(server, now):
+    naive = uk_period(now, 205, 200)
+    naive["from"], naive["to"] = (naive["from"].removesuffix("Z"), naive["to"].removesuffix("Z"))
+    server.json("/intensity", uk_national(uk_period(now - timedelta(minutes=30), 305, 300)))
+    monitor = CarbonMonitor(uk_source(server), poll_interval=0.05)
+    async with monitor:
+        server.json("/intensity", uk_national(naive))
+        for _ in range(100):
+            if monitor.state.intensity == 200:
+                break
+            await asyncio.sleep(0.02)
+        assert monitor.state.intensity == 200 and monitor.state.status == "live"
+        assert monitor.state.reading.timestamp == now  # read as UTC
+        server.json("/intensity", uk_national(uk_period(now + timedelta(minutes=30), 125, 120)))
+        for _ in range(100):
+            if monitor.state.intensity == 120:
+                break
+            await asyncio.sleep(0.02)
+        assert monitor.state.intensity == 120, "the poll loop stopped"
+
+
+async def test_whatever_breaks_a_poll_the_loop_goes_on(server, now, monkeypatch):
+    server.json("/intensity", uk_national(uk_period(now, 205, 200)))
+    monitor = CarbonMonitor(uk_source(server), poll_interval=0.05)
+    async with monitor:
+        calls = []
+
+        def broken(reading):
+            calls.append(reading)
+            raise TypeError("a bug in the monitor itself")
+
+        original = monitor._succeeded
+        monkeypatch.setattr(monitor, "_succeeded", broken)
+        for _ in range(50):
+            if len(calls) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        monkeypatch.setattr(monitor, "_succeeded", original)
+        server.json("/intensity", uk_national(uk_period(now + timedelta(minutes=30), 125, 120)))
+        for _ in range(100):
+            if monitor.state.intensity == 120:
+                break
+            await asyncio.sleep(0.02)
+        assert len(calls) >= 2 and monitor.state.intensity == 120
+
+
+async def test_the_status_follows_the_values_age_whatever_stopped_the_polls(server, now):
+    clock = ManualClock(1000.0)
+    server.json("/intensity", uk_national(uk_period(now, 205, 200)))
+    monitor = CarbonMonitor(uk_source(server), poll_interval=10.0, max_age=30.0, clock=clock)
+    async with monitor:
+        assert monitor.state.status == "live"
+        clock.now += 31.0  # no poll ran since (as if the loop had died)
+        state = monitor.state
+        assert (state.status, state.source_up, state.stale) == ("stale", False, True)
+        assert "no successful poll" in state.last_error
