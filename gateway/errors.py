@@ -20,7 +20,8 @@ mapping. The core raises these without knowing about HTTP; the status is just a 
     │   │   ├── EmptyImage             400 empty_body
     │   │   ├── ImageTooLarge          413 image_too_large      pixels, or a decompression bomb
     │   │   └── UnsupportedImage       415 unsupported_image
-    │   └── NoEligibleModel            422 no_eligible_model
+    │   ├── NoEligibleModel            422 no_eligible_model
+    │   └── ClientClosedRequest        499 client_closed_request the client hung up before its request was read
     ├── TritonError                    502 triton_error         the inference server failed
     │   ├── InvalidTensor              400 invalid_tensor       Triton refused the inputs
     │   ├── UnknownVersion             404 unknown_version      Triton has no such version of the model
@@ -127,6 +128,12 @@ class NoEligibleModel(RequestError):
     """No model of the pool meets the request's constraints."""
 
     code, status = "no_eligible_model", 422
+
+
+class ClientClosedRequest(RequestError):
+    """The client went away mid-request: nginx's 499, nobody's error but the client's, and nobody to answer."""
+
+    code, status = "client_closed_request", 499
 
 
 # --- what the gateway depends on -----------------------------------------------------------------

@@ -14,8 +14,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
-from ..errors import GatewayError
+from ..errors import ClientClosedRequest, GatewayError
 
 logger = logging.getLogger("gateway.api")
 
@@ -61,8 +62,14 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(request.url.path, "internal_error", detail), status_code=500)
 
 
+async def _client_disconnect(request: Request, exc: Exception) -> JSONResponse:
+    return await _gateway_error(request, ClientClosedRequest("the client closed the connection before its "
+                                                             "request body arrived"))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GatewayError, _gateway_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(Exception, _unexpected)

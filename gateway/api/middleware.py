@@ -44,6 +44,8 @@ def _outcome(status: int) -> str:
         return "success"
     if status == 429:
         return "throttled"
+    if status == 499:
+        return "disconnected"
     if status == 503:
         return "unavailable"
     return "rejected" if status < 500 else "error"
