@@ -16,6 +16,7 @@ from gateway.modelzoo.build import PAPER_POOL
 from gateway.pool import load_pool
 from gateway.offline.replay import Replay, build_workload, load_request_trace, trailing_window, weekly_profile
 from gateway.settings import PolicySettings
+from datetime import UTC
 
 
 def timed(label: str, action):
@@ -45,9 +46,9 @@ def main(shared: Path) -> None:
 
 
 def _utc(text: str):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 if __name__ == "__main__":

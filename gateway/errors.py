@@ -14,6 +14,7 @@ mapping. The core raises these without knowing about HTTP; the status is just a 
     │   ├── AdminDisabled              403 admin_disabled
     │   ├── TooManyAttempts            429 too_many_attempts    failed admin attempts, for a while
     │   ├── UnknownModel               404 unknown_model
+    │   ├── RequestTimeout             408 request_timeout      the body did not arrive in time
     │   ├── PayloadTooLarge            413 payload_too_large
     │   ├── UnsupportedMediaType       415 unsupported_media_type
     │   ├── ImageError                 422 invalid_image        corrupt or truncated
@@ -95,6 +96,11 @@ class TooManyAttempts(RequestError):
 
 class UnknownModel(RequestError):
     code, status = "unknown_model", 404
+
+
+class RequestTimeout(RequestError):
+    code, status = "request_timeout", 408
+    headers = (("Connection", "close"),)
 
 
 class PayloadTooLarge(RequestError):

@@ -52,7 +52,10 @@ class LimitSettings(_Section):
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=40_000_000, gt=0, description="Larger images are refused (bombs).")
     max_batch: int = Field(default=8, ge=1, description="Most images in one tensor request.")
-    max_in_flight: int = Field(default=64, ge=1, description="Inference requests served at once; more get 429.")
+    max_in_flight: int = Field(default=64, ge=1, description="Inference requests served at once; more get 429. "
+                               "A request takes its slot once its body has arrived.")
+    body_timeout_s: float = Field(default=10.0, gt=0, description="An inference request's body must arrive within "
+                                  "this many seconds of its headers; slower ones get 408.")
 
 
 class GatewaySettings(BaseSettings):

@@ -99,5 +99,5 @@ def create_app(settings: GatewaySettings, backend: str | InferenceBackend, share
     app.include_router(v2.router)
     install_error_handlers(app)
     app.add_middleware(GatewayMiddleware, sink=sink, max_bytes=settings.limits.max_upload_bytes,
-                       max_in_flight=settings.limits.max_in_flight)
+                       max_in_flight=settings.limits.max_in_flight, body_timeout_s=settings.limits.body_timeout_s)
     return app

@@ -6,16 +6,19 @@ speed the gateway's own CPU per request is what limits it (docs/performance.md).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
-from collections.abc import Callable
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import PayloadTooLarge
+from ..errors import ClientClosedRequest, PayloadTooLarge, RequestTimeout
 from ..telemetry import MetricsSink
 from .errors import error_body
+
+logger = logging.getLogger("gateway.api")
 
 CLOSE = ((b"connection", b"close"),)  # the rest of a refused body is not read: the connection cannot be reused
 
@@ -53,16 +56,21 @@ def _outcome(status: int) -> str:
 
 class GatewayMiddleware:
     """Every response carries ``X-Request-ID`` (the client's, or a new one); inference requests are counted
-    and timed by route, model and outcome, errors included; past ``max_in_flight`` inference requests the
-    answer is 429 at once instead of a queue; bodies over ``max_bytes`` get 413, whether the
-    ``Content-Length`` says so up front or a chunked body grows past it."""
+    and timed by route, model and outcome, errors included; bodies over ``max_bytes`` get 413, whether the
+    ``Content-Length`` says so up front or a chunked body grows past it.
+
+    An inference request's body is read here, within ``body_timeout_s`` (408 after), before the request
+    takes one of the ``max_in_flight`` slots (429 when none is free): a client trickling its body holds a
+    connection, never a slot. The app then receives the body as one message.
+    """
 
     def __init__(self, app: ASGIApp, sink: MetricsSink, max_bytes: int, max_in_flight: int,
-                 retry_after_s: int = 1):
+                 body_timeout_s: float = 10.0, retry_after_s: int = 1):
         self.app = app
         self.sink = sink
         self.max_bytes = max_bytes
         self.max_in_flight = max_in_flight
+        self.body_timeout_s = body_timeout_s
         self.retry_after = str(retry_after_s).encode()
         self.in_flight = 0
 
@@ -78,7 +86,7 @@ class GatewayMiddleware:
             elif name == b"content-length":
                 declared = value
         request_id = request_id or uuid.uuid4().hex.encode()
-        route = _route(scope["path"])
+        path, route = scope["path"], _route(scope["path"])
         started = time.perf_counter()
         status, model, responded = 500, "none", False
 
@@ -93,54 +101,96 @@ class GatewayMiddleware:
             await send(message)
 
         try:
-            if not await self._refused(scope["path"], route, declared, send_with_id):
-                await self._call_app(scope, receive, send_with_id, route, declared is None, lambda: responded)
+            if await self._refused(path, declared, send_with_id):
+                return
+            if route is None:
+                await self._stream(scope, receive, send_with_id, declared is None)
+                return
+            body, receive = await self._read_body(receive)
+            if self.in_flight >= self.max_in_flight:
+                await send_error(send_with_id, path, 429, "overloaded", f"{self.in_flight} requests in flight, the "
+                                 f"limit is {self.max_in_flight}; retry later", ((b"retry-after", self.retry_after),))
+                return
+            self.in_flight += 1
+            try:
+                await self.app(scope, _replaying(body, receive), send_with_id)
+            finally:
+                self.in_flight -= 1
+        except ClientClosedRequest as exc:
+            status = exc.status  # nobody to answer
+            logger.info("%s %s -> %d %s: %s", scope["method"], path, exc.status, exc.code, exc)
+        except (PayloadTooLarge, RequestTimeout) as exc:
+            if not responded:
+                logger.info("%s %s -> %d %s: %s", scope["method"], path, exc.status, exc.code, exc)
+                await send_error(send_with_id, path, exc.status, exc.code, str(exc), CLOSE)
         finally:
             if route is not None:
                 self.sink.request(route, model, _outcome(status), time.perf_counter() - started)
 
-    async def _refused(self, path: str, route: str | None, declared: bytes | None, send: Send) -> bool:
-        """Answer at once (True) a body declared too large, or an inference request past the limit."""
-        if declared is not None:
-            try:
-                length = int(declared)
-            except ValueError:
-                await send_error(send, path, 400, "invalid_request", "Content-Length is not a number", CLOSE)
-                return True
-            if length > self.max_bytes:
-                await send_error(send, path, 413, "payload_too_large",
-                                 f"body of {length} bytes exceeds the limit of {self.max_bytes}", CLOSE)
-                return True
-        if route is not None and self.in_flight >= self.max_in_flight:
-            await send_error(send, path, 429, "overloaded", f"{self.in_flight} requests in flight, the limit is "
-                             f"{self.max_in_flight}; retry later", ((b"retry-after", self.retry_after),))
+    async def _refused(self, path: str, declared: bytes | None, send: Send) -> bool:
+        """Answer at once (True) a body whose declared length is not a number or too large."""
+        if declared is None:
+            return False
+        try:
+            length = int(declared)
+        except ValueError:
+            await send_error(send, path, 400, "invalid_request", "Content-Length is not a number", CLOSE)
+            return True
+        if length > self.max_bytes:
+            await send_error(send, path, 413, "payload_too_large",
+                             f"body of {length} bytes exceeds the limit of {self.max_bytes}", CLOSE)
             return True
         return False
 
-    async def _call_app(self, scope: Scope, receive: Receive, send: Send, route: str | None, chunked: bool,
-                        responded: Callable[[], bool]) -> None:
-        if route is not None:
-            self.in_flight += 1
+    async def _read_body(self, receive: Receive) -> tuple[bytes, Receive]:
+        """The whole body, within ``max_bytes`` and ``body_timeout_s``."""
+        chunks: list[bytes] = []
+        size = 0
         try:
-            if not chunked:  # the server reads no more than Content-Length, checked above
-                await self.app(scope, receive, send)
-                return
-            received = 0
-
-            async def counting_receive() -> Message:
-                nonlocal received
-                message = await receive()
-                if message["type"] == "http.request":
-                    received += len(message.get("body", b""))
-                    if received > self.max_bytes:
+            async with asyncio.timeout(self.body_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise ClientClosedRequest("the client closed the connection before its request body arrived")
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_bytes:
                         raise PayloadTooLarge(f"body exceeds the limit of {self.max_bytes} bytes")
-                return message
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks), receive
+        except TimeoutError:
+            raise RequestTimeout(f"the request body did not arrive within {self.body_timeout_s:g} s "
+                                 f"({size} bytes came)") from None
 
-            try:
-                await self.app(scope, counting_receive, send)
-            except PayloadTooLarge as exc:
-                if not responded():
-                    await send_error(send, scope["path"], exc.status, exc.code, str(exc), CLOSE)
-        finally:
-            if route is not None:
-                self.in_flight -= 1
+    async def _stream(self, scope: Scope, receive: Receive, send: Send, chunked: bool) -> None:
+        """Any other route: the app reads the body as it comes; a chunked one is counted against ``max_bytes``."""
+        if not chunked:  # the server reads no more than Content-Length, checked above
+            await self.app(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise PayloadTooLarge(f"body exceeds the limit of {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the app the body already read, then listens for the disconnect."""
+    delivered = False
+
+    async def replay() -> Message:
+        nonlocal delivered
+        if delivered:
+            return await receive()
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay

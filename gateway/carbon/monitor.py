@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from typing import Literal
 
 from ..policy.window import CarbonWindow
@@ -82,7 +82,7 @@ class CarbonState:
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class CarbonMonitor:
@@ -150,7 +150,7 @@ class CarbonMonitor:
         """First values (bounded by ``startup_timeout``), then polling in the background."""
         try:
             await asyncio.wait_for(self._prime(), self.startup_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             logger.warning("carbon source %s: no answer within %g s at startup; polling on",
                            self.source.name, self.startup_timeout)
             if self._state is None:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from .base import CarbonReading
 
@@ -16,7 +16,7 @@ class StaticSource:
         self.intensity = intensity
 
     async def current(self) -> CarbonReading:
-        return CarbonReading(intensity=self.intensity, timestamp=datetime.now(timezone.utc), source=self.name)
+        return CarbonReading(intensity=self.intensity, timestamp=datetime.now(UTC), source=self.name)
 
     async def history(self) -> list[CarbonReading]:
         return []

@@ -12,7 +12,7 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,7 @@ def _parse_time(text: str) -> float:
         pass
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:  # the shared traces are naive UTC
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
 
 
@@ -167,7 +167,7 @@ class TraceReplaySource:
         return self.trace.start + (offset % duration if duration > 0 else 0.0)
 
     def _reading(self, period_start: float, value: float, forecast: bool = False) -> CarbonReading:
-        return CarbonReading(intensity=value, timestamp=datetime.fromtimestamp(period_start, timezone.utc),
+        return CarbonReading(intensity=value, timestamp=datetime.fromtimestamp(period_start, UTC),
                              source=self.name, forecast=forecast)
 
     async def current(self) -> CarbonReading:

@@ -8,7 +8,7 @@ National values come from ``/intensity``: ``actual`` when the period has been me
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -60,7 +60,7 @@ class _RegionRange(BaseModel):
 
 
 def _api_time(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
 class UkCarbonIntensitySource:
@@ -96,7 +96,7 @@ class UkCarbonIntensitySource:
 
     async def _periods(self, span: str | None) -> list[_Period]:
         region = self.config.region_id
-        start = _api_time(datetime.now(timezone.utc) - (timedelta(minutes=30) if span == "fw24h" else timedelta()))
+        start = _api_time(datetime.now(UTC) - (timedelta(minutes=30) if span == "fw24h" else timedelta()))
         if region is None:
             path = "/intensity" if span is None else f"/intensity/{start}/{span}"
             return parse_payload(_National, await self._http.get_json(path), self.name, path).data

@@ -19,7 +19,7 @@ import shutil
 import socket
 import warnings
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Literal
 
@@ -182,7 +182,7 @@ def build_repository(output: Path, models: Sequence[str] = DEFAULT_MODELS, weigh
     (output / "labels.txt").write_text("\n".join(labels) + "\n")
     dump_pool(built_pool(built), output / "pool.yaml")
     manifest = {
-        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "models": {name: {"weights": got, "file": f"{name}/1/model.onnx"} for name, got in built.items()},
         "flavours": {"gpu": "config.pbtxt (onnxruntime backend, KIND_GPU)",
                      "cpu": "configs/cpu.pbtxt (python backend + onnxruntime), --model-config-name=cpu",

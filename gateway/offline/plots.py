@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +29,7 @@ def plot_timeline(study: Study, path: Path) -> Path:
     policy chose: a step up is a bigger model."""
     plt = _pyplot()
     w = study.replay.workload
-    moments = [datetime.fromtimestamp(t, timezone.utc) for t in w.times]
+    moments = [datetime.fromtimestamp(t, UTC) for t in w.times]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5), sharex=True, height_ratios=(1, 1.3))
     top.step(moments, w.intensities, where="post", color="black", lw=0.8, label="intensity")
     low, high = np.broadcast_to(study.window.low, w.times.shape), np.broadcast_to(study.window.high, w.times.shape)

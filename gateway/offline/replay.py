@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any, Literal
 
@@ -128,7 +128,7 @@ def build_workload(trace: Trace, profile: np.ndarray, total_requests: float,
 
 
 def _epoch(moment: datetime) -> float:
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def trailing_window(workload: Workload, hours: float) -> CarbonWindow:
@@ -399,8 +399,8 @@ def run_study(config: ReplayConfig, progress: Callable[[int], Callable[[], None]
     co2, error = allocation.frontier()
     frontier = {"optimal": np.column_stack([co2, error]).tolist(), **online_frontiers}
     report = Report(config=config, periods=len(workload.times),
-                    first_period=datetime.fromtimestamp(workload.times[0], timezone.utc),
-                    last_period=datetime.fromtimestamp(workload.times[-1], timezone.utc),
+                    first_period=datetime.fromtimestamp(workload.times[0], UTC),
+                    last_period=datetime.fromtimestamp(workload.times[-1], UTC),
                     requests=workload.total_requests, results=results, comparisons=comparisons,
                     frontier=frontier)
     return Study(report, replay, runs, window)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,7 +31,7 @@ def write_outputs(study: Study, directory: Path, plots: bool = True) -> list[Pat
         writer.writerow(["time", "intensity", "requests", *(f"{label}_mj" for label in labels)])
         energies = [study.replay.mean_energy(study.runs[label]) for label in labels]
         for t in range(len(w.times)):
-            moment = datetime.fromtimestamp(w.times[t], timezone.utc).isoformat()
+            moment = datetime.fromtimestamp(w.times[t], UTC).isoformat()
             writer.writerow([moment, f"{w.intensities[t]:.3f}", f"{w.counts[t]:.1f}",
                              *(f"{e[t]:.2f}" for e in energies)])
     if plots:

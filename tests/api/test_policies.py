@@ -5,6 +5,7 @@ import asyncio
 import pytest
 
 from ..conftest import IMAGES
+from datetime import UTC
 
 JPEG = {"content-type": "image/jpeg"}
 DIRTY = {"carbon__intensity": 300.0, "carbon__c_low": 100.0, "carbon__c_high": 300.0}
@@ -55,7 +56,7 @@ async def test_carbon_price_policy_from_config(make_fake_gateway, price, expecte
 
 
 async def test_a_percentile_signal_selects_but_claims_no_grams(make_fake_gateway):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from gateway.carbon import CarbonMonitor, CarbonReading
 
@@ -63,7 +64,7 @@ async def test_a_percentile_signal_selects_but_claims_no_grams(make_fake_gateway
         name = "watttime"
 
         async def current(self):
-            return CarbonReading(intensity=95.0, timestamp=datetime.now(timezone.utc), source=self.name,
+            return CarbonReading(intensity=95.0, timestamp=datetime.now(UTC), source=self.name,
                                  unit="percentile", marginal=True)
 
         async def history(self):

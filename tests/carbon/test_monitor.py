@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 
@@ -22,7 +22,7 @@ def uk_source(server) -> UkCarbonIntensitySource:
 
 @pytest.fixture
 def now() -> datetime:
-    return half_hour(datetime.now(timezone.utc))
+    return half_hour(datetime.now(UTC))
 
 
 async def test_outage_goes_stale_then_forecast_then_default_and_recovers(server, now):
@@ -59,7 +59,7 @@ async def test_outage_goes_stale_then_forecast_then_default_and_recovers(server,
 
 @pytest.mark.parametrize("garbage", [Reply(200, b"{not json"), Reply(200, b""),
                                      Reply(body={"data": [{"from": "x", "intensity": {}}]}),
-                                     Reply(body={"data": [uk_period(datetime(2024, 1, 1, tzinfo=timezone.utc),
+                                     Reply(body={"data": [uk_period(datetime(2024, 1, 1, tzinfo=UTC),
                                                                     -1, -1)]})])
 async def test_garbage_never_replaces_a_good_value(server, now, garbage):
     server.json("/intensity", uk_national(uk_period(now, 205, 200)))

@@ -6,7 +6,7 @@ import base64
 import logging
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 from pydantic import SecretStr
@@ -18,7 +18,7 @@ from gateway.carbon._http import HttpSettings, backoff_delay, parse_retry_after
 from .conftest import FAST_HTTP, Reply
 from .payloads import em_point, uk_national, uk_period, uk_periods, uk_region, watttime_index
 
-NOON = datetime(2018, 1, 20, 12, 0, tzinfo=timezone.utc)
+NOON = datetime(2018, 1, 20, 12, 0, tzinfo=UTC)
 TOKEN = "em-secret-token-123"
 PASSWORD = "wt-secret-password-456"
 
@@ -137,7 +137,7 @@ async def test_client_errors_are_not_retried(server, em):
 # --- WattTime --------------------------------------------------------------------------------------------------
 
 async def test_watttime_logs_in_then_reads_the_marginal_percentile(server, wt):
-    moment = datetime(2024, 5, 1, 10, 5, tzinfo=timezone.utc)
+    moment = datetime(2024, 5, 1, 10, 5, tzinfo=UTC)
     server.json("/login", {"token": "bearer-1"})
     server.json("/v3/signal-index", watttime_index(42.0, moment))
     first = await wt.current()
@@ -152,7 +152,7 @@ async def test_watttime_logs_in_then_reads_the_marginal_percentile(server, wt):
 
 
 async def test_watttime_logs_in_again_when_the_token_is_refused(server, wt):
-    moment = datetime(2024, 5, 1, 10, 5, tzinfo=timezone.utc)
+    moment = datetime(2024, 5, 1, 10, 5, tzinfo=UTC)
     server.route("/login", Reply(body={"token": "old"}), Reply(body={"token": "new"}))
     server.route("/v3/signal-index", Reply(body=watttime_index(10.0, moment)), Reply(401, {"error": "expired"}),
                  Reply(body=watttime_index(20.0, moment)))

@@ -1,4 +1,4 @@
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import numpy as np
 import pytest
@@ -18,7 +18,7 @@ def test_gb_trace_loads_with_its_change_of_step(gb):
     assert len(gb.times) == 21980 and gb.skipped_rows == 0
     assert set(np.unique(steps)) <= {900.0, 1800.0}
     # The last half-hour period is 2020-10-30 23:30; quarter-hours follow from midnight.
-    last_half_hour = datetime.fromtimestamp(gb.times[np.argmax(steps == 900.0) - 1], timezone.utc)
+    last_half_hour = datetime.fromtimestamp(gb.times[np.argmax(steps == 900.0) - 1], UTC)
     assert last_half_hour.isoformat() == "2020-10-30T23:30:00+00:00"
     assert np.all(steps[: np.argmax(steps == 900.0) - 1] == 1800.0)
     assert 0 < gb.values.min() < gb.values.max() < 1000
@@ -29,7 +29,7 @@ def test_ciso_trace_with_configured_columns(shared_data):
     # Three hours of 2022 have no data in the file: skipped, not read as zero.
     assert len(trace.times) == 8757 and trace.skipped_rows == 3
     assert set(np.unique(np.diff(trace.times))) == {3600.0, 7200.0}
-    assert datetime.fromtimestamp(trace.start, timezone.utc) == datetime(2022, 1, 1, tzinfo=timezone.utc)
+    assert datetime.fromtimestamp(trace.start, UTC) == datetime(2022, 1, 1, tzinfo=UTC)
 
 
 def test_missing_column_is_named(shared_data):
@@ -53,11 +53,11 @@ async def test_replay_is_time_compressed_and_loops(gb):
     clock.now += 1.0
     assert (await source.current()).intensity == pytest.approx(gb.values[1])
     clock.now += gb.duration / 1800.0  # one full loop later: back to the same period
-    assert (await source.current()).timestamp == datetime.fromtimestamp(gb.times[1], timezone.utc)
+    assert (await source.current()).timestamp == datetime.fromtimestamp(gb.times[1], UTC)
 
 
 async def test_replay_start_and_history(gb):
-    start = datetime(2020, 6, 2, tzinfo=timezone.utc)
+    start = datetime(2020, 6, 2, tzinfo=UTC)
     source = TraceReplaySource(gb, speedup=1.0, start=start, history_hours=24, clock=ManualClock(1000.0))
     current = await source.current()
     assert current.timestamp == start
@@ -67,12 +67,12 @@ async def test_replay_start_and_history(gb):
 
 
 async def test_monitor_window_comes_from_observed_history(gb):
-    source = TraceReplaySource(gb, speedup=1.0, start=datetime(2020, 6, 2, tzinfo=timezone.utc),
+    source = TraceReplaySource(gb, speedup=1.0, start=datetime(2020, 6, 2, tzinfo=UTC),
                                clock=ManualClock(1000.0))
     monitor = CarbonMonitor(source, poll_interval=3600)
     async with monitor:
-        day = gb.values[(gb.times >= datetime(2020, 6, 1, tzinfo=timezone.utc).timestamp())
-                        & (gb.times <= datetime(2020, 6, 2, tzinfo=timezone.utc).timestamp())]
+        day = gb.values[(gb.times >= datetime(2020, 6, 1, tzinfo=UTC).timestamp())
+                        & (gb.times <= datetime(2020, 6, 2, tzinfo=UTC).timestamp())]
         state = monitor.state
         assert (state.window.low, state.window.high) == (pytest.approx(day.min()), pytest.approx(day.max()))
         assert not state.stale
@@ -109,7 +109,7 @@ def test_json_trace_with_dotted_columns_matches_the_csv(gb, tmp_path):
 
     from .payloads import uk_national, uk_period
 
-    moments = [datetime.fromtimestamp(t, timezone.utc) for t in gb.times[:48]]
+    moments = [datetime.fromtimestamp(t, UTC) for t in gb.times[:48]]
     path = tmp_path / "uk_response.json"  # a saved UK API response, replayed as a trace
     periods = (uk_period(m, v + 1, v) for m, v in zip(moments, gb.values[:48], strict=True))
     path.write_text(json.dumps(uk_national(*periods)))
@@ -132,7 +132,7 @@ def test_bad_json_traces_are_named(tmp_path, text, message):
 
 
 async def test_replay_forecast_crosses_the_change_of_step(gb):
-    source = TraceReplaySource(gb, start=datetime(2020, 10, 30, 23, 0, tzinfo=timezone.utc), history_hours=1.5,
+    source = TraceReplaySource(gb, start=datetime(2020, 10, 30, 23, 0, tzinfo=UTC), history_hours=1.5,
                                clock=ManualClock(1000.0))
     forecast = await source.forecast()
     assert [r.timestamp.strftime("%H:%M") for r in forecast] == ["23:00", "23:30", "00:00", "00:15"]  # end excluded
@@ -140,7 +140,7 @@ async def test_replay_forecast_crosses_the_change_of_step(gb):
 
 
 async def test_monitor_window_from_the_trace_forecast(gb):
-    start = datetime(2020, 6, 2, tzinfo=timezone.utc)
+    start = datetime(2020, 6, 2, tzinfo=UTC)
     source = TraceReplaySource(gb, start=start, clock=ManualClock(1000.0))
     monitor = CarbonMonitor(source, window_basis="forecast")
     async with monitor:
