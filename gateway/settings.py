@@ -73,6 +73,9 @@ class GatewaySettings(BaseSettings):
     pue: float = Field(default=1.0, ge=1.0, description="Power usage effectiveness applied to measured energy.")
     admin_token: SecretStr | None = Field(default=None, description="Bearer token of the admin API, at least "
                                           f"{MIN_ADMIN_TOKEN} characters; unset: the admin API is disabled.")
+    shutdown_timeout_s: int = Field(default=10, ge=1, description="On SIGTERM/SIGINT, how long requests in "
+                                      "flight may take to finish before the gateway exits anyway; a second signal "
+                                      "exits at once.")
     watch_pool: bool = Field(default=True, description="Reload the pool when its file changes.")
     triton: TritonSettings = TritonSettings()
     carbon: CarbonSettings = CarbonSettings()

@@ -119,6 +119,13 @@ class GatewayMiddleware:
         except ClientClosedRequest as exc:
             status = exc.status  # nobody to answer
             logger.info("%s %s -> %d %s: %s", scope["method"], path, exc.status, exc.code, exc)
+        except asyncio.CancelledError:
+            # uvicorn cancels what is still running once the shutdown deadline has passed: the request is over.
+            # It gets a 503 if it can still be told, and one line in the log rather than a traceback.
+            logger.info("%s %s -> 503: cancelled, the gateway is shutting down", scope["method"], path)
+            status = 503
+            if not responded:
+                await send_error(send_with_id, path, 503, "shutting_down", "the gateway is shutting down", CLOSE)
         except (PayloadTooLarge, RequestTimeout) as exc:
             if not responded:
                 logger.info("%s %s -> %d %s: %s", scope["method"], path, exc.status, exc.code, exc)

@@ -111,10 +111,15 @@ async def _serve_one(settings: GatewaySettings, pool: ModelPool) -> None:
     server: _Server | None = None
 
     def on_signal() -> None:
-        if server is not None:
+        if server is None:
+            if main is not None:
+                main.cancel()
+        elif server.should_exit:  # a second signal: stop waiting for anyone
+            logger.warning("second signal: exiting now")
+            server.force_exit = True
+        else:
+            logger.info("draining for up to %g s (signal again to exit at once)", settings.shutdown_timeout_s)
             server.should_exit = True
-        elif main is not None:
-            main.cancel()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
@@ -125,7 +130,8 @@ async def _serve_one(settings: GatewaySettings, pool: ModelPool) -> None:
         url = local.grpc_url if local is not None else settings.triton.url
         assert url is not None
         server = _Server(uvicorn.Config(create_app(settings, url), host=settings.host, port=settings.port,
-                                        log_level=settings.log_level, access_log=False))
+                                        log_level=settings.log_level, access_log=False,
+                                        timeout_graceful_shutdown=settings.shutdown_timeout_s))
         logger.info("gateway on http://%s:%d (docs: /docs)", settings.host, settings.port)
         await server.serve()
     except asyncio.CancelledError:
@@ -160,7 +166,8 @@ def _serve_workers(settings: GatewaySettings, pool: ModelPool) -> None:
             logger.info("gateway on http://%s:%d with %d workers (docs: /docs)", settings.host, settings.port,
                         settings.workers)
             uvicorn.run("gateway.api.app:app_from_environment", factory=True, host=settings.host,
-                        port=settings.port, workers=settings.workers, log_level=settings.log_level, access_log=False)
+                        port=settings.port, workers=settings.workers, log_level=settings.log_level, access_log=False,
+                        timeout_graceful_shutdown=settings.shutdown_timeout_s)
     finally:
         if local is not None:
             local.stop()
