@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import httpx
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .base import CarbonSourceError
@@ -25,6 +26,8 @@ _Model = TypeVar("_Model", bound=BaseModel)
 
 #: Statuses worth asking again for; anything else in 4xx is our mistake and will not heal.
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+#: Bodies up to this size are parsed on the event loop (tens of microseconds); larger ones in a thread.
+PARSE_INLINE_BYTES = 64 * 1024
 
 
 class HttpStatusError(CarbonSourceError):
@@ -44,6 +47,8 @@ class HttpSettings(BaseModel):
     attempts: int = Field(default=3, ge=1, le=10, description="Tries per poll, the first included.")
     backoff_s: float = Field(default=1.0, ge=0, description="Base of the exponential backoff.")
     backoff_max_s: float = Field(default=30.0, ge=0, description="Cap of one backoff sleep.")
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Longest response body read; a "
+                                "longer one is refused while it streams in, before it can fill memory.")
     max_retry_after_s: float = Field(
         default=60.0, ge=0,
         description="Longest 429 Retry-After waited out inside one poll; longer ones end the poll and "
@@ -87,31 +92,49 @@ class JsonHttpClient:
 
     async def get_json(self, path: str, *, params: Mapping[str, Any] | None = None,
                        headers: Mapping[str, str] | None = None, auth: httpx.Auth | None = None) -> Any:
-        response = await self.get(path, params=params, headers=headers, auth=auth)
-        if not response.content.strip():
+        body = await self.get(path, params=params, headers=headers, auth=auth)
+        if not body.strip():
             raise CarbonSourceError(f"{self.provider}: empty body from {path}")
         try:
-            return response.json()
+            # A large document takes milliseconds to parse: not on the event loop, where requests wait.
+            if len(body) <= PARSE_INLINE_BYTES:
+                return orjson.loads(body)
+            return await asyncio.to_thread(orjson.loads, body)
         except ValueError as exc:
             raise CarbonSourceError(f"{self.provider}: malformed JSON from {path}: {exc}") from exc
 
+    async def _read(self, response: httpx.Response, path: str) -> bytes:
+        """The body, refused (``CarbonSourceError``) as soon as it passes ``max_body_bytes``."""
+        limit = self.settings.max_body_bytes
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise CarbonSourceError(f"{self.provider}: {path}: a body of {declared} bytes is over the "
+                                    f"{limit}-byte limit; refused")
+        chunks, size = [], 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise CarbonSourceError(f"{self.provider}: {path}: the body passed the {limit}-byte limit; refused")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     async def get(self, path: str, *, params: Mapping[str, Any] | None = None,
-                  headers: Mapping[str, str] | None = None, auth: httpx.Auth | None = None) -> httpx.Response:
-        """A successful response to GET ``path``, after up to ``attempts`` tries."""
+                  headers: Mapping[str, str] | None = None, auth: httpx.Auth | None = None) -> bytes:
+        """The body of a successful response to GET ``path``, after up to ``attempts`` tries."""
         settings = self.settings
         problem = "no attempt made"
         for attempt in range(settings.attempts):
             delay: float | None = None
             try:
-                response = await self._client.get(path, params=params, headers=headers,
-                                                  auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT)
+                async with self._client.stream("GET", path, params=params, headers=headers,
+                                               auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT) as response:
+                    if response.is_success:
+                        return await self._read(response, path)
             except httpx.TimeoutException:
                 problem = f"timed out after {settings.timeout_s:g} s"
             except httpx.HTTPError as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             else:
-                if response.is_success:
-                    return response
                 problem = f"HTTP {response.status_code}"
                 if response.status_code not in RETRYABLE_STATUSES:
                     raise HttpStatusError(f"{self.provider}: {path}: {problem}", status_code=response.status_code)

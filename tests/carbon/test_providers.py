@@ -256,3 +256,40 @@ async def test_secrets_stay_out_of_reprs_errors_and_logs(server, em, wt, caplog)
     assert "HTTP 403" in text and "HTTP 500" in text
     assert TOKEN not in text and PASSWORD not in text
     assert base64.b64encode(f"alice:{PASSWORD}".encode()).decode() not in text
+
+
+@pytest.fixture
+def now():
+    from datetime import UTC, datetime
+
+    from .payloads import half_hour
+
+    return half_hour(datetime.now(UTC))
+
+
+async def test_a_body_over_the_limit_is_refused_while_it_streams(server, now):
+    from gateway.carbon import CarbonSourceError, HttpSettings, UkCarbonIntensityConfig, UkCarbonIntensitySource
+
+    from .payloads import uk_national, uk_period
+
+    limited = HttpSettings(timeout_s=2, attempts=1, max_body_bytes=64 * 1024)
+    source = UkCarbonIntensitySource(UkCarbonIntensityConfig(base_url=server.url), http=limited)
+    padding = [uk_period(now, 200, 200)] * 2000  # valid JSON, ~300 kB
+    server.json("/intensity", uk_national(*padding))
+    with pytest.raises(CarbonSourceError, match="64-byte limit|65536-byte limit"):
+        await source.current()
+    server.json("/intensity", uk_national(uk_period(now, 205, 200)))
+    assert (await source.current()).intensity == 200  # the next good answer is read as ever
+    await source.aclose()
+
+
+async def test_a_large_valid_body_under_the_limit_is_read(server, now):
+    from gateway.carbon import HttpSettings, UkCarbonIntensityConfig, UkCarbonIntensitySource
+
+    from .payloads import uk_national, uk_period
+
+    source = UkCarbonIntensitySource(UkCarbonIntensityConfig(base_url=server.url),
+                                     http=HttpSettings(timeout_s=5, attempts=1))
+    server.json("/intensity", uk_national(*([uk_period(now, 205, 200)] * 2000)))  # parsed in a thread
+    assert (await source.current()).intensity == 200
+    await source.aclose()
