@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -63,7 +63,7 @@ def _offline_docs(app: FastAPI) -> None:
 
 
 def create_app(settings: GatewaySettings, backend: str | InferenceBackend, shared_meter: SharedMeter | None = None,
-               sink: PrometheusSink | None = None) -> FastAPI:
+               sink: PrometheusSink | None = None, alive: Callable[[], bool] | None = None) -> FastAPI:
     """The gateway app in front of ``backend``: a Triton gRPC address (host:port), or any ``InferenceBackend``.
 
     ``shared_meter`` when it is one worker of several (see ``serving.runtime.shared_meter``); ``sink``: where
@@ -94,6 +94,7 @@ def create_app(settings: GatewaySettings, backend: str | InferenceBackend, share
     _offline_docs(app)
     app.state.settings = settings
     app.state.sink = sink
+    app.state.alive = alive or (lambda: True)  # False: the gateway cannot recover by itself (its local Triton)
     app.state.admin_attempts = FailedAttempts()
     app.include_router(router)
     app.include_router(v2.router)

@@ -138,7 +138,11 @@ async def classify(request: Request) -> RawResponse:
 
 
 @router.get("/healthz", response_model=HealthResponse, summary="Liveness: the process answers")
-async def healthz() -> HealthResponse:
+async def healthz(request: Request, response: Response) -> HealthResponse:
+    if not request.app.state.alive():
+        response.status_code = 503
+        return HealthResponse(status="unrecoverable: the local Triton keeps dying; restart the gateway",
+                              version=__version__)
     return HealthResponse(version=__version__)
 
 

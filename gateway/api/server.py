@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import threading
 from collections.abc import Coroutine, Iterator
 from datetime import datetime
 from typing import Any
@@ -26,7 +27,7 @@ from ..serving.metadata import shared_io
 from ..serving.runtime import check_meter, load_parts, shared_meter
 from ..settings import GatewaySettings
 from ..triton import LocalTritonServer, TritonClient
-from ..triton.server import start_local_triton
+from ..triton.server import TritonSupervisor, start_local_triton
 from .app import SETTINGS_ENV, create_app
 
 logger = logging.getLogger(__name__)
@@ -124,12 +125,16 @@ async def _serve_one(settings: GatewaySettings, pool: ModelPool) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
 
-    local = None
+    local, supervisor, watch = None, None, None
     try:
         local = await _start_triton(settings, pool)
+        if local is not None:
+            supervisor = _supervisor(local, settings, pool)
+            watch = asyncio.create_task(supervisor.run(), name="triton-supervisor")
         url = local.grpc_url if local is not None else settings.triton.url
         assert url is not None
-        server = _Server(uvicorn.Config(create_app(settings, url), host=settings.host, port=settings.port,
+        alive = supervisor.is_healthy if supervisor is not None else None
+        server = _Server(uvicorn.Config(create_app(settings, url, alive=alive), host=settings.host, port=settings.port,
                                         log_level=settings.log_level, access_log=False,
                                         timeout_graceful_shutdown=settings.shutdown_timeout_s))
         logger.info("gateway on http://%s:%d (docs: /docs)", settings.host, settings.port)
@@ -137,6 +142,9 @@ async def _serve_one(settings: GatewaySettings, pool: ModelPool) -> None:
     except asyncio.CancelledError:
         logger.info("interrupted before the gateway started")
     finally:
+        if supervisor is not None and watch is not None:
+            supervisor.stop()
+            watch.cancel()
         if local is not None:
             local.stop()
 
@@ -157,6 +165,9 @@ def _serve_workers(settings: GatewaySettings, pool: ModelPool) -> None:
 
     require_multiprocess()
     local = asyncio.run(_start_triton(settings, pool))
+    supervisor = _supervisor(local, settings, pool) if local is not None else None
+    if supervisor is not None:  # this process only waits on uvicorn's workers: supervise from a thread
+        threading.Thread(target=lambda: asyncio.run(supervisor.run()), name="triton-supervisor", daemon=True).start()
     try:
         url = local.grpc_url if local is not None else settings.triton.url
         # One GPU, one energy counter: this process reads it, the workers report their requests to it.
@@ -169,5 +180,12 @@ def _serve_workers(settings: GatewaySettings, pool: ModelPool) -> None:
                         port=settings.port, workers=settings.workers, log_level=settings.log_level, access_log=False,
                         timeout_graceful_shutdown=settings.shutdown_timeout_s)
     finally:
+        if supervisor is not None:
+            supervisor.stop()
         if local is not None:
             local.stop()
+
+
+def _supervisor(local: LocalTritonServer, settings: GatewaySettings, pool: ModelPool) -> TritonSupervisor:
+    return TritonSupervisor(local, [m.backend_name for m in pool.models],
+                            ready_timeout_s=settings.triton.startup_timeout_s)

@@ -78,6 +78,7 @@ class LocalTritonServer:
         self.extra_args = list(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory | None = None
+        self.shm_prefix = f"carbon-gateway-{os.getpid()}-{grpc_port}-"
 
     @property
     def grpc_url(self) -> str:
@@ -102,6 +103,8 @@ class LocalTritonServer:
             "--allow-cpu-metrics=true",
             "--exit-on-error=false",
             "--strict-readiness=true",
+            # Named per server, so that its python-backend shared memory can be found and removed after a crash.
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             *self.extra_args,
         ]
 
@@ -167,11 +170,25 @@ class LocalTritonServer:
             try:
                 self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:
+                pass
+        self.reap()
+
+    def reap(self) -> int | None:
+        """After the server exited (or to make sure it has): kill what is left of its process group (the python
+        backend's stubs), reap it, remove its shared memory and work directory; its exit status."""
+        status = None
+        if self.process is not None:
+            try:
                 os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+            except ProcessLookupError:
+                pass  # the whole group is gone already
+            status = self.process.wait()
+        for leftover in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
+            leftover.unlink(missing_ok=True)
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
+        return status
 
 
 def model_control_args(settings: TritonSettings, models: Sequence[str]) -> list[str]:
@@ -197,3 +214,60 @@ async def start_local_triton(settings: TritonSettings, models: Sequence[str],
         raise
     logger.info("local Triton ready at %s", local.grpc_url)
     return local
+
+
+class TritonSupervisor:
+    """Keeps a local tritonserver serving: when it dies it is reaped and started again, with backoff.
+
+    ``healthy`` turns False once ``max_restarts`` restarts within ``window_s`` have not kept it up: the
+    gateway cannot recover by itself, and its liveness probe says so (``/healthz``).
+    """
+
+    def __init__(self, server: LocalTritonServer, models: Sequence[str], *, ready_timeout_s: float = 300.0,
+                 max_restarts: int = 5, window_s: float = 600.0, backoff_s: float = 1.0, backoff_max_s: float = 30.0):
+        self.server = server
+        self.models = list(models)
+        self.ready_timeout_s = ready_timeout_s
+        self.max_restarts = max_restarts
+        self.window_s = window_s
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.healthy = True
+        self.restarts: list[float] = []
+        self._stopped = False
+
+    def stop(self) -> None:
+        """Supervise no more (the gateway is stopping the server itself)."""
+        self._stopped = True
+
+    def is_healthy(self) -> bool:
+        return self.healthy
+
+    async def run(self, interval_s: float = 0.5) -> None:
+        delay = self.backoff_s
+        while self.healthy:
+            await asyncio.sleep(interval_s)
+            if self._stopped:
+                return
+            if self.server.running():
+                continue
+            status = self.server.reap()
+            now = time.monotonic()
+            self.restarts = [t for t in self.restarts if now - t < self.window_s]
+            if len(self.restarts) >= self.max_restarts:
+                self.healthy = False
+                logger.critical("tritonserver exited (status %s) %d times within %.0f s: giving up; /healthz now "
+                                "fails so that the gateway is restarted", status, len(self.restarts), self.window_s)
+                return
+            logger.error("tritonserver exited (status %s): restarting it in %.1f s", status, delay)
+            await asyncio.sleep(delay)
+            self.restarts.append(time.monotonic())
+            try:
+                self.server.start()
+                await self.server.wait_ready(self.models, self.ready_timeout_s)
+            except TritonServerError as exc:
+                logger.error("tritonserver did not come back: %s", exc)
+                delay = min(delay * 2, self.backoff_max_s)
+                continue
+            logger.info("tritonserver is back at %s", self.server.grpc_url)
+            delay = self.backoff_s

@@ -1,0 +1,19 @@
+"""/healthz is the liveness probe: it fails only when the gateway cannot recover by itself."""
+
+import httpx
+
+from gateway.api import create_app
+from tests.support.backend import FakeBackend
+
+from ..conftest import POOL_MODELS, settings_for
+
+
+async def test_healthz_fails_when_the_gateway_cannot_recover(fake_repository):
+    alive = {"now": True}
+    app = create_app(settings_for(fake_repository), FakeBackend(POOL_MODELS), alive=lambda: alive["now"])
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://g") as client:
+        assert (await client.get("/healthz")).status_code == 200
+        alive["now"] = False
+        response = await client.get("/healthz")
+    assert response.status_code == 503 and response.json()["status"].startswith("unrecoverable")
