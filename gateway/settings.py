@@ -54,6 +54,10 @@ class LimitSettings(_Section):
     max_batch: int = Field(default=8, ge=1, description="Most images in one tensor request.")
     max_in_flight: int = Field(default=64, ge=1, description="Inference requests served at once; more get 429. "
                                "A request takes its slot once its body has arrived.")
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024, description="Longest request line and headers; "
+                                  "longer ones get 431 and the connection is closed.")
+    header_timeout_s: float = Field(default=10.0, gt=0, description="A request's line and headers must arrive "
+                                    "within this many seconds of its first byte; slower ones get 408.")
     body_timeout_s: float = Field(default=10.0, gt=0, description="An inference request's body must arrive within "
                                   "this many seconds of its headers; slower ones get 408.")
 

@@ -39,9 +39,13 @@ SETTINGS_ENV = "CARBON_GATEWAY_RESOLVED_SETTINGS"
 
 def app_from_environment() -> FastAPI:
     """The app of one uvicorn worker, from the settings the parent process resolved and validated."""
+    from .protocol import LimitedHttpToolsProtocol
+
     payload = json.loads(os.environ[SETTINGS_ENV])
     shared = SharedMeter.model_validate(payload["meter"]) if payload.get("meter") else None
-    return create_app(GatewaySettings.model_validate(payload["settings"]), payload["triton_url"], shared)
+    settings = GatewaySettings.model_validate(payload["settings"])
+    LimitedHttpToolsProtocol.configure(settings.limits.max_header_bytes, settings.limits.header_timeout_s)
+    return create_app(settings, payload["triton_url"], shared)
 
 
 SWAGGER_ASSETS = "/docs/assets"

@@ -29,6 +29,7 @@ from ..settings import GatewaySettings
 from ..triton import LocalTritonServer, TritonClient
 from ..triton.server import TritonSupervisor, start_local_triton
 from .app import SETTINGS_ENV, create_app
+from .protocol import IMPORT_PATH, LimitedHttpToolsProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,9 @@ async def _serve_one(settings: GatewaySettings, pool: ModelPool) -> None:
         url = local.grpc_url if local is not None else settings.triton.url
         assert url is not None
         alive = supervisor.is_healthy if supervisor is not None else None
+        limit_request_heads(settings)
         server = _Server(uvicorn.Config(create_app(settings, url, alive=alive), host=settings.host, port=settings.port,
+                                        http=LimitedHttpToolsProtocol,
                                         log_level=settings.log_level, access_log=False,
                                         timeout_graceful_shutdown=settings.shutdown_timeout_s))
         logger.info("gateway on http://%s:%d (docs: /docs)", settings.host, settings.port)
@@ -176,7 +179,7 @@ def _serve_workers(settings: GatewaySettings, pool: ModelPool) -> None:
                                                    "meter": meter.model_dump() if meter else None}, default=_reveal)
             logger.info("gateway on http://%s:%d with %d workers (docs: /docs)", settings.host, settings.port,
                         settings.workers)
-            uvicorn.run("gateway.api.app:app_from_environment", factory=True, host=settings.host,
+            uvicorn.run("gateway.api.app:app_from_environment", factory=True, host=settings.host, http=IMPORT_PATH,
                         port=settings.port, workers=settings.workers, log_level=settings.log_level, access_log=False,
                         timeout_graceful_shutdown=settings.shutdown_timeout_s)
     finally:
@@ -184,6 +187,11 @@ def _serve_workers(settings: GatewaySettings, pool: ModelPool) -> None:
             supervisor.stop()
         if local is not None:
             local.stop()
+
+
+def limit_request_heads(settings: GatewaySettings) -> None:
+    """This process's request-head limits (the protocol class is uvicorn's to instantiate)."""
+    LimitedHttpToolsProtocol.configure(settings.limits.max_header_bytes, settings.limits.header_timeout_s)
 
 
 def _supervisor(local: LocalTritonServer, settings: GatewaySettings, pool: ModelPool) -> TritonSupervisor:
