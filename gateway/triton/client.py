@@ -5,6 +5,7 @@ The ``InferenceBackend`` of a real deployment (``gateway.serving.backend``)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Any
 
@@ -204,25 +205,20 @@ class TritonClient:
         return decode_infer_response(response)
 
     async def model_metadata(self, name: str, version: str = "") -> dict[str, Any]:
-        try:
-            found = await self._client.get_model_metadata(name, version, as_json=True, client_timeout=5.0)
-        except InferenceServerException as exc:
-            raise _classify(exc, name) from exc
-        metadata: dict[str, Any] = _numbers(found)
-        return metadata
+        return await self._described(self._client.get_model_metadata, name, version)
 
     async def model_config(self, name: str, version: str = "") -> dict[str, Any]:
-        try:
-            found = await self._client.get_model_config(name, version, as_json=True, client_timeout=5.0)
-        except InferenceServerException as exc:
-            raise _classify(exc, name) from exc
-        config: dict[str, Any] = _numbers(found["config"])
+        config: dict[str, Any] = (await self._described(self._client.get_model_config, name, version))["config"]
         return config
 
     async def model_statistics(self, name: str, version: str = "") -> dict[str, Any]:
+        return await self._described(self._client.get_inference_statistics, name, version)
+
+    async def _described(self, ask: Callable[..., Awaitable[Any]], name: str, version: str) -> dict[str, Any]:
+        """One of tritonclient's JSON descriptions of a model, with Triton's HTTP number types."""
         try:
-            found = await self._client.get_inference_statistics(name, version, as_json=True, client_timeout=5.0)
+            found = await ask(name, version, as_json=True, client_timeout=5.0)
         except InferenceServerException as exc:
             raise _classify(exc, name) from exc
-        statistics: dict[str, Any] = _numbers(found)
-        return statistics
+        described: dict[str, Any] = _numbers(found)
+        return described
