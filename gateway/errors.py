@@ -16,6 +16,7 @@ mapping. The core raises these without knowing about HTTP; the status is just a 
     │   ├── UnknownModel               404 unknown_model
     │   ├── RequestTimeout             408 request_timeout      the body did not arrive in time
     │   ├── PayloadTooLarge            413 payload_too_large
+    │   ├── Overloaded                 429 overloaded           every request slot is taken: retry shortly
     │   ├── UnsupportedMediaType       415 unsupported_media_type
     │   ├── ImageError                 422 invalid_image        corrupt or truncated
     │   │   ├── EmptyImage             400 empty_body
@@ -31,6 +32,7 @@ mapping. The core raises these without knowing about HTTP; the status is just a 
     ├── CarbonSourceError              502 carbon_source_error  a provider gave no usable value
     ├── MeterError                     503 meter_error          the energy meter cannot be read
     ├── ReloadRejected                 422 pool_rejected        a new pool was refused; the old one serves
+    ├── ShuttingDown                   503 shutting_down        the drain's deadline passed with the request running
     └── ConfigError                    500 invalid_config       configuration that cannot be used
         ├── PoolError                  500 invalid_pool
         ├── LabelsError                500 invalid_labels
@@ -122,6 +124,11 @@ class EmptyImage(ImageError):
     code, status = "empty_body", 400
 
 
+class Overloaded(RequestError):
+    code, status = "overloaded", 429
+    headers = (("Retry-After", "1"),)
+
+
 class ImageTooLarge(ImageError):
     code, status = "image_too_large", 413
 
@@ -192,6 +199,11 @@ class CarbonSourceError(GatewayError):
 
 class MeterError(GatewayError):
     code, status = "meter_error", 503
+
+
+class ShuttingDown(GatewayError):
+    code, status = "shutting_down", 503
+    headers = (("Connection", "close"),)
 
 
 class ReloadRejected(GatewayError):

@@ -20,7 +20,7 @@ import numpy as np
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
-from ..errors import GatewayError, InvalidTensorRequest, UnknownModel
+from ..errors import GatewayError, InvalidTensorRequest, Overloaded, UnknownModel
 from ..policy import Constraints
 from ..serving import metadata
 from ..serving.service import GatewayService, Outcome
@@ -38,10 +38,6 @@ STATUS_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAU
                 502: grpc.StatusCode.INTERNAL, 503: grpc.StatusCode.UNAVAILABLE}
 
 Reply = TypeVar("Reply")
-
-
-class Overloaded(GatewayError):
-    code, status = "overloaded", 429
 
 
 def _parameters(outcome: Outcome, selected_by: str) -> dict[str, service_pb2.InferParameter]:

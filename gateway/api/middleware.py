@@ -14,7 +14,7 @@ import uuid
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import ClientClosedRequest, PayloadTooLarge, RequestTimeout
+from ..errors import ClientClosedRequest, GatewayError, Overloaded, PayloadTooLarge, RequestTimeout, ShuttingDown
 from ..telemetry import MetricsSink
 from .errors import error_body
 
@@ -65,13 +65,12 @@ class GatewayMiddleware:
     """
 
     def __init__(self, app: ASGIApp, sink: MetricsSink, max_bytes: int, max_in_flight: int,
-                 body_timeout_s: float = 10.0, retry_after_s: int = 1):
+                 body_timeout_s: float = 10.0):
         self.app = app
         self.sink = sink
         self.max_bytes = max_bytes
         self.max_in_flight = max_in_flight
         self.body_timeout_s = body_timeout_s
-        self.retry_after = str(retry_after_s).encode()
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -108,9 +107,7 @@ class GatewayMiddleware:
                 return
             body, receive = await self._read_body(receive)
             if self.in_flight >= self.max_in_flight:
-                await send_error(send_with_id, path, 429, "overloaded", f"{self.in_flight} requests in flight, the "
-                                 f"limit is {self.max_in_flight}; retry later", ((b"retry-after", self.retry_after),))
-                return
+                raise Overloaded(f"{self.in_flight} requests in flight, the limit is {self.max_in_flight}; retry later")
             self.in_flight += 1
             try:
                 await self.app(scope, _replaying(body, receive), send_with_id)
@@ -122,17 +119,22 @@ class GatewayMiddleware:
         except asyncio.CancelledError:
             # uvicorn cancels what is still running once the shutdown deadline has passed: the request is over.
             # It gets a 503 if it can still be told, and one line in the log rather than a traceback.
-            logger.info("%s %s -> 503: cancelled, the gateway is shutting down", scope["method"], path)
-            status = 503
-            if not responded:
-                await send_error(send_with_id, path, 503, "shutting_down", "the gateway is shutting down", CLOSE)
-        except (PayloadTooLarge, RequestTimeout) as exc:
-            if not responded:
-                logger.info("%s %s -> %d %s: %s", scope["method"], path, exc.status, exc.code, exc)
-                await send_error(send_with_id, path, exc.status, exc.code, str(exc), CLOSE)
+            status = ShuttingDown.status
+            await self._answer(scope, send_with_id, ShuttingDown("cancelled, the gateway is shutting down"), responded)
+        except (PayloadTooLarge, RequestTimeout, Overloaded) as exc:
+            await self._answer(scope, send_with_id, exc, responded)
         finally:
             if route is not None:
                 self.sink.request(route, model, _outcome(status), time.perf_counter() - started)
+
+    @staticmethod
+    async def _answer(scope: Scope, send: Send, exc: GatewayError, responded: bool) -> None:
+        """A refusal from here, shaped and logged as the app's handler does it (unless the app answered)."""
+        if responded:
+            return
+        logger.info("%s %s -> %d %s: %s", scope["method"], scope["path"], exc.status, exc.code, exc.detail)
+        headers = tuple((name.lower().encode(), value.encode()) for name, value in exc.headers)
+        await send_error(send, scope["path"], exc.status, exc.code, exc.detail, headers)
 
     async def _refused(self, path: str, declared: bytes | None, send: Send) -> bool:
         """Answer at once (True) a body whose declared length is not a number or too large."""

@@ -47,4 +47,4 @@ def test_a_held_request_cannot_keep_the_gateway_up(triton, model_repository, tmp
         assert "second signal: exiting now" in gateway.output()
     else:  # the held requests are told, in one log line each
         assert "Traceback" not in gateway.output()
-        assert gateway.output().count("-> 503: cancelled, the gateway is shutting down") == 3
+        assert gateway.output().count("-> 503 shutting_down: cancelled, the gateway is shutting down") == 3
