@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
+from ..choices import one_of
 from ._http import HttpSettings
 from .monitor import CarbonMonitor
 from .registry import PROVIDERS, make_source
@@ -52,9 +53,7 @@ class CarbonSettingsBase(BaseModel):
     @field_validator("source")
     @classmethod
     def _registered(cls, source: str) -> str:
-        if source not in PROVIDERS:
-            raise ValueError(f"unknown carbon source {source!r}; choose one of {', '.join(PROVIDERS)}")
-        return source
+        return one_of(source, PROVIDERS, "carbon source")
 
     @model_validator(mode="after")
     def _consistent(self) -> CarbonSettingsBase:

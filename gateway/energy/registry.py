@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..choices import one_of
 from ..errors import MeterError
 from .base import EnergyCounter
 from .meters import NvmlEnergyCounter, ProcessCpuEnergyCounter, TritonMetricsEnergyCounter
@@ -44,6 +45,11 @@ METERS: dict[str, Callable[[MeterOptions], EnergyCounter]] = {
     "cpu-time": _cpu_time,
 }
 
+def choices() -> tuple[str, ...]:
+    """Every name ``make_counter`` takes, read now: a meter registered after import counts."""
+    return ("auto", "estimate", *METERS)
+
+
 def make_counter(kind: str, options: MeterOptions | None = None) -> EnergyCounter | None:
     """The named counter; ``auto`` tries NVML and settles for none (pool estimates) without a GPU.
 
@@ -58,6 +64,4 @@ def make_counter(kind: str, options: MeterOptions | None = None) -> EnergyCounte
         except MeterError as exc:
             logger.info("no NVML energy counter (%s): charging pool estimates", exc)
             return None
-    if kind not in METERS:
-        raise MeterError(f"unknown energy meter {kind!r}; choose one of auto, estimate, {', '.join(METERS)}")
-    return METERS[kind](options)
+    return METERS[one_of(kind, choices(), "energy meter", MeterError)](options)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .registry import METERS
+from ..choices import one_of
+from .registry import choices
 
 
 class EnergySettings(BaseModel):
@@ -24,7 +25,4 @@ class EnergySettings(BaseModel):
     @field_validator("meter")
     @classmethod
     def _registered(cls, meter: str) -> str:
-        choices = ("auto", "estimate", *METERS)  # read now: a meter registered after import counts
-        if meter not in choices:
-            raise ValueError(f"unknown energy meter {meter!r}; choose one of {', '.join(choices)}")
-        return meter
+        return one_of(meter, choices(), "energy meter")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..choices import one_of
 from .registry import POLICIES
 
 
@@ -29,9 +30,7 @@ class PolicySettings(BaseModel):
     @field_validator("name")
     @classmethod
     def _registered(cls, name: str) -> str:
-        if name not in POLICIES:
-            raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}")
-        return name
+        return one_of(name, POLICIES, "policy")
 
     @model_validator(mode="after")
     def _parameters_given(self) -> PolicySettings:
