@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -45,7 +46,9 @@ def app_from_environment() -> FastAPI:
     shared = SharedMeter.model_validate(payload["meter"]) if payload.get("meter") else None
     settings = GatewaySettings.model_validate(payload["settings"])
     LimitedHttpToolsProtocol.configure(settings.limits.max_header_bytes, settings.limits.header_timeout_s)
-    return create_app(settings, payload["triton_url"], shared)
+    gave_up = payload.get("triton_gave_up_file")  # the parent's Triton supervisor writes it when it gives up
+    alive = (lambda: not Path(gave_up).exists()) if gave_up else None
+    return create_app(settings, payload["triton_url"], shared, alive=alive)
 
 
 SWAGGER_ASSETS = "/docs/assets"

@@ -13,9 +13,11 @@ import json
 import logging
 import os
 import signal
+import tempfile
 import threading
 from collections.abc import Coroutine, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -168,7 +170,8 @@ def _serve_workers(settings: GatewaySettings, pool: ModelPool) -> None:
 
     require_multiprocess()
     local = asyncio.run(_start_triton(settings, pool))
-    supervisor = _supervisor(local, settings, pool) if local is not None else None
+    gave_up = Path(tempfile.mkdtemp(prefix="carbon-gateway-")) / "triton-gave-up"
+    supervisor = _supervisor(local, settings, pool, gave_up) if local is not None else None
     if supervisor is not None:  # this process only waits on uvicorn's workers: supervise from a thread
         threading.Thread(target=lambda: asyncio.run(supervisor.run()), name="triton-supervisor", daemon=True).start()
     try:
@@ -176,7 +179,9 @@ def _serve_workers(settings: GatewaySettings, pool: ModelPool) -> None:
         # One GPU, one energy counter: this process reads it, the workers report their requests to it.
         with shared_meter(settings, process_sink()) as meter:
             os.environ[SETTINGS_ENV] = json.dumps({"settings": settings.model_dump(), "triton_url": url,
-                                                   "meter": meter.model_dump() if meter else None}, default=_reveal)
+                                                   "meter": meter.model_dump() if meter else None,
+                                                   "triton_gave_up_file": str(gave_up) if supervisor else None},
+                                                  default=_reveal)
             logger.info("gateway on http://%s:%d with %d workers (docs: /docs)", settings.host, settings.port,
                         settings.workers)
             uvicorn.run("gateway.api.app:app_from_environment", factory=True, host=settings.host, http=IMPORT_PATH,
@@ -194,6 +199,7 @@ def limit_request_heads(settings: GatewaySettings) -> None:
     LimitedHttpToolsProtocol.configure(settings.limits.max_header_bytes, settings.limits.header_timeout_s)
 
 
-def _supervisor(local: LocalTritonServer, settings: GatewaySettings, pool: ModelPool) -> TritonSupervisor:
+def _supervisor(local: LocalTritonServer, settings: GatewaySettings, pool: ModelPool,
+                gave_up_file: Path | None = None) -> TritonSupervisor:
     return TritonSupervisor(local, [m.backend_name for m in pool.models],
-                            ready_timeout_s=settings.triton.startup_timeout_s)
+                            ready_timeout_s=settings.triton.startup_timeout_s, gave_up_file=gave_up_file)

@@ -224,7 +224,8 @@ class TritonSupervisor:
     """
 
     def __init__(self, server: LocalTritonServer, models: Sequence[str], *, ready_timeout_s: float = 300.0,
-                 max_restarts: int = 5, window_s: float = 600.0, backoff_s: float = 1.0, backoff_max_s: float = 30.0):
+                 max_restarts: int = 5, window_s: float = 600.0, backoff_s: float = 1.0, backoff_max_s: float = 30.0,
+                 gave_up_file: Path | None = None):
         self.server = server
         self.models = list(models)
         self.ready_timeout_s = ready_timeout_s
@@ -235,6 +236,8 @@ class TritonSupervisor:
         self.healthy = True
         self.restarts: list[float] = []
         self._stopped = False
+        #: Written when the supervisor gives up, for processes that cannot ask it (uvicorn's workers).
+        self.gave_up_file = gave_up_file
 
     def stop(self) -> None:
         """Supervise no more (the gateway is stopping the server itself)."""
@@ -256,6 +259,8 @@ class TritonSupervisor:
             self.restarts = [t for t in self.restarts if now - t < self.window_s]
             if len(self.restarts) >= self.max_restarts:
                 self.healthy = False
+                if self.gave_up_file is not None:
+                    self.gave_up_file.write_text(f"tritonserver exited {len(self.restarts)} times\n")
                 logger.critical("tritonserver exited (status %s) %d times within %.0f s: giving up; /healthz now "
                                 "fails so that the gateway is restarted", status, len(self.restarts), self.window_s)
                 return

@@ -74,8 +74,10 @@ class Dies:
         return None
 
 
-async def test_a_triton_that_keeps_dying_makes_the_gateway_unhealthy():
+async def test_a_triton_that_keeps_dying_makes_the_gateway_unhealthy(tmp_path):
     server = Dies()
-    supervisor = TritonSupervisor(server, ["resnet18"], max_restarts=3, window_s=60, backoff_s=0.01)
+    supervisor = TritonSupervisor(server, ["resnet18"], max_restarts=3, window_s=60, backoff_s=0.01,
+                                  gave_up_file=tmp_path / "gave-up")
     await supervisor.run(interval_s=0.01)
     assert not supervisor.is_healthy() and server.starts == 3
+    assert (tmp_path / "gave-up").exists()  # for uvicorn's workers, which cannot ask the supervisor
