@@ -29,9 +29,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for status in (400, 404, 413, 415, 422, 429, 503)}
 
 
-def _state(key: str, value: bool, **extra: str) -> JSONResponse:
-    """A health answer: the status says it (Triton's clients read that), the body too (the KServe SDK's do)."""
-    return JSONResponse({**extra, key: value}, status_code=200 if value else 503)
+def _state(key: str, value: bool, what: str, **extra: str) -> JSONResponse:
+    """A health answer: the status says it, 200 or 400 as the protocol has it (Triton's clients read that), and
+    the body too (the KServe SDK's do); a negative one carries the protocol's error fields."""
+    if value:
+        return JSONResponse({**extra, key: True})
+    return JSONResponse({**extra, key: False, "error": f"{what} is not {key}", "code": f"not_{key}"}, status_code=400)
 
 
 @router.get("", summary="Server metadata")
@@ -41,16 +44,16 @@ async def server_metadata() -> JSONResponse:
 
 @router.get("/health/live", summary="Server liveness: the gateway answers", responses={200: {"description": "live"}})
 async def live() -> JSONResponse:
-    return _state("live", True)
+    return _state("live", True, "the server")
 
 
 @router.get("/health/ready", summary="Server readiness: the backend answers and every pool model is ready",
-            responses={200: {"description": "ready"}, 503: {"description": "not ready"}})
+            responses={200: {"description": "ready"}, 400: {"description": "not ready"}})
 async def ready(request: Request) -> JSONResponse:
     service = service_of(request)
     ready_models = await asyncio.gather(*(service.backend.model_ready(m.backend_name, m.triton_version)
                                           for m in service.pool.models))
-    return _state("ready", await service.backend.server_live() and all(ready_models))
+    return _state("ready", await service.backend.server_live() and all(ready_models), "the server")
 
 
 async def _metadata(request: Request, model_name: str, version: str | None = None) -> JSONResponse:
@@ -61,7 +64,7 @@ async def _metadata(request: Request, model_name: str, version: str | None = Non
 async def _ready(request: Request, model_name: str, version: str | None = None) -> JSONResponse:
     service = service_of(request)
     return _state("ready", await metadata.model_ready(service.backend, service.pool, model_name, version),
-                  name=model_name)
+                  f"model {model_name!r}" + (f" version {version}" if version else ""), name=model_name)
 
 
 async def _config(request: Request, model_name: str, version: str | None = None) -> JSONResponse:

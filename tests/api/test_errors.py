@@ -132,3 +132,15 @@ async def test_multipart_forms_the_gateway_does_not_read(make_fake_gateway, file
     async with make_fake_gateway() as client:
         response = await client.post("/v1/classify", files=files)
     assert (response.status_code, response.json()["error"]) == (status, code), response.text
+
+
+async def test_not_ready_is_a_4xx_with_the_protocols_error_fields(make_fake_gateway, fake_backend):
+    fake_backend.not_ready = {"resnet18"}
+    async with make_fake_gateway() as client:
+        model = await client.get("/v2/models/resnet18/ready")
+        server = await client.get("/v2/health/ready")
+        auto = await client.get("/v2/models/auto/ready")
+    assert model.status_code == 400 and model.json() | {"error": None} == {
+        "name": "resnet18", "ready": False, "error": None, "code": "not_ready"}
+    assert server.status_code == 400 and server.json()["ready"] is False
+    assert auto.status_code == 200 and auto.json()["ready"] is True  # another pool model can serve
