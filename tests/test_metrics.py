@@ -56,8 +56,10 @@ def prometheus(gateway, triton, tmp_path_factory):
     workdir: Path = tmp_path_factory.mktemp("prometheus")
     gateway_target = gateway.url.removeprefix("http://")
     triton_target = triton.metrics_url.removeprefix("http://").removesuffix("/metrics")
+    shutil.copy(PROJECT / "deploy" / "prometheus" / "alerts.yml", workdir / "alerts.yml")
     (workdir / "prometheus.yml").write_text(f"""
 global: {{scrape_interval: 1s, evaluation_interval: 1s}}
+rule_files: [alerts.yml]
 scrape_configs:
   - job_name: carbon-gateway
     static_configs: [{{targets: ["{gateway_target}"]}}]
@@ -159,6 +161,14 @@ def test_the_gateways_own_cpu_and_its_energy_estimate_are_exported(gateway):
     (cpu,) = [v for _, v in samples(text, "carbon_gateway_own_cpu_seconds_total")]
     (joules,) = [v for _, v in samples(text, "carbon_gateway_own_energy_joules_total")]
     assert cpu > 0 and joules == pytest.approx(10.0 * cpu)  # energy.gateway_watts_per_core defaults to 10 W
+
+
+def test_the_alerts_are_loaded_and_quiet_on_a_healthy_gateway(prometheus, gateway):
+    response = httpx.get(f"{prometheus}/api/v1/rules", timeout=10)
+    rules = [rule for group in response.json()["data"]["groups"] for rule in group["rules"]]
+    assert len(rules) == 11 and all(rule["health"] == "ok" for rule in rules), rules
+    firing = httpx.get(f"{prometheus}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+    assert not [a for a in firing if a["state"] == "firing"], firing
 
 
 def test_every_dashboard_query_returns_data(prometheus, gateway):
