@@ -22,7 +22,7 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from ..errors import GatewayError, InvalidTensorRequest, Overloaded, UnknownModel
 from ..policy import Constraints
-from ..serving import metadata
+from ..serving import health, metadata
 from ..serving.service import GatewayService, Outcome
 from ..telemetry import MetricsSink
 from .kserve import check_input, check_outputs, tensor_spec
@@ -112,8 +112,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         service = self._service()
 
         async def ready() -> Any:
-            models = [await service.backend.model_ready(m.backend_name, m.triton_version) for m in service.pool.models]
-            return service_pb2.ServerReadyResponse(ready=await service.backend.server_live() and all(models))
+            return service_pb2.ServerReadyResponse(ready=await health.server_ready(service.backend, service.pool))
 
         return await self._answer(context, ready)
 

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from fastapi.responses import Response as RawResponse
 
-from ..serving import metadata
+from ..serving import health, metadata
 from . import options
 from .kserve import decode_request, encode_response, tensor_spec
 from .routes import _decision_headers, service_of
@@ -51,9 +51,7 @@ async def live() -> JSONResponse:
             responses={200: {"description": "ready"}, 400: {"description": "not ready"}})
 async def ready(request: Request) -> JSONResponse:
     service = service_of(request)
-    ready_models = await asyncio.gather(*(service.backend.model_ready(m.backend_name, m.triton_version)
-                                          for m in service.pool.models))
-    return _state("ready", await service.backend.server_live() and all(ready_models), "the server")
+    return _state("ready", await health.server_ready(service.backend, service.pool), "the server")
 
 
 async def _metadata(request: Request, model_name: str, version: str | None = None) -> JSONResponse:

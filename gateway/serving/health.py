@@ -17,6 +17,12 @@ async def readiness(backend: InferenceBackend, pool: ModelPool) -> tuple[bool, d
     return True, {spec.name: bool(ok) for spec, ok in zip(pool.models, ready, strict=True)}
 
 
+async def server_ready(backend: InferenceBackend, pool: ModelPool) -> bool:
+    """The backend answers and has every pool model ready (``/readyz``, and the protocol's server readiness)."""
+    reachable, ready = await readiness(backend, pool)
+    return reachable and all(ready.values())
+
+
 async def weights(backend: InferenceBackend, pool: ModelPool) -> dict[str, str]:
     """Which weights each model was built with, as its config records ("unknown" if it says not)."""
     found: dict[str, str] = {}
