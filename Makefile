@@ -2,7 +2,8 @@
 VENV    ?= .venv
 PYTHON  ?= python3
 SHARED  ?= ../shared/data
-TORCH   ?= torch==2.13.0
+# The torch pin, one for local builds and the image (deploy/Dockerfile installs with it too).
+CONSTRAINTS ?= deploy/constraints.txt
 PORT    ?= 8080
 GRPC_PORT ?= 8081
 SPEEDUP ?= 360
@@ -14,10 +15,10 @@ CARBON  := $(if $(TRACE),--carbon-trace $(TRACE) --speedup $(SPEEDUP),)
 
 .PHONY: setup models run test prometheus clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH)" -e ".[build,local-triton,test]"
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) torch -e ".[build,local-triton,test]"
 	touch $@
 
 setup: $(VENV)/.installed
