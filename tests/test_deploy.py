@@ -3,7 +3,9 @@
 Static checks that the pieces point at each other: compose services, ports and mounts; the
 Prometheus targets; the Grafana provisioning and dashboard; the Kubernetes manifests (labels,
 ports, probes, HPA, kustomizations, the gateway ConfigMap loaded through the gateway's own settings).
-`docker compose config` and `kubectl kustomize` run when those tools are present.
+`docker compose config` and `kubectl kustomize` run when those tools are present, and kubernetes-validate
+checks what each overlay renders against the API schemas. tests/test_deploy_hardening.py checks the
+hardening (Pod Security, budgets, scraping, the PrometheusRule, the torch pin).
 """
 
 from __future__ import annotations
@@ -228,12 +230,17 @@ def _kustomizations() -> list[Path]:
     return sorted(K8S.rglob("kustomization.yaml"))
 
 
+def _overlays() -> list[Path]:
+    """The directories `kubectl apply -k` takes: every kustomization but the components they share."""
+    return [k.parent for k in _kustomizations() if yaml.safe_load(k.read_text()).get("kind") != "Component"]
+
+
 def _listed_files() -> set[Path]:
     """Files named by the kustomizations' resources and patches (directories are other kustomizations)."""
     listed = set()
     for kustomization in _kustomizations():
         spec = yaml.safe_load(kustomization.read_text())
-        entries = list(spec.get("resources", []))
+        entries = list(spec.get("resources", [])) + list(spec.get("components", []))
         entries += [p["path"] for p in spec.get("patches", []) if "path" in p]
         entries += list(spec.get("patchesStrategicMerge", []))
         for entry in entries:
@@ -301,7 +308,7 @@ def test_k8s_every_document_names_itself(objects):
             assert doc.get("metadata", {}).get("name"), f"{where}: a {doc.get('kind')} without metadata.name"
     kinds = {o["kind"] for o in objects}
     assert {"Deployment", "Service", "HorizontalPodAutoscaler", "ConfigMap", "PersistentVolumeClaim", "Job",
-            "ServiceMonitor", "Namespace"} <= kinds, kinds
+            "ServiceMonitor", "PrometheusRule", "PodDisruptionBudget", "Namespace"} <= kinds, kinds
 
 
 def test_k8s_deployments_select_their_own_pods(objects):
@@ -474,17 +481,39 @@ def test_k8s_servicemonitors_reach_the_metrics_ports(objects):
     assert {GATEWAY_PORT, TRITON_METRICS} <= scraped
 
 
-@pytest.mark.parametrize("kustomization", _kustomizations(), ids=lambda p: str(p.parent.relative_to(PROJECT)))
-def test_kubectl_kustomize_builds(kustomization: Path):
+@pytest.mark.parametrize("overlay", _overlays(), ids=lambda p: str(p.relative_to(PROJECT)))
+def test_kubectl_kustomize_builds(overlay: Path):
     if not shutil.which("kubectl"):
         pytest.skip("no kubectl on PATH: cannot run `kubectl kustomize`")
-    result = subprocess.run(["kubectl", "kustomize", str(kustomization.parent)], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, f"{shlex.join(result.args)}: {result.stderr}"
     built = [d for d in yaml.safe_load_all(result.stdout) if d]
     kinds = {d["kind"] for d in built}
     assert {"Deployment", "Service", "ConfigMap", "Job"} <= kinds
     assert all(d["metadata"].get("namespace") == "carbon-gateway" for d in built if d["kind"] != "Namespace")
+
+
+# The Prometheus Operator's kinds have no schema in kubernetes-validate; the tests above check them.
+OPERATOR_GROUP = "monitoring.coreos.com/"
+
+
+@pytest.mark.parametrize("overlay", _overlays(), ids=lambda p: str(p.relative_to(PROJECT)))
+def test_kubernetes_validate_strict(overlay: Path):
+    """Every object an overlay renders against the API's schema, unknown fields refused (a misspelt
+    securityContext field would otherwise be dropped by the API server without a word)."""
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    built = _kustomize(overlay)
+    version = kubernetes_validate.latest_version()
+    checked = 0
+    for doc in built:
+        if doc["apiVersion"].startswith(OPERATOR_GROUP):
+            continue
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']}: {error.message} at {list(error.path)}")
+        checked += 1
+    assert checked >= 6, f"only {checked} objects validated"
 
 
 def _kustomize(directory: Path) -> list[dict]:
