@@ -203,6 +203,11 @@ def test_every_pod_meets_the_restricted_profile(built):
         assert restricted_violations(template) == [], name
 
 
+def test_no_pod_mounts_a_service_account_token(built):
+    for name, template in _templates(built).items():
+        assert template["spec"].get("automountServiceAccountToken") is False, name
+
+
 def test_the_namespace_enforces_the_restricted_profile(built):
     (namespace,) = _of(built, "Namespace").values()
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
