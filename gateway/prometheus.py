@@ -21,6 +21,9 @@ MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ENERGY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0)
 CARBON_STATUSES = ("live", "stale", "forecast", "default")
+# Known up front, so each series exists at 0 before the first reload: an increase() sees that reload.
+RELOAD_TRIGGERS = ("admin", "file", "sighup")
+RELOAD_RESULTS = ("applied", "rejected")
 
 
 class PrometheusSink:
@@ -56,6 +59,9 @@ class PrometheusSink:
                                   "was not ready.", ("chosen", "served_by"))
         self._pool_reloads = counter("pool_reloads_total", "Pool reloads by trigger and result.",
                                      ("trigger", "result"))
+        for trigger in RELOAD_TRIGGERS:
+            for result in RELOAD_RESULTS:
+                self._pool_reloads.labels(trigger, result)
         self._co2 = counter("co2_grams_total", "CO2eq charged to requests (energy x intensity x PUE), by model.",
                             ("model",))
         self._request_energy = histogram("request_energy_joules", "Energy per request: its measured share where a "
