@@ -2,16 +2,22 @@
 
 Works with several uvicorn workers: when ``PROMETHEUS_MULTIPROC_DIR`` is set, every worker writes
 its samples there and ``/metrics`` aggregates all of them, so totals are correct whichever worker
-answers the scrape.
+answers the scrape. The shared files hold no ``process_*`` metrics, so a scrape then reads them from
+/proc for the main process and each worker, labelled ``pid`` and ``role`` (``ServingProcesses``).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
 
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
-                               generate_latest, multiprocess)
+                               ProcessCollector, generate_latest, multiprocess)
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from .telemetry import GatewaySnapshot
 
@@ -24,6 +30,7 @@ CARBON_STATUSES = ("live", "stale", "forecast", "default")
 # Known up front, so each series exists at 0 before the first reload: an increase() sees that reload.
 RELOAD_TRIGGERS = ("admin", "file", "sighup")
 RELOAD_RESULTS = ("applied", "rejected")
+PROC = Path("/proc")
 
 
 class PrometheusSink:
@@ -148,8 +155,56 @@ class PrometheusSink:
         if MULTIPROCESS:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            registry.register(ServingProcesses(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])))
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class ServingProcesses(Collector):
+    """``process_*`` metrics (CPU, memory, file descriptors, start time) of every process of a multi-worker
+    gateway, labelled ``pid`` and ``role`` (``main``: the process that ran ``serve``; ``worker``).
+
+    Whichever worker accepts a scrape answers it, so its own ``ProcessCollector`` would describe one worker
+    at random; this reads /proc for all of them instead.
+    """
+
+    def __init__(self, directory: Path, proc: Path = PROC) -> None:
+        self.directory = directory
+        self.proc = proc
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for pid, role in serving_processes(self.directory, self.proc).items():
+            for family in self._one(pid).collect():
+                merged = families.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+                for sample in family.samples:
+                    merged.add_sample(sample.name, {**sample.labels, "pid": str(pid), "role": role}, sample.value)
+        yield from families.values()
+
+    def _one(self, pid: int) -> ProcessCollector:
+        return ProcessCollector(pid=lambda: pid, proc=str(self.proc), registry=None)
+
+
+def serving_processes(directory: Path, proc: Path = PROC) -> dict[int, str]:
+    """The live processes of this gateway, ``{pid: role}``: its main process and the main process's workers.
+
+    Each of them writes metric files named after its pid in ``directory``; pids of earlier runs left there, and
+    the main process's other children (a local Triton), are not the main process's workers.
+    """
+    written = {int(match[1]) for path in directory.glob("*.db") if (match := re.search(r"_(\d+)\.db$", path.name))}
+    main = os.getppid() if os.getppid() in written else os.getpid()  # answered by a worker, or by the only process
+    roles = {main: "main"}
+    roles.update({pid: "worker" for pid in sorted(written - {main}) if _parent_pid(pid, proc) == main})
+    return roles
+
+
+def _parent_pid(pid: int, proc: Path) -> int | None:
+    """The parent of ``pid`` from /proc/<pid>/stat, or None when it is gone."""
+    try:
+        stat = (proc / str(pid) / "stat").read_bytes()
+    except OSError:
+        return None
+    return int(stat.rsplit(b")", 1)[1].split()[1])  # after "pid (comm)": state, then ppid
 
 
 @functools.cache

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -23,6 +25,7 @@ CLASSIFY_REQUESTS = 12
 class Gateway(NamedTuple):
     url: str
     multiproc_dir: Path
+    pid: int
 
 
 def samples(text: str, name: str) -> list[tuple[dict, float]]:
@@ -38,7 +41,7 @@ def gateway(triton, model_repository, tmp_path_factory):
     with GatewayProcess("--triton", triton.grpc_url, "--repository", str(model_repository), "--workers", "2",
                         "--carbon-intensity", "120", "--c-low", "100", "--c-high", "300", "--log-level", "warning",
                         cwd=workdir, env={"PROMETHEUS_MULTIPROC_DIR": str(env_dir)}) as process:
-        yield Gateway(process.url, env_dir)
+        yield Gateway(process.url, env_dir, process.process.pid)
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +136,40 @@ def test_measured_over_profiled_energy_is_one_when_requests_are_charged_the_prof
     assert {r["metric"]["model"]: float(r["value"][1]) for r in result} == {"resnet152": pytest.approx(1.0)}
 
 
+
+def parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[1])
+
+
+def test_process_metrics_cover_the_main_process_and_each_worker(gateway, prometheus):
+    text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
+                 "process_start_time_seconds"):
+        roles = {int(labels["pid"]): labels["role"] for labels, _ in samples(text, name)}
+        workers = {pid for pid, role in roles.items() if role == "worker"}
+        assert roles[gateway.pid] == "main" and len(workers) == 2, (name, roles)
+        assert {parent_pid(pid) for pid in workers} == {gateway.pid}
+        assert {int(pid) for pid in pids_that_served(gateway.multiproc_dir)} <= workers
+    resident = [v for _, v in samples(text, "process_resident_memory_bytes")]
+    assert all(v > 10e6 for v in resident)  # a Python process with the gateway imported
+    wait_for(prometheus, 'count(process_cpu_seconds_total{job="carbon-gateway"})', 3)
+
+
+def test_serving_processes_are_the_main_process_and_its_children_that_write_metrics(tmp_path):
+    from gateway.prometheus import serving_processes
+
+    def sleeper() -> subprocess.Popen:
+        return subprocess.Popen(["sleep", "60"])
+
+    worker, triton, gone = sleeper(), sleeper(), sleeper()
+    gone.kill()
+    gone.wait()
+    try:
+        for pid in (os.getpid(), worker.pid, gone.pid):  # a local Triton writes no metric files
+            (tmp_path / f"counter_{pid}.db").touch()
+        (tmp_path / f"histogram_{worker.pid}.db").touch()
+        assert serving_processes(tmp_path) == {os.getpid(): "main", worker.pid: "worker"}
+    finally:
+        for process in (worker, triton):
+            process.kill()
+            process.wait()
