@@ -24,6 +24,12 @@ SHARED_DATA = Path(os.environ.get("CARBON_GATEWAY_SHARED_DATA", PROJECT.parent /
 IMAGES = sorted((SHARED_DATA / "images").glob("*.JPEG"))
 LABELS_FILE = SHARED_DATA / "imagenet_classes.txt"
 POOL_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+#: The serving tests pin the paper's heuristic, whose choice is a pure function of the intensity and
+#: the window, so a test can say which model a request gets. The default policy (``error-target``)
+#: chooses by a price it plans over time; tests/policy and tests/api/test_policies.py test it, and
+#: clear this variable where they test the default. Gateway processes the tests start inherit it.
+SELECTOR_UNDER_TEST = "interpolation"
+os.environ.setdefault("CARBON_GATEWAY_POLICY__NAME", SELECTOR_UNDER_TEST)
 
 
 def pytest_configure(config) -> None:

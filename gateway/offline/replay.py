@@ -357,10 +357,10 @@ def run_study(config: ReplayConfig, progress: Callable[[int], Callable[[], None]
     for spec in pool.by_energy:
         runs[f"fixed:{spec.name}"] = replay.static(f"fixed:{spec.name}",
                                                    PolicySettings(name="fixed", model=spec.name), window)
-    runs["interpolation"] = replay.static("interpolation", PolicySettings(), window)
+    runs["interpolation"] = replay.static("interpolation", PolicySettings(name="interpolation"), window)
     if config.hysteresis > 0:
         runs["interpolation+hysteresis"] = replay.static(
-            "interpolation+hysteresis", PolicySettings(hysteresis=config.hysteresis), window)
+            "interpolation+hysteresis", PolicySettings(name="interpolation", hysteresis=config.hysteresis), window)
     heuristic = replay.outcome(runs["interpolation"])
     runs["optimal@co2"] = replay.optimum("optimal@co2", budget_g=heuristic.co2_g)
     runs["optimal@error"] = replay.optimum("optimal@error", mean_error=heuristic.mean_error)

@@ -1,5 +1,8 @@
 """Selection policies: which model of the pool serves a request, given the carbon intensity.
 
+- ``error-target`` (the default): meet a mean error rate over each calendar month (or day, week) at
+  the least CO2, knowing only the past and the provider's forecast: it re-plans the carbon price of
+  ``carbon-price`` from the observed history and the error already served (``error_target``).
 - ``fixed``: always one model (the paper's baselines).
 - ``interpolation``: the paper's heuristic with the direction the paper's text intends (see
   ``../shared/papers/README.md``): the equation read literally maps the dirtiest grid to the most
@@ -31,6 +34,7 @@ serving, HTTP or metrics.
 
 from .base import Constraints, PolicyBase, SelectionPolicy
 from .carbon_price import CarbonPricePolicy
+from .error_target import ErrorTargetPolicy
 from .fixed import FixedPolicy
 from .interpolation import InterpolationPolicy
 from .online_budget import OnlineBudgetPolicy
@@ -43,6 +47,7 @@ __all__ = [
     "CarbonPricePolicy",
     "CarbonWindow",
     "Constraints",
+    "ErrorTargetPolicy",
     "FixedPolicy",
     "InterpolationPolicy",
     "OnlineBudgetPolicy",

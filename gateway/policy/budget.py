@@ -163,6 +163,30 @@ class Allocation:
         # A hair above the step's price, so rounding in ``choose_on_hull`` cannot undo the step.
         return float(prices[k]) * (1 + 1e-9) if k < len(prices) else float("inf")
 
+    def price_for_error(self, mean_error: float) -> float:
+        """The price at which serving these periods unsplit comes closest to ``mean_error`` from below,
+        interpolated across the step that would cross it (a live policy's estimate of the optimum's price).
+
+        0 when even the most accurate model everywhere misses ``mean_error``; ``inf`` when the least-energy
+        model everywhere meets it.
+        """
+        allowed_rise = mean_error * self.total_requests - self.best_error_sum
+        if allowed_rise <= 0:
+            return 0.0
+        prices = self._prices().reshape(-1)
+        order = np.argsort(prices, kind="stable")
+        prices = prices[order]
+        rises = (self.counts[:, np.newaxis] * self._error_step[np.newaxis, :]).reshape(-1)[order]
+        cumulative = np.cumsum(rises)
+        k = int(np.searchsorted(cumulative, allowed_rise, side="right"))  # first step that overshoots
+        if k >= len(prices):
+            return math.inf
+        before = float(cumulative[k - 1]) if k > 0 else 0.0
+        # A hair above the last step taken, so rounding in ``choose_on_hull`` cannot undo it.
+        low = float(prices[k - 1]) * (1 + 1e-9) if k > 0 else 0.0
+        fraction = (allowed_rise - before) / float(rises[k]) if rises[k] > 0 else 0.0
+        return low + fraction * max(float(prices[k]) - low, 0.0)
+
     def plan(self, *, budget_g: float | None = None, mean_error: float | None = None,
              split: bool = True) -> Plan:
         """The least-error plan within ``budget_g`` grams, or the least-CO2 plan within ``mean_error``.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy.typing as npt
 
@@ -27,7 +27,7 @@ class CarbonPricePolicy(PolicyBase):
     """
 
     name = "carbon-price"
-    requires = ("price",)
+    requires: ClassVar[tuple[str, ...]] = ("price",)
 
     def __init__(self, pool: ModelPool, price: float, *, pue: float = 1.0, **options: Any):
         super().__init__(pool, **options)

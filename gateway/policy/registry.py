@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from ..pool import ModelPool
 from .base import PolicyBase, SelectionPolicy
 from .carbon_price import CarbonPricePolicy
+from .error_target import ErrorTargetPolicy
 from .fixed import FixedPolicy
 from .interpolation import InterpolationPolicy
 from .online_budget import OnlineBudgetPolicy
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from .settings import PolicySettings
 
 POLICIES: dict[str, type[PolicyBase]] = {
+    "error-target": ErrorTargetPolicy,
     "interpolation": InterpolationPolicy,
     "fixed": FixedPolicy,
     "carbon-price": CarbonPricePolicy,

@@ -1,6 +1,6 @@
 """Keeps a policy's plan current: every interval, ``replan`` it from the forecast and the request rate.
 
-Only policies that say ``needs_planning`` (the online CO2 budget) are driven; the rate is what the
+Only policies that say ``needs_planning`` (``error-target``, ``online-budget``) are driven; the rate is what the
 service served since the last plan.
 """
 
@@ -30,8 +30,11 @@ class Planner:
         return service.policy.replan(now, service.carbon.state.intensity, forecast, rate)
 
     async def run_forever(self, interval_s: float) -> None:
+        """Plan now (a fresh policy has no plan yet), then every ``interval_s``."""
+        elapsed = 0.0
         while True:
-            await asyncio.sleep(interval_s)
-            price = self.plan(interval_s)
+            price = self.plan(elapsed)
             if price is not None:
                 logger.debug("policy %s re-planned: %.4g", self.service.policy.name, price)
+            await asyncio.sleep(interval_s)
+            elapsed = interval_s

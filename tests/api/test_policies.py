@@ -86,3 +86,22 @@ async def test_a_percentile_signal_selects_but_claims_no_grams(make_fake_gateway
     assert body["carbon"]["unit"] == "percentile" and body["model"]["name"] == "resnet18"
     assert body["energy"]["joules"] > 0 and body["energy"]["co2_grams"] is None
     assert "x-co2-grams" not in response.headers
+
+
+async def test_error_target_plans_at_start_and_serves_its_own_choice(make_fake_gateway, fake_repository):
+    import time
+
+    import numpy as np
+
+    from gateway.policy import CarbonWindow, ErrorTargetPolicy
+    from gateway.pool import load_pool
+
+    async with make_fake_gateway(policy__name="error-target", carbon__intensity=250.0) as client:
+        chosen = (await classify(client)).json()["model"]
+    # What the policy itself serves after one plan at that intensity, with nothing served yet: not the
+    # most accurate model, which is what an unplanned policy (price 0) would serve.
+    policy = ErrorTargetPolicy(load_pool(fake_repository / "pool.yaml"))
+    policy.plan(time.time(), 250.0, np.empty(0), np.empty(0))
+    expected = policy.select(250.0, CarbonWindow(0.0, 0.0)).name
+    assert expected != "resnet152"
+    assert (chosen["selected_by"], chosen["name"]) == ("error-target", expected)
