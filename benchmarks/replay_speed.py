@@ -14,7 +14,8 @@ from pathlib import Path
 from gateway.carbon.trace import load_trace
 from gateway.modelzoo.build import PAPER_POOL
 from gateway.pool import load_pool
-from gateway.offline.replay import Replay, build_workload, load_request_trace, trailing_window, weekly_profile
+from gateway.offline.replay import Replay, trailing_window
+from gateway.offline.workload import build_workload, load_request_trace, weekly_profile
 from gateway.settings import PolicySettings
 from datetime import UTC
 

@@ -1,4 +1,4 @@
-"""Trace replay on the shared traces: workload mapping, the paper's figures, the budget policies, the CLI."""
+"""Trace replay on the shared traces: the paper's figures, the budget policies, the CLI."""
 
 import csv
 import json
@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from gateway.carbon.trace import load_trace
 from gateway.cli import app
 from gateway.modelzoo.build import PAPER_POOL
-from gateway.offline.replay import (Outcome, ReplayConfig, build_workload, load_request_trace, run_study,
-                            trailing_window, week_slot, weekly_profile, with_efficiency)
+from gateway.offline.replay import Outcome, ReplayConfig, run_study, trailing_window, with_efficiency
+from gateway.offline.workload import build_workload
 
 GB = ("carbon/gb_2020_entsoe.csv", "Time", "Carbon Intensity")
 CAISO = ("carbon/us_ciso_2022_hourly.csv", "timestamp", "avg_CI")
@@ -39,22 +39,6 @@ def test_paper_efficiency_figures():
     assert r152.efficiency == pytest.approx(0.0029, abs=5e-5)
     assert heuristic.accuracy_gain_pct == pytest.approx(7.96, abs=0.05)  # the paper rounds to 8.00
     assert heuristic.efficiency == pytest.approx(0.00522, abs=3e-5)
-
-
-def test_requests_follow_the_wikipedia_week_and_sum_to_the_total(shared_data):
-    requests = load_request_trace(shared_data / WIKI)
-    assert np.all(np.diff(requests.times) > 0)  # the file's rows are unsorted
-    profile = weekly_profile(requests)
-    assert profile.shape == (168,) and np.all(profile > 0)
-    trace = load_trace(shared_data / GB[0])
-    workload = build_workload(trace, profile, 5e6)
-    assert workload.total_requests == pytest.approx(5e6)
-    june = build_workload(trace, profile, 1e6, config(shared_data).start, config(shared_data).end)
-    assert len(june.times) == 7 * 48
-    # Half-hour periods of the same UTC hour get the same share; the daily peak follows the profile.
-    slots = week_slot(june.times)
-    assert np.allclose(june.counts[slots == slots[0]], june.counts[0])
-    assert int(np.argmax(profile)) == int(slots[np.argmax(june.counts)])
 
 
 def test_trailing_window_matches_the_past_day(shared_data):
