@@ -47,13 +47,19 @@ class Trace:
         """The median time between periods, seconds (the GB trace mixes 30- and 15-minute steps)."""
         return float(np.median(np.diff(self.times))) if len(self.times) > 1 else 0.0
 
+    def period_lengths(self) -> FloatArray:
+        """Seconds from each value to the next; the last lasts one typical step (an hour if it is alone)."""
+        last = self.typical_step or 3600.0
+        return np.diff(self.times, append=self.times[-1] + last)
+
     def value_at(self, epoch: float) -> tuple[float, float]:
         """(period start, intensity) of the period holding ``epoch``: the trace is a step function."""
         index = max(int(np.searchsorted(self.times, epoch, side="right")) - 1, 0)
         return float(self.times[index]), float(self.values[index])
 
 
-def _parse_time(text: str) -> float:
+def parse_time(text: str) -> float:
+    """Epoch seconds of unix seconds or an ISO 8601 date-time (naive: UTC; ``Z`` and offsets accepted)."""
     text = text.strip()
     try:
         return float(text)  # unix seconds
@@ -119,7 +125,7 @@ def _build_trace(path: Path, rows: Iterable[tuple[Any, Any]]) -> Trace:
     skipped = 0
     for raw_time, raw_value in rows:
         try:
-            moment = _parse_time(str(raw_time)) if isinstance(raw_time, str) else float(raw_time)
+            moment = parse_time(str(raw_time)) if isinstance(raw_time, str) else float(raw_time)
             value = float(raw_value)
         except (TypeError, ValueError):
             skipped += 1
