@@ -142,24 +142,39 @@ def build_models(
 
 @app.command("replay")
 def replay(
-    carbon_trace: Annotated[Path, typer.Option(help="Carbon-intensity CSV trace.")],
-    requests: Annotated[Path, typer.Option(help="Request trace: whitespace table with timestamp and count columns.")],
+    carbon_trace: Annotated[Path, typer.Option(help="Carbon-intensity trace, CSV or JSON.")],
+    requests: Annotated[Path, typer.Option(help="Request trace: CSV or whitespace table with a header row; "
+                                           "counts per time, or one row per request (see --request-count-column).")],
     pool: Annotated[Path, typer.Option(help="Pool file (energy and error per model).")],
     out: Annotated[Path, typer.Option(help="Directory for results.csv/json, periods.csv and the plots.")] = Path(
         "var/replay"),
     start: Annotated[Optional[str], typer.Option(help="First period, ISO date/time (UTC).")] = None,
     end: Annotated[Optional[str], typer.Option(help="End, exclusive, ISO date/time (UTC).")] = None,
-    time_column: Annotated[str, typer.Option()] = "Time",
-    value_column: Annotated[str, typer.Option()] = "Carbon Intensity",
+    time_column: Annotated[str, typer.Option(help="Carbon trace: time column.")] = "Time",
+    value_column: Annotated[str, typer.Option(help="Carbon trace: intensity column.")] = "Carbon Intensity",
+    max_hold_periods: Annotated[int, typer.Option(help="Hold a carbon value across a gap for at most this many "
+                                                  "typical periods; longer gaps are left out and reported.")] = 4,
+    request_time_column: Annotated[str, typer.Option(help="Request trace: time column (unix s or ISO).")] = (
+        "timestamp"),
+    request_count_column: Annotated[str, typer.Option(help="Request trace: count column; '' for an arrival log "
+                                                      "(one row per request).")] = "sum_req",
     total_requests: Annotated[float, typer.Option(help="Requests over the replayed range.")] = 100e6,
     pue: Annotated[float, typer.Option()] = 1.0,
     window_hours: Annotated[float, typer.Option(
         help="Heuristic's trailing C_low/C_high window; 0: whole range.")] = 24.0,
     baseline: Annotated[str, typer.Option(help="Model the carbon-emission efficiency compares against.")] = "resnet50",
     hysteresis: Annotated[float, typer.Option(help="g/kWh; > 0 adds an interpolation+hysteresis run.")] = 0.0,
+    target_error: Annotated[Optional[float], typer.Option(help="error-target: mean error % to meet.")] = None,
+    target_model: Annotated[Optional[str], typer.Option(help="error-target: as accurate on average as this "
+                                                        "model (default: the pool's second most accurate).")] = None,
+    target_period: Annotated[str, typer.Option(help="error-target: day, week or month.")] = "month",
     forecast: Annotated[Optional[list[str]], typer.Option(
-        help="Online policy forecasts: perfect, persistence.")] = None,
-    frontier_points: Annotated[int, typer.Option(help="Budgets swept for the online frontier.")] = 6,
+        help="What the planning policies are told of the future: none, perfect (repeat for both).")] = None,
+    forecast_hours: Annotated[float, typer.Option(help="How far a perfect forecast reaches.")] = 48.0,
+    budget_g: Annotated[Optional[float], typer.Option(help="Also run online-budget with this CO2 budget (g) per "
+                                                      "budget period.")] = None,
+    budget_period_hours: Annotated[float, typer.Option(help="online-budget: budget period.")] = 24.0,
+    by_month: Annotated[bool, typer.Option(help="Also score every calendar month on its own.")] = False,
     plots: Annotated[bool, typer.Option(help="Draw timeline.png and pareto.png.")] = True,
 ) -> None:
     """Replay a carbon trace and a request trace through every policy; print and write the results."""
@@ -170,10 +185,13 @@ def replay(
 
     with _errors_fail(ValidationError, ValueError, OSError):
         config = ReplayConfig(carbon_trace=carbon_trace, requests=requests, pool=pool, start=start, end=end,
-                              time_column=time_column, value_column=value_column, total_requests=total_requests,
+                              time_column=time_column, value_column=value_column,
+                              max_hold_periods=max_hold_periods, request_time_column=request_time_column,
+                              request_count_column=request_count_column or None, total_requests=total_requests,
                               pue=pue, window_hours=window_hours, baseline=baseline, hysteresis=hysteresis,
-                              forecasts=tuple(forecast or ("perfect", "persistence")),
-                              frontier_points=frontier_points)
+                              target_error=target_error, target_model=target_model, target_period=target_period,
+                              forecasts=tuple(forecast or ("none", "perfect")), forecast_hours=forecast_hours,
+                              budget_g=budget_g, budget_period_hours=budget_period_hours, by_month=by_month)
         try:
             replay_and_report(config, out, plots)
         except ImportError as exc:

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from .replay import Study
 
 #: The runs drawn on the timeline, when the study has them.
-TIMELINE_RUNS = ("interpolation", "optimal@co2", "online-perfect@co2")
+TIMELINE_RUNS = ("interpolation", "error-target (no forecast)", "optimal@target")
 
 
 def _pyplot():
@@ -49,15 +49,12 @@ def plot_timeline(study: Study, path: Path) -> Path:
 
 
 def plot_pareto(study: Study, path: Path) -> Path:
-    """CO2 against mean error: the exact offline frontier, the online policy's, and every policy run."""
+    """CO2 against mean error: the hindsight optimum's frontier, and where each policy landed."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 4.5))
     markers = iter("oDv^<>phX*P" * 3)
-    for label, points in study.report.frontier.items():
-        if points:
-            xy = np.asarray(points)
-            ax.plot(xy[:, 0] / 1000, xy[:, 1], "-" if label == "optimal" else "--", lw=1,
-                    marker=None if label == "optimal" else ".", label=f"{label} frontier")
+    frontier = np.asarray(study.report.frontier)
+    ax.plot(frontier[:, 0] / 1000, frontier[:, 1], "-", lw=1, color="0.2", label="hindsight optimum (frontier)")
     for result in study.report.results:
         if result.policy.startswith("fixed:"):  # the baselines: labelled in place
             ax.plot(result.co2_g / 1000, result.mean_error, "s", ms=5, color="0.3")

@@ -1,30 +1,44 @@
 """Trace replay: run the selection policies over a carbon-intensity trace and a request trace.
 
 The unit of work is a trace period (e.g. half an hour): every request of a period meets the same
-intensity, so a month of half-hours with any number of requests is ~1,500 vectorised steps. The
-policies are the live gateway's own objects (``gateway.policy``), built from ``PolicySettings``.
-The periods and their requests come from ``workload``.
+intensity, so a month of half-hours with any number of requests is ~1,500 steps. The policies are
+the live gateway's own objects (``gateway.policy``), built from ``PolicySettings``; the periods and
+their requests come from ``workload``.
+
+Policies without state run vectorised over all periods at once. Policies that plan over time
+(``error-target``, ``online-budget``) run in one causal pass, driven through the same hooks the live
+gateway calls (``advance``, ``replan``, ``select``, ``observe``), from a lead-in of history before
+the measured range; they see the trace's future only as a provider's forecast would show it
+(``perfect``: the next ``forecast_hours``) or not at all (``none``).
+
+Every policy is scored against the hindsight optimum (``policy.budget.Allocation``): the least CO2
+at which its mean error could have been served on the same trace, and against a baseline model on
+the paper's carbon-emission efficiency.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable
+import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, UTC
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..arrays import FloatArray
 from ..carbon.trace import load_trace
-from ..policy import CarbonPricePolicy, CarbonWindow, OnlineBudgetPolicy, PolicySettings, make_policy
+from ..policy import CarbonPricePolicy, CarbonWindow, ErrorTargetPolicy, PolicySettings, make_policy
 from ..policy.budget import Allocation, grams_per_mj
+from ..policy.error_target import Period
 from ..pool import ModelPool, load_pool
 from .workload import HOUR, Workload, build_workload, load_request_trace, weekly_profile
 
-Forecast = Literal["perfect", "persistence"]
+#: What a causal policy is told of the future: nothing, or the trace itself for ``forecast_hours``.
+Forecast = Literal["none", "perfect"]
 
 
 class ReplayConfig(BaseModel):
@@ -33,9 +47,12 @@ class ReplayConfig(BaseModel):
     carbon_trace: Path
     time_column: str = "Time"
     value_column: str = "Carbon Intensity"
+    max_hold_periods: int = Field(default=4, ge=1, description="A carbon value is held across a gap for at most "
+                                  "this many typical periods; longer gaps are left out of the replay.")
     requests: Path
     request_time_column: str = "timestamp"
-    request_count_column: str = "sum_req"
+    request_count_column: str | None = Field(default="sum_req", description="None: the request trace is a "
+                                             "per-request arrival log (one row per request).")
     pool: Path
     start: datetime | None = Field(default=None, description="First period replayed (UTC); default: the trace's.")
     end: datetime | None = Field(default=None, description="End of the replay, exclusive; default: the trace's.")
@@ -45,9 +62,19 @@ class ReplayConfig(BaseModel):
                                 "as the live monitor keeps it; 0: the whole replayed range.")
     baseline: str = Field(default="resnet50", description="Model the efficiency metric compares against.")
     hysteresis: float = Field(default=0.0, ge=0, description="g/kWh; > 0 adds an interpolation+hysteresis run.")
-    budget_period_hours: float = Field(default=24.0, gt=0, description="Online budget policy: budget period.")
-    forecasts: tuple[Forecast, ...] = ("perfect", "persistence")
-    frontier_points: int = Field(default=6, ge=0, description="Budgets swept to draw the online policy's frontier.")
+    target_error: float | None = Field(default=None, description="error-target: mean error %; default: its own.")
+    target_model: str | None = Field(default=None, description="error-target: as accurate as this model.")
+    target_period: Period = "month"
+    forecasts: tuple[Forecast, ...] = ("none", "perfect")
+    forecast_hours: float = Field(default=48.0, gt=0, description="How far a perfect forecast reaches.")
+    budget_g: float | None = Field(default=None, gt=0, description="Also run online-budget with this many grams "
+                                   "per budget period.")
+    budget_period_hours: float = Field(default=24.0, gt=0, description="online-budget: budget period.")
+    by_month: bool = Field(default=False, description="Also score every calendar month on its own.")
+
+    def target_settings(self) -> PolicySettings:
+        return PolicySettings(name="error-target", target_error=self.target_error, target_model=self.target_model,
+                              target_period=self.target_period)
 
 
 # --- what the policies see ----------------------------------------------------------------------------
@@ -70,12 +97,12 @@ def trailing_window(workload: Workload, hours: float) -> CarbonWindow:
     return CarbonWindow(np.nanmin(views, axis=1), np.nanmax(views, axis=1))
 
 
-def intensity_forecast(workload: Workload, kind: Forecast) -> np.ndarray:
-    """What a provider would have forecast for each period: the truth, or the value 24 h before."""
-    if kind == "perfect":
-        return workload.intensities
-    index = np.searchsorted(workload.trace.times, workload.times - 24 * HOUR, side="right") - 1
-    return workload.trace.values[np.clip(index, 0, None)]
+def forecast_rows(workload: Workload, times: FloatArray, hours: float) -> tuple[FloatArray, np.ndarray, np.ndarray]:
+    """The trace as (time, intensity) rows, and per moment in ``times`` the slice of rows a provider's
+    perfect forecast of ``hours`` would show: strictly after the moment, up to ``hours`` ahead."""
+    rows = np.column_stack([workload.trace.times, workload.trace.values])
+    return (rows, np.searchsorted(workload.trace.times, times, side="right"),
+            np.searchsorted(workload.trace.times, times + hours * HOUR, side="right"))
 
 
 # --- running the policies ------------------------------------------------------------------------
@@ -88,12 +115,14 @@ class Run:
     label: str
     shares: np.ndarray  # (periods, models)
     parameter: dict[str, float]
-    period_spend_g: np.ndarray | None = None  # online budget: grams spent in each budget period
-    period_budget_g: float | None = None
+
+    def select(self, mask: np.ndarray) -> Run:
+        return dataclasses.replace(self, shares=self.shares[mask])
 
 
 class Outcome(BaseModel):
-    """One policy's totals and its carbon-emission efficiency against the baseline model."""
+    """One policy's totals, its carbon-emission efficiency against the baseline model, and its regret
+    against the hindsight optimum."""
 
     policy: str
     co2_g: float
@@ -104,6 +133,10 @@ class Outcome(BaseModel):
     efficiency: float | None = Field(description="accuracy_gain_pct / extra_co2_g (paper, section 4); "
                                      "None when no extra CO2 was spent.")
     switches: int = Field(description="Periods in which the main model changed.")
+    over_optimum_g: float = Field(default=0.0, description="CO2 above the hindsight optimum's at the same mean "
+                                  "error (>= 0 up to rounding).")
+    regret_pct: float | None = Field(default=None, description="over_optimum_g as a percentage of the optimum's "
+                                     "extra CO2 over the baseline at that error; None when that is not positive.")
     parameter: dict[str, float] = {}
 
 
@@ -120,16 +153,48 @@ class Replay:
         self.errors = np.array([s.error_rate for s in self.models])
         self._grams_per_request = grams_per_mj(workload.intensities, pue)[:, np.newaxis] * self.energies
 
-    def _one_hot(self, names: Iterable[str]) -> np.ndarray:
+    def select(self, mask: np.ndarray) -> Replay:
+        """The same replay restricted to the periods in ``mask`` (e.g. one month)."""
+        w = self.workload
+        part = dataclasses.replace(w, times=w.times[mask], durations=w.durations[mask],
+                                   intensities=w.intensities[mask], counts=w.counts[mask])
+        return Replay(self.pool, part, self.pue)
+
+    def _one_hot(self, columns: Iterable[int] | np.ndarray) -> np.ndarray:
         shares = np.zeros((len(self.workload.times), len(self.models)))
-        shares[np.arange(len(shares)), [self._column[n] for n in names]] = 1.0
+        shares[np.arange(len(shares)), np.fromiter(columns, dtype=np.intp, count=len(shares))] = 1.0
         return shares
 
     def static(self, label: str, settings: PolicySettings, window: CarbonWindow) -> Run:
         """A policy without budget state, all periods at once (in time order, for hysteresis)."""
         policy = make_policy(self.pool, settings, pue=self.pue)
         chosen = policy.select_indices(self.workload.intensities, window)
-        return Run(label, self._one_hot(policy.candidates[i].name for i in chosen), _parameters(settings))
+        columns = np.array([self._column[spec.name] for spec in policy.candidates])
+        return Run(label, self._one_hot(columns[chosen]), _parameters(settings))
+
+    def causal(self, label: str, settings: PolicySettings, forecast: Forecast = "none",
+               forecast_hours: float = 48.0) -> Run:
+        """A planning policy in one pass through the lead-in and the range, driven as the live gateway
+        drives it: each period it plans (with the forecast a provider would give), serves the period's
+        requests and reports them."""
+        policy = make_policy(self.pool, settings, pue=self.pue)
+        w = self.workload
+        parts = [part for part in (w.lead, w) if part is not None]
+        times, intensities, counts, durations = (np.concatenate([getattr(part, field) for part in parts])
+                                                 for field in ("times", "intensities", "counts", "durations"))
+        rows, ahead_from, ahead_to = forecast_rows(w, times, forecast_hours if forecast == "perfect" else 0.0)
+        window = CarbonWindow(0.0, 0.0)  # planning policies choose by price, not by the window
+        columns = np.empty(len(times), dtype=np.intp)
+        rate = 0.0
+        for t in range(len(times)):
+            now, intensity = float(times[t]), float(intensities[t])
+            policy.advance(now)
+            policy.replan(now, intensity, rows[ahead_from[t]:ahead_to[t]], rate)
+            spec = policy.select(intensity, window)
+            policy.observe(intensity, spec, float(counts[t]))
+            columns[t] = self._column[spec.name]
+            rate = float(counts[t] / durations[t]) if durations[t] > 0 else 0.0
+        return Run(label, self._one_hot(columns[len(times) - len(w.times):]), _parameters(settings))
 
     def optimum(self, label: str, *, budget_g: float | None = None, mean_error: float | None = None) -> Run:
         """The offline optimum over the whole range (requests of one period may be split)."""
@@ -144,28 +209,17 @@ class Replay:
         policy = policy or CarbonPricePolicy(self.pool, 0.0, pue=self.pue)
         return policy.allocation(self.workload.intensities, self.workload.counts)
 
-    def online(self, label: str, budget_g: float, forecast: Forecast, period_hours: float = 24.0) -> Run:
-        """The online budget policy, period by period, seeing only now, the past and ``forecast``."""
-        settings = PolicySettings(name="online-budget", budget_g=budget_g, period_hours=period_hours)
-        policy = make_policy(self.pool, settings, pue=self.pue)
-        assert isinstance(policy, OnlineBudgetPolicy)
-        w = self.workload
-        predicted = intensity_forecast(w, forecast).copy()
-        names: list[str] = []
-        spend: dict[int, float] = {}
-        window = CarbonWindow(0.0, 0.0)  # unused by price policies
-        for t in range(len(w.times)):
-            policy.enter_period(w.times[t])
-            stop = int(np.searchsorted(w.times, policy.period_end(w.times[t]), side="left"))
-            ahead = predicted[t:stop].copy()
-            ahead[0] = w.intensities[t]  # the current intensity is known
-            policy.plan(ahead, w.counts[t:stop])
-            spec = policy.select(w.intensities[t], window)
-            key = math.floor(w.times[t] / policy.period_s)
-            spend[key] = spend.get(key, 0.0) + policy.charge(w.intensities[t], spec, w.counts[t])
-            names.append(spec.name)
-        return Run(label, self._one_hot(names), {"budget_g_per_period": budget_g},
-                   np.array(list(spend.values())), budget_g)
+    @cached_property
+    def frontier(self) -> tuple[FloatArray, FloatArray]:
+        """The hindsight Pareto frontier's vertices: (CO2 g, mean error %), by rising error."""
+        co2, error = self.allocation().frontier()
+        return co2, error
+
+    def optimal_co2(self, mean_error: float) -> float:
+        """The least CO2 at which this trace could have been served at ``mean_error`` (the frontier is
+        piecewise linear between its vertices; outside its range, its end)."""
+        co2, error = self.frontier
+        return float(np.interp(mean_error, error, co2))
 
     def outcome(self, run: Run, baseline: Outcome | None = None) -> Outcome:
         energy_mj = float(np.sum(run.shares * self.workload.counts[:, np.newaxis] * self.energies))
@@ -175,7 +229,12 @@ class Replay:
         result = Outcome(policy=run.label, co2_g=co2, energy_kwh=energy_mj / 3.6e9, mean_error=error,
                          accuracy_gain_pct=0.0, extra_co2_g=0.0, efficiency=None,
                          switches=int(np.count_nonzero(np.diff(main))), parameter=run.parameter)
-        return with_efficiency(result, baseline or result)
+        result = with_efficiency(result, baseline or result)
+        optimal = self.optimal_co2(error)
+        optimal_extra = optimal - (baseline.co2_g if baseline else co2)
+        meaningful = optimal_extra > 1e-9 * max(co2, 1e-300)  # not the baseline itself, up to rounding
+        return result.model_copy(update={"over_optimum_g": co2 - optimal,
+                                         "regret_pct": (co2 - optimal) / optimal_extra * 100 if meaningful else None})
 
     def mean_energy(self, run: Run) -> np.ndarray:
         """Per period, the mean energy per request (mJ) of what the policy served."""
@@ -191,55 +250,32 @@ def with_efficiency(result: Outcome, baseline: Outcome) -> Outcome:
 
 
 def _parameters(settings: PolicySettings) -> dict[str, float]:
-    values = {"price": settings.price, "hysteresis": settings.hysteresis or None}
+    values = {"price": settings.price, "hysteresis": settings.hysteresis or None, "budget_g": settings.budget_g,
+              "target_error": settings.target_error}
     return {k: float(v) for k, v in values.items() if v is not None}
-
-
-def calibrate(evaluate: Callable[[float], float], target: float, low: float, high: float, *, rising: bool,
-              tolerance: float = 2e-4, steps: int = 16, tick: Callable[[], None] | None = None) -> float:
-    """Where the monotone ``evaluate`` crosses ``target`` in [low, high] (regula falsi, Illinois
-    variant), returned on the side where ``evaluate <= target``: the largest such parameter if
-    ``rising``, else the smallest. Stops within ``tolerance`` (relative) of the target."""
-    f_low, f_high = evaluate(low) - target, evaluate(high) - target
-    feasible = low if rising else high
-    side = 0
-    for _ in range(steps):
-        if f_high == f_low:
-            break
-        middle = min(max(high - f_high * (high - low) / (f_high - f_low), low), high)
-        if not low < middle < high:
-            middle = 0.5 * (low + high)
-        f_middle = evaluate(middle) - target
-        if tick is not None:
-            tick()
-        if f_middle <= 0:
-            feasible = middle
-            if abs(f_middle) <= tolerance * abs(target):
-                break
-        if (f_middle <= 0) == rising:  # the crossing lies above middle
-            low, f_low = middle, f_middle
-            if side == 1:
-                f_high /= 2
-            side = 1
-        else:
-            high, f_high = middle, f_middle
-            if side == -1:
-                f_low /= 2
-            side = -1
-    return feasible
 
 
 # --- the whole study -------------------------------------------------------------------------------
 
 
-class Comparison(BaseModel):
-    """How a policy improves on the paper's heuristic at equal CO2 and at equal mean error."""
+class Headline(BaseModel):
+    """The hindsight optimum against the paper's heuristic, in the paper's terms and in total CO2."""
 
-    policy: str
-    error_saved_points: float = Field(description="Heuristic's mean error minus the policy's, at <= its CO2.")
-    error_saved_pct: float
-    co2_saved_g: float = Field(description="Heuristic's CO2 minus the policy's, at <= its mean error.")
-    co2_saved_pct: float
+    heuristic: str
+    extra_co2_saved_pct: float = Field(description="At the heuristic's mean error: the CO2 the optimum saves, "
+                                       "as a percentage of the heuristic's extra CO2 over the baseline (the "
+                                       "paper's terms).")
+    co2_saved_g: float
+    co2_saved_pct_of_total: float = Field(description="The same grams as a percentage of the heuristic's total.")
+    error_saved_points: float = Field(description="At the heuristic's CO2: mean error points the optimum saves.")
+
+
+class MonthResult(BaseModel):
+    """One calendar month scored on its own: its own baseline and hindsight frontier."""
+
+    month: str
+    days: float
+    results: list[Outcome]
 
 
 class Report(BaseModel):
@@ -248,9 +284,12 @@ class Report(BaseModel):
     first_period: datetime
     last_period: datetime
     requests: float
+    target_error: float
+    notes: list[str] = Field(description="What the workload assumed: gaps held or left out, profile fills.")
     results: list[Outcome]
-    comparisons: list[Comparison]
-    frontier: dict[str, list[list[float]]] = Field(description="label -> [[co2_g, mean_error], ...]")
+    headline: Headline
+    frontier: list[list[float]] = Field(description="The hindsight optimum's [[co2_g, mean_error], ...].")
+    months: list[MonthResult] = []
 
 
 @dataclass
@@ -263,15 +302,18 @@ class Study:
     window: CarbonWindow
 
 
-def run_study(config: ReplayConfig, progress: Callable[[int], Callable[[], None]] | None = None) -> Study:
-    """Fixed models, the heuristic, the offline optimum and the online policy at the heuristic's CO2
-    and at its mean error, plus the frontiers. ``progress(total)`` returns a per-step callback."""
+def run_study(config: ReplayConfig) -> Study:
+    """Fixed models, the heuristic (trailing and hindsight windows), ``error-target`` with each forecast,
+    optionally ``online-budget``, and the hindsight optima they are measured against."""
     pool = load_pool(config.pool)
     if config.baseline not in pool.by_name:
         raise ValueError(f"baseline {config.baseline!r} is not in the pool {sorted(pool.by_name)}")
+    target = config.target_settings()
+    target_error = ErrorTargetPolicy.from_settings(pool, target).target_error
     trace = load_trace(config.carbon_trace, config.time_column, config.value_column)
     requests = load_request_trace(config.requests, config.request_time_column, config.request_count_column)
-    workload = build_workload(trace, weekly_profile(requests), config.total_requests, config.start, config.end)
+    workload = build_workload(trace, weekly_profile(requests), config.total_requests, config.start, config.end,
+                              max_hold_periods=config.max_hold_periods, lead_hours=target.history_hours)
     replay = Replay(pool, workload, config.pue)
     window = trailing_window(workload, config.window_hours)
 
@@ -279,60 +321,67 @@ def run_study(config: ReplayConfig, progress: Callable[[int], Callable[[], None]
     for spec in pool.by_energy:
         runs[f"fixed:{spec.name}"] = replay.static(f"fixed:{spec.name}",
                                                    PolicySettings(name="fixed", model=spec.name), window)
-    runs["interpolation"] = replay.static("interpolation", PolicySettings(name="interpolation"), window)
+    interpolation = PolicySettings(name="interpolation")
+    runs["interpolation"] = replay.static("interpolation", interpolation, window)
+    runs["interpolation (hindsight window)"] = replay.static("interpolation (hindsight window)", interpolation,
+                                                             trailing_window(workload, 0))
     if config.hysteresis > 0:
         runs["interpolation+hysteresis"] = replay.static(
             "interpolation+hysteresis", PolicySettings(name="interpolation", hysteresis=config.hysteresis), window)
-    heuristic = replay.outcome(runs["interpolation"])
-    runs["optimal@co2"] = replay.optimum("optimal@co2", budget_g=heuristic.co2_g)
-    runs["optimal@error"] = replay.optimum("optimal@error", mean_error=heuristic.mean_error)
-
-    allocation = replay.allocation()
-    periods = max(1, round(float(workload.durations.sum()) / (config.budget_period_hours * HOUR)))
-    low, high = allocation.min_co2 / periods, 2 * allocation.max_co2 / periods
-    steps = 8  # evaluations budgeted per calibration for the progress bar
-    tick = progress(len(config.forecasts) * (2 * steps + config.frontier_points)) if progress else None
-    online_frontiers: dict[str, list[list[float]]] = {}
     for forecast in config.forecasts:
-        def online(budget: float, label: str = f"online-{forecast}") -> Run:
-            return replay.online(label, budget, forecast, config.budget_period_hours)  # noqa: B023
+        label = f"error-target ({_forecast_label(forecast, config.forecast_hours)})"
+        runs[label] = replay.causal(label, target, forecast, config.forecast_hours)
+    if config.budget_g is not None:
+        budget = PolicySettings(name="online-budget", budget_g=config.budget_g, period_hours=config.budget_period_hours)
+        for forecast in config.forecasts:
+            label = f"online-budget ({_forecast_label(forecast, config.forecast_hours)})"
+            runs[label] = replay.causal(label, budget, forecast, config.forecast_hours)
+    heuristic = replay.outcome(runs["interpolation"])
+    runs["optimal@target"] = replay.optimum("optimal@target", mean_error=target_error)
+    runs["optimal@heuristic's error"] = replay.optimum("optimal@heuristic's error", mean_error=heuristic.mean_error)
+    runs["optimal@heuristic's CO2"] = replay.optimum("optimal@heuristic's CO2", budget_g=heuristic.co2_g)
 
-        at_co2 = calibrate(lambda b: replay.outcome(online(b)).co2_g, heuristic.co2_g, low, high,
-                           rising=True, tick=tick)
-        runs[f"online-{forecast}@co2"] = online(at_co2, f"online-{forecast}@co2")
-        at_error = calibrate(lambda b: replay.outcome(online(b)).mean_error, heuristic.mean_error, low, high,
-                             rising=False, tick=tick)
-        runs[f"online-{forecast}@error"] = online(at_error, f"online-{forecast}@error")
-        sweep = []
-        for budget in np.geomspace(low * 1.02, high / 2, config.frontier_points):
-            result = replay.outcome(online(float(budget)))
-            sweep.append([result.co2_g, result.mean_error])
-            if tick is not None:
-                tick()
-        online_frontiers[f"online-{forecast}"] = sweep
-
-    baseline = replay.outcome(runs[f"fixed:{config.baseline}"])
-    results = [replay.outcome(run, baseline) for run in runs.values()]
+    results = _score(replay, runs, config.baseline)
     by_label = {r.policy: r for r in results}
-    comparisons = [
-        _compare(name, by_label[f"{name}@co2"], by_label[f"{name}@error"], by_label["interpolation"])
-        for name in ["optimal", *(f"online-{f}" for f in config.forecasts)]
-    ]
-    co2, error = allocation.frontier()
-    frontier = {"optimal": np.column_stack([co2, error]).tolist(), **online_frontiers}
+    co2, error = replay.frontier
     report = Report(config=config, periods=len(workload.times),
                     first_period=datetime.fromtimestamp(workload.times[0], UTC),
                     last_period=datetime.fromtimestamp(workload.times[-1], UTC),
-                    requests=workload.total_requests, results=results, comparisons=comparisons,
-                    frontier=frontier)
+                    requests=workload.total_requests, target_error=target_error,
+                    notes=[requests.description, *workload.notes], results=results,
+                    headline=_headline(by_label), frontier=np.column_stack([co2, error]).tolist(),
+                    months=by_month(replay, runs, config.baseline) if config.by_month else [])
     return Study(report, replay, runs, window)
 
 
-def _compare(name: str, at_co2: Outcome, at_error: Outcome, heuristic: Outcome) -> Comparison:
-    return Comparison(
-        policy=name,
-        error_saved_points=heuristic.mean_error - at_co2.mean_error,
-        error_saved_pct=(heuristic.mean_error - at_co2.mean_error) / heuristic.mean_error * 100,
-        co2_saved_g=heuristic.co2_g - at_error.co2_g,
-        co2_saved_pct=(heuristic.co2_g - at_error.co2_g) / heuristic.co2_g * 100,
-    )
+def _forecast_label(forecast: Forecast, hours: float) -> str:
+    return "no forecast" if forecast == "none" else f"{hours:g} h forecast"
+
+
+def _score(replay: Replay, runs: dict[str, Run], baseline: str) -> list[Outcome]:
+    base = replay.outcome(runs[f"fixed:{baseline}"])
+    return [replay.outcome(run, base) for run in runs.values()]
+
+
+def _headline(by_label: dict[str, Outcome]) -> Headline:
+    heuristic = by_label["interpolation"]
+    at_error, at_co2 = by_label["optimal@heuristic's error"], by_label["optimal@heuristic's CO2"]
+    saved = heuristic.co2_g - at_error.co2_g
+    return Headline(heuristic="interpolation",
+                    extra_co2_saved_pct=saved / heuristic.extra_co2_g * 100 if heuristic.extra_co2_g > 0 else 0.0,
+                    co2_saved_g=saved, co2_saved_pct_of_total=saved / heuristic.co2_g * 100,
+                    error_saved_points=heuristic.mean_error - at_co2.mean_error)
+
+
+def by_month(replay: Replay, runs: dict[str, Run], baseline: str) -> list[MonthResult]:
+    """Each UTC calendar month of the range scored on its own: the causal policies as they ran (their
+    accounting periods are months), against that month's own baseline and hindsight frontier."""
+    moments = replay.workload.times.astype("datetime64[s]").astype("datetime64[M]")
+    months = []
+    for month in np.unique(moments):
+        mask = moments == month
+        part = replay.select(mask)
+        scored = {label: run.select(mask) for label, run in runs.items() if not label.startswith("optimal@")}
+        days = float(part.workload.durations.sum()) / (24 * HOUR)
+        months.append(MonthResult(month=str(month), days=days, results=_score(part, scored, baseline)))
+    return months

@@ -1,17 +1,18 @@
-"""What a replay study writes: results.csv/json, periods.csv and, with matplotlib, the plots."""
+"""What a replay study writes: results.csv/json, periods.csv, the plots, and the tables it prints."""
 
 from __future__ import annotations
 
 import csv
 import json
-from datetime import datetime, UTC
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 
-from .replay import ReplayConfig, Study, run_study
+import numpy as np
+
+from .replay import MonthResult, Outcome, ReplayConfig, Study, run_study
 
 RESULT_COLUMNS = ("policy", "co2_g", "energy_kwh", "mean_error", "accuracy_gain_pct", "extra_co2_g",
-                  "efficiency", "switches")
+                  "efficiency", "over_optimum_g", "regret_pct", "switches")
 
 
 def write_outputs(study: Study, directory: Path, plots: bool = True) -> list[Path]:
@@ -26,14 +27,13 @@ def write_outputs(study: Study, directory: Path, plots: bool = True) -> list[Pat
     written[1].write_text(json.dumps(study.report.model_dump(mode="json"), indent=1) + "\n")
     w = study.replay.workload
     labels = [label for label in study.runs if not label.startswith("fixed:")]
+    columns = [w.times.astype("datetime64[s]").astype(str), np.char.mod("%.3f", w.intensities),
+               np.char.mod("%.1f", w.counts),
+               *(np.char.mod("%.2f", study.replay.mean_energy(study.runs[label])) for label in labels)]
     with written[2].open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["time", "intensity", "requests", *(f"{label}_mj" for label in labels)])
-        energies = [study.replay.mean_energy(study.runs[label]) for label in labels]
-        for t in range(len(w.times)):
-            moment = datetime.fromtimestamp(w.times[t], UTC).isoformat()
-            writer.writerow([moment, f"{w.intensities[t]:.3f}", f"{w.counts[t]:.1f}",
-                             *(f"{e[t]:.2f}" for e in energies)])
+        writer.writerows(zip(*columns, strict=True))
     if plots:
         from .plots import plot_pareto, plot_timeline  # matplotlib: the plots extra
 
@@ -42,36 +42,93 @@ def write_outputs(study: Study, directory: Path, plots: bool = True) -> list[Pat
     return written
 
 
+def signed(value: float, digits: int = 0, unit: str = "") -> str:
+    """``+1,234 g`` / ``-0.021``: the sign always shown, once."""
+    return f"{round(value, digits) + 0.0:+,.{digits}f}{unit}"  # + 0.0: no "-0.0"
+
+
+def _efficiency(r: Outcome | None) -> str:
+    return "-" if r is None or r.efficiency is None else f"{r.efficiency:.5f}"
+
+
+def summary_lines(study: Study) -> list[str]:
+    """The study's findings in sentences: the headline in the paper's terms, then each causal policy."""
+    report = study.report
+    h = report.headline
+    by_label = {r.policy: r for r in report.results}
+    base = report.config.baseline
+    lines = [f"Hindsight optimum vs the heuristic ({h.heuristic}, {report.config.window_hours:g} h window): at its "
+             f"mean error, {h.extra_co2_saved_pct:.1f} % less extra CO2 over {base} "
+             f"({signed(-h.co2_saved_g, unit=' g')}, {h.co2_saved_pct_of_total:.1f} % of its total CO2); at its CO2, "
+             f"{signed(-h.error_saved_points, 3)} error points."]
+    fixed = [by_label.get(f"fixed:{name}") for name in ("resnet101", "resnet152")]
+    for r in report.results:
+        if r.policy.startswith("error-target"):
+            regret = "-" if r.regret_pct is None else signed(r.regret_pct, 1, " %")
+            lines.append(f"{r.policy}: mean error {r.mean_error:.3f} % for a target of {report.target_error:.3f} % "
+                         f"({signed(r.mean_error - report.target_error, 3)} points); extra CO2 {regret} over the "
+                         f"hindsight optimum at that error; efficiency {_efficiency(r)} (heuristic "
+                         f"{_efficiency(by_label['interpolation'])}"
+                         + "".join(f", {f.policy.removeprefix('fixed:')} {_efficiency(f)}" for f in fixed if f)
+                         + ")")
+    return lines
+
+
 def replay_and_report(config: ReplayConfig, out: Path, plots: bool = True) -> Study:
-    """``carbon-gateway replay``: run the study with a progress bar, print its table, write its files."""
+    """``carbon-gateway replay``: run the study, print its tables, write its files."""
     import sys
 
     from rich.console import Console
-    from rich.progress import Progress
     from rich.table import Table
 
-    with Progress(transient=True) as bar:
-        def progress(total: int) -> Callable[[], None]:
-            task = bar.add_task("online policy: calibrating budgets", total=total)
-            return lambda: bar.advance(task)
-
-        study = run_study(config, progress)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    with console.status("replaying the policies"):
+        study = run_study(config)
     written = write_outputs(study, out, plots)
     report = study.report
     table = Table(title=f"{report.periods} periods {report.first_period:%Y-%m-%d} .. {report.last_period:%Y-%m-%d}, "
-                        f"{report.requests:,.0f} requests; efficiency vs {config.baseline}")
+                        f"{report.requests:,.0f} requests; efficiency vs {config.baseline}; regret vs the "
+                        "hindsight optimum at the same mean error")
     for column in ("policy", "CO2 g", "energy kWh", "mean error %", "acc. gain %", "extra CO2 g", "efficiency",
-                   "switches"):
+                   "regret %", "switches"):
         table.add_column(column, justify="left" if column == "policy" else "right")
     for r in report.results:
         table.add_row(r.policy, f"{r.co2_g:,.0f}", f"{r.energy_kwh:,.1f}", f"{r.mean_error:.3f}",
-                      f"{r.accuracy_gain_pct:.2f}", f"{r.extra_co2_g:,.0f}",
-                      "-" if r.efficiency is None else f"{r.efficiency:.5f}", str(r.switches))
-    console = Console(width=None if sys.stdout.isatty() else 150)
+                      signed(r.accuracy_gain_pct, 2), signed(r.extra_co2_g), _efficiency(r),
+                      "-" if r.regret_pct is None else signed(r.regret_pct, 1), str(r.switches))
     console.print(table)
-    for c in report.comparisons:
-        console.print(f"{c.policy}: at the heuristic's CO2, error -{c.error_saved_points:.3f} points "
-                      f"({c.error_saved_pct:.1f}%); at its mean error, CO2 -{c.co2_saved_g:,.0f} g "
-                      f"({c.co2_saved_pct:.1f}%)")
+    for line in summary_lines(study):
+        console.print(line)
+    if report.months:
+        console.print(month_table(report.months, report.target_error))
+    for note in report.notes:
+        console.print(f"[dim]note: {note}[/dim]")
     console.print("wrote " + ", ".join(str(p) for p in written))
     return study
+
+
+def month_table(months: Sequence[MonthResult], target_error: float) -> object:
+    """Per month: each error-target run's error and regret, and the efficiencies it should beat."""
+    from rich.table import Table
+
+    labels = [r.policy for r in months[0].results if r.policy.startswith("error-target")]
+    rivals = [r.policy for r in months[0].results if r.policy in ("interpolation", "fixed:resnet101",
+                                                                  "fixed:resnet152")]
+    table = Table(title=f"Month by month (target {target_error:.3f} %)")
+    table.add_column("month")
+    table.add_column("days", justify="right")
+    for label in labels:
+        table.add_column(f"{label}: error % / regret %", justify="right")
+        table.add_column("efficiency", justify="right")
+    for rival in rivals:
+        table.add_column(f"{rival} efficiency", justify="right")
+    for month in months:
+        by_label = {r.policy: r for r in month.results}
+        cells = [month.month, f"{month.days:.1f}"]
+        for label in labels:
+            r = by_label[label]
+            regret = "-" if r.regret_pct is None else signed(r.regret_pct, 1)
+            cells += [f"{r.mean_error:.3f} / {regret}", _efficiency(r)]
+        cells += [_efficiency(by_label[rival]) for rival in rivals]
+        table.add_row(*cells)
+    return table

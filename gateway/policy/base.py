@@ -4,7 +4,7 @@ machinery the policies share (candidates, latency SLO, constraints, hysteresis).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +17,9 @@ from .window import CarbonWindow
 
 if TYPE_CHECKING:
     from .settings import PolicySettings
+
+#: A forecast: (epoch s, gCO2/kWh) points, as pairs or as an (n, 2) array (trace replay's slices).
+ForecastPoints: TypeAlias = Sequence[tuple[float, float]] | FloatArray
 
 
 class Constraints(BaseModel):
@@ -74,7 +77,7 @@ class SelectionPolicy(Protocol):
         """The wall clock (epoch seconds) moved to ``now``."""
         ...
 
-    def replan(self, now: float, intensity: float, forecast: Sequence[tuple[float, float]],
+    def replan(self, now: float, intensity: float, forecast: ForecastPoints,
                rate: float) -> float | None:
         """Re-plan from ``now`` with the current ``intensity``, a forecast of (epoch s, intensity) and the
         request ``rate`` (per second) seen lately; returns the new parameter (a price) or None."""
@@ -130,7 +133,7 @@ class PolicyBase:
     def advance(self, now: float) -> None:
         return None
 
-    def replan(self, now: float, intensity: float, forecast: Sequence[tuple[float, float]],
+    def replan(self, now: float, intensity: float, forecast: ForecastPoints,
                rate: float) -> float | None:
         return None
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
 from datetime import datetime, timedelta, UTC
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,6 +28,7 @@ import numpy as np
 from ..arrays import FloatArray
 from ..errors import ConfigError
 from ..pool import ModelPool, ModelSpec
+from .base import ForecastPoints
 from .carbon_price import CarbonPricePolicy
 
 if TYPE_CHECKING:
@@ -160,9 +160,10 @@ class ErrorTargetPolicy(CarbonPricePolicy):
         self.error_sum += count * model.error_rate
         self._unplanned += count
 
-    def replan(self, now: float, intensity: float, forecast: Sequence[tuple[float, float]],
+    def replan(self, now: float, intensity: float, forecast: ForecastPoints,
                rate: float) -> float:
-        ahead = np.asarray([point for point in forecast if point[0] > now], dtype=np.float64).reshape(-1, 2)
+        ahead = np.asarray(forecast, dtype=np.float64).reshape(-1, 2)
+        ahead = ahead[ahead[:, 0] > now]
         return self.plan(now, intensity, ahead[:, 0], ahead[:, 1], rate)
 
     def plan(self, now: float, intensity: float, forecast_times: FloatArray, forecast_values: FloatArray,
@@ -197,8 +198,8 @@ class ErrorTargetPolicy(CarbonPricePolicy):
         inside = forecast_times < end
         times = np.concatenate([[now], forecast_times[inside]])
         values = np.concatenate([[intensity], forecast_values[inside]])
-        # The forecast's last point lasts as long as its steps do (an hour with no forecast).
-        step = float(np.median(np.diff(times))) if len(times) > 1 else 3600.0
+        # The forecast's last point lasts as long as its steps do on average (an hour with no forecast).
+        step = float(times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 3600.0
         edges = np.minimum(np.append(times, times[-1] + step), end)
         durations = np.diff(edges)
         rest = end - edges[-1]

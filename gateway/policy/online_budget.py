@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -12,6 +11,7 @@ import numpy.typing as npt
 from ..errors import ConfigError
 from ..pool import ModelPool, ModelSpec
 from .budget import grams_per_mj
+from .base import ForecastPoints
 from .carbon_price import CarbonPricePolicy
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ class OnlineBudgetPolicy(CarbonPricePolicy):
             self.price = self.allocation(intensities, counts).price_for_budget(self.remaining_g)
         return self.price
 
-    def replan(self, now: float, intensity: float, forecast: Sequence[tuple[float, float]],
+    def replan(self, now: float, intensity: float, forecast: ForecastPoints,
                rate: float) -> float:
         """Plan the rest of the budget period: the forecast points inside it (else ``intensity`` persists),
         each step expecting ``rate`` requests per second."""

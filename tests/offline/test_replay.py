@@ -2,6 +2,8 @@
 
 import csv
 import json
+import re
+from datetime import datetime, UTC
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +24,7 @@ WIKI = "requests/wikipedia_en_2016-01_hourly.txt"
 def config(shared: Path, grid=GB, start="2020-06-01", end="2020-06-08", **extra) -> ReplayConfig:
     path, time_column, value_column = grid
     values = dict(carbon_trace=shared / path, time_column=time_column, value_column=value_column,
-                  requests=shared / WIKI, pool=PAPER_POOL, start=start, end=end, forecasts=("perfect",),
-                  frontier_points=0)
+                  requests=shared / WIKI, pool=PAPER_POOL, start=start, end=end, forecasts=("none",))
     return ReplayConfig(**(values | extra))
 
 
@@ -62,42 +63,105 @@ def test_gb_june_reproduces_the_paper_ordering(shared_data):
 
 
 @pytest.mark.parametrize("grid,start,end", [(GB, "2020-06-01", "2020-06-08"), (CAISO, "2022-06-01", "2022-06-08")])
-def test_budget_policies_beat_the_heuristic_on_both_grids(shared_data, grid, start, end):
+def test_the_hindsight_optimum_beats_the_heuristic_and_the_headline_is_in_extra_co2(shared_data, grid, start, end):
     study = run_study(config(shared_data, grid, start, end))
     by = {r.policy: r for r in study.report.results}
-    h = by["interpolation"]
-    for name in ("optimal", "online-perfect"):
-        at_co2, at_error = by[f"{name}@co2"], by[f"{name}@error"]
-        assert at_co2.co2_g <= h.co2_g * (1 + 1e-9) and at_co2.mean_error < h.mean_error
-        assert at_error.mean_error <= h.mean_error + 1e-9 and at_error.co2_g < h.co2_g
-    # The online policy sees less than the offline optimum, so it cannot beat it.
-    assert by["online-perfect@co2"].mean_error >= by["optimal@co2"].mean_error - 1e-9
-    assert by["online-perfect@error"].co2_g >= by["optimal@error"].co2_g * (1 - 1e-9)
-    run = study.runs["online-perfect@co2"]
-    assert np.all(run.period_spend_g <= run.period_budget_g * (1 + 1e-9))  # each day's budget held
-    assert {c.policy for c in study.report.comparisons} == {"optimal", "online-perfect"}
-    assert all(c.co2_saved_g > 0 and c.error_saved_points > 0 for c in study.report.comparisons)
+    h, at_co2, at_error = by["interpolation"], by["optimal@heuristic's CO2"], by["optimal@heuristic's error"]
+    assert at_co2.co2_g <= h.co2_g * (1 + 1e-9) and at_co2.mean_error < h.mean_error
+    assert at_error.mean_error <= h.mean_error + 1e-9 and at_error.co2_g < h.co2_g
+    headline = study.report.headline
+    saved = h.co2_g - at_error.co2_g
+    assert headline.co2_saved_g == pytest.approx(saved)
+    assert headline.extra_co2_saved_pct == pytest.approx(saved / h.extra_co2_g * 100)  # the paper's terms
+    assert headline.co2_saved_pct_of_total == pytest.approx(saved / h.co2_g * 100)
+    assert headline.extra_co2_saved_pct > headline.co2_saved_pct_of_total
+
+
+def test_regret_is_measured_against_the_frontier_at_the_same_error(shared_data):
+    study = run_study(config(shared_data))
+    by = {r.policy: r for r in study.report.results}
+    assert by["optimal@target"].regret_pct == pytest.approx(0.0, abs=1e-6)
+    assert by["optimal@target"].mean_error == pytest.approx(study.report.target_error)
+    assert by["interpolation"].regret_pct > 5  # the heuristic is far from the frontier
+    assert all(r.over_optimum_g >= -1e-6 * r.co2_g for r in by.values())  # nothing beats the hindsight optimum
+    # The least and most accurate fixed models are the frontier's two ends.
+    assert by["fixed:resnet152"].over_optimum_g == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("forecast, blind_until", [("none", "2020-06-04"), ("perfect", "2020-06-02")])
+def test_the_planning_policy_does_not_see_the_future(shared_data, tmp_path, forecast, blind_until):
+    """Triple the trace's intensity from June 4: the choices before then cannot change (a 48 h forecast
+    sees the change from June 2)."""
+    trace = load_trace(shared_data / GB[0])
+    changed_from = datetime(2020, 6, 4, tzinfo=UTC).timestamp()
+    values = np.where(trace.times >= changed_from, trace.values * 3, trace.values)
+    altered = tmp_path / "altered.csv"
+    rows = zip(trace.times, values, strict=True)
+    altered.write_text("Time,Carbon Intensity\n" + "".join(f"{t:.0f},{v}\n" for t, v in rows))
+    label = "error-target (no forecast)" if forecast == "none" else "error-target (48 h forecast)"
+    runs = [run_study(config(shared_data, (path, "Time", "Carbon Intensity"), forecasts=(forecast,))).runs[label]
+            for path in (shared_data / GB[0], altered)]
+    study = run_study(config(shared_data, forecasts=()))
+    before = study.replay.workload.times < datetime.fromisoformat(blind_until).replace(tzinfo=UTC).timestamp()
+    assert np.array_equal(runs[0].shares[before], runs[1].shares[before])
+    assert not np.array_equal(runs[0].shares, runs[1].shares)
+
+
+@pytest.mark.parametrize("grid, year", [(GB, 2020), (CAISO, 2022)])
+def test_error_target_month_by_month_on_every_shared_trace(shared_data, grid, year):
+    """The issue's bar, on every full month of both traces: the target met within 0.03 points; extra CO2
+    within 5 % of the hindsight optimum at the achieved error with a 48 h forecast (7 % without one, the
+    worst month measured being 6.0 %); and a better carbon-emission efficiency than fixed ResNet101,
+    fixed ResNet152 and the heuristic."""
+    study = run_study(config(shared_data, grid, start=None, end=None, forecasts=("none", "perfect"), by_month=True))
+    target = study.report.target_error
+    full = [month for month in study.report.months if month.days >= 28]
+    assert len(full) >= 11
+    for month in full:
+        by = {r.policy: r for r in month.results}
+        for label, bound in (("error-target (no forecast)", 7.0), ("error-target (48 h forecast)", 5.0)):
+            r = by[label]
+            assert abs(r.mean_error - target) <= 0.03, (month.month, label, r.mean_error)
+            assert r.regret_pct is not None and r.regret_pct <= bound, (month.month, label, r.regret_pct)
+            for rival in ("fixed:resnet101", "fixed:resnet152", "interpolation"):
+                assert r.efficiency > by[rival].efficiency, (month.month, label, rival)
 
 
 def test_cli_replay_writes_tables_and_plots(shared_data, tmp_path):
     out = tmp_path / "replay"
     result = CliRunner().invoke(app, [
         "replay", "--carbon-trace", str(shared_data / CAISO[0]), "--time-column", "timestamp",
-        "--value-column", "avg_CI", "--requests", str(shared_data / WIKI), "--pool", str(PAPER_POOL),
+        "--value-column", "avg_CI", "--requests", str(shared_data / WIKI), "--request-time-column", "timestamp",
+        "--request-count-column", "sum_req", "--pool", str(PAPER_POOL),
         "--start", "2022-06-01", "--end", "2022-06-04", "--total-requests", "2e6", "--forecast", "perfect",
-        "--frontier-points", "2", "--hysteresis", "5", "--out", str(out)])
+        "--hysteresis", "5", "--budget-g", "20", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "interpolation" in result.output and "online-perfect" in result.output
+    assert "error-target (48 h forecast)" in result.output and "regret" in result.output
+    assert re.search(r"(?<![\w-])--\d", result.output) is None  # a sign is printed once
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["policy"] for r in rows][:5] == ["fixed:resnet34", "fixed:resnet50", "fixed:resnet101",
                                                "fixed:resnet152", "interpolation"]
-    assert "interpolation+hysteresis" in {r["policy"] for r in rows}
+    assert {"interpolation+hysteresis", "online-budget (48 h forecast)"} <= {r["policy"] for r in rows}
     report = json.loads((out / "results.json").read_text())
     assert report["periods"] == 72 and report["requests"] == pytest.approx(2e6)
-    assert len(report["frontier"]["online-perfect"]) == 2
+    assert report["frontier"][0][1] == pytest.approx(5.954)  # the most accurate end: ResNet152 everywhere
     for name in ("timeline.png", "pareto.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(list(csv.reader((out / "periods.csv").open()))) == 73
+
+
+def test_cli_replay_takes_an_arrival_log_shorter_than_a_day(shared_data, tmp_path):
+    arrivals = tmp_path / "arrivals.csv"
+    start = datetime(2016, 1, 4, 9, tzinfo=UTC).timestamp()
+    rng = np.random.default_rng(0)
+    arrivals.write_text("time,path\n" + "".join(f"{start + t:.3f},/v1/classify\n"
+                                                 for t in np.sort(rng.uniform(0, 5 * 3600, 2000))))
+    result = CliRunner().invoke(app, [
+        "replay", "--carbon-trace", str(shared_data / GB[0]), "--requests", str(arrivals),
+        "--request-time-column", "time", "--request-count-column", "", "--pool", str(PAPER_POOL),
+        "--start", "2020-06-01", "--end", "2020-06-03", "--no-plots", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "note:" in result.output and "5 h" in result.output
 
 
 def test_cli_replay_reports_a_bad_baseline(shared_data, tmp_path):
