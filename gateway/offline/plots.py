@@ -49,23 +49,32 @@ def plot_timeline(study: Study, path: Path) -> Path:
 
 
 def plot_pareto(study: Study, path: Path) -> Path:
-    """CO2 against mean error: the hindsight optimum's frontier, and where each policy landed."""
+    """CO2 against mean error: the hindsight optimum's frontier and where each policy landed; the right
+    panel zooms in on the policies, which land close together."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    markers = iter("oDv^<>phX*P" * 3)
+    fig, (whole, zoom) = plt.subplots(1, 2, figsize=(11, 4.5), width_ratios=(1, 1.2))
     frontier = np.asarray(study.report.frontier)
-    ax.plot(frontier[:, 0] / 1000, frontier[:, 1], "-", lw=1, color="0.2", label="hindsight optimum (frontier)")
-    for result in study.report.results:
-        if result.policy.startswith("fixed:"):  # the baselines: labelled in place
-            ax.plot(result.co2_g / 1000, result.mean_error, "s", ms=5, color="0.3")
-            ax.annotate(result.policy.removeprefix("fixed:"), (result.co2_g / 1000, result.mean_error), fontsize=7,
-                        xytext=(4, 2), textcoords="offset points")
-        else:  # the policies cluster near each other: told apart by marker, in the legend
-            ax.plot(result.co2_g / 1000, result.mean_error, next(markers), ms=5, ls="none", label=result.policy)
-    ax.set_xlabel("total CO2 (kg)")
-    ax.set_ylabel("mean error (%)")
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.grid(alpha=0.3)
+    policies = [r for r in study.report.results if not r.policy.startswith("fixed:")]
+    for ax in (whole, zoom):
+        ax.plot(frontier[:, 0] / 1000, frontier[:, 1], "-", lw=1, color="0.2", label="hindsight optimum (frontier)")
+        for result in study.report.results:
+            if result.policy.startswith("fixed:"):  # the baselines: labelled in place
+                ax.plot(result.co2_g / 1000, result.mean_error, "s", ms=5, color="0.3")
+                ax.annotate(result.policy.removeprefix("fixed:"), (result.co2_g / 1000, result.mean_error),
+                            fontsize=7, xytext=(4, 2), textcoords="offset points")
+        markers = iter("oDv^<>phX*P" * 3)
+        for result in policies:  # they cluster near each other: told apart by marker, in the legend
+            ax.plot(result.co2_g / 1000, result.mean_error, next(markers), ms=6, ls="none", label=result.policy)
+        ax.set_xlabel("total CO2 (kg)")
+        ax.grid(alpha=0.3)
+    whole.set_ylabel("mean error (%)")
+    co2 = np.array([r.co2_g for r in policies]) / 1000
+    error = np.array([r.mean_error for r in policies])
+    pad_x, pad_y = 0.08 * np.ptp(co2) + 1e-9, 0.08 * np.ptp(error) + 1e-9
+    zoom.set_xlim(co2.min() - pad_x, co2.max() + pad_x)
+    zoom.set_ylim(error.min() - pad_y, error.max() + pad_y)
+    zoom.set_title("the policies, closer", fontsize=9)
+    zoom.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
