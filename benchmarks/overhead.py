@@ -48,18 +48,35 @@ TARGETS = ("direct-grpc", "grpc-auto", "tensor-bin", "tensor-auto", "tensor-json
 
 
 def selector_ns_per_call(calls: int = 200_000) -> dict[str, float]:
+    """What choosing costs per request: the paper's heuristic (``select``), and the default policy's whole
+    per-request path (``advance``, ``select``, ``observe``) after one plan."""
     from gateway.pool import load_pool
-    from gateway.policy import CarbonWindow, InterpolationPolicy
+    from gateway.policy import CarbonWindow, ErrorTargetPolicy, InterpolationPolicy
 
-    policy = InterpolationPolicy(load_pool(PROJECT / "gateway" / "pools" / "paper-v100.yaml"))
+    pool = load_pool(PROJECT / "gateway" / "pools" / "paper-v100.yaml")
     window = CarbonWindow(100.0, 300.0)
     intensities = np.random.default_rng(0).uniform(50, 350, 1024).tolist()
-    for intensity in intensities:  # warm up
-        policy.select(intensity, window)
-    started = time.perf_counter_ns()
-    for i in range(calls):
-        policy.select(intensities[i & 1023], window)
-    return {"calls": calls, "ns_per_call": (time.perf_counter_ns() - started) / calls}
+    interpolation = InterpolationPolicy(pool)
+    target = ErrorTargetPolicy(pool)
+    now = time.time()
+    target.plan(now, 200.0, np.empty(0), np.empty(0))
+
+    def interpolation_request(intensity: float) -> None:
+        interpolation.select(intensity, window)
+
+    def target_request(intensity: float) -> None:
+        target.advance(now)
+        target.observe(intensity, target.select(intensity, window))
+
+    result: dict[str, float] = {"calls": calls}
+    for name, request in (("ns_per_call", interpolation_request), ("error_target_ns_per_request", target_request)):
+        for intensity in intensities:  # warm up
+            request(intensity)
+        started = time.perf_counter_ns()
+        for i in range(calls):
+            request(intensities[i & 1023])
+        result[name] = (time.perf_counter_ns() - started) / calls
+    return result
 
 
 @contextlib.asynccontextmanager
@@ -143,7 +160,8 @@ async def run(args) -> dict:
                      "triton_config": args.triton_config,
                      "rounds": args.rounds, "concurrency": args.concurrency, "workers": args.workers,
                      "client": args.client, "model": model, "machine": {"cpus": os.cpu_count()}}
-    print(f"selector: InterpolationPolicy.select = {results['selector']['ns_per_call']:.0f} ns per call")
+    print(f"selector: InterpolationPolicy.select = {results['selector']['ns_per_call']:.0f} ns per call; "
+          f"error-target advance+select+observe = {results['selector']['error_target_ns_per_request']:.0f} ns")
     batch = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
     binary_body, binary_headers = binary_infer_request(batch, binary_output=True)
     json_body = json.dumps({"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32",

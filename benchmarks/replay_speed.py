@@ -59,8 +59,8 @@ def breakdown(shared: Path) -> None:
     print("where one month's time goes (GB, June 2020, in process):")
     trace = timed("load carbon trace (22k rows)", lambda: load_trace(config.carbon_trace))
     requests = timed("load request trace", lambda: load_request_trace(config.requests))
-    workload = timed("build workload with a 4-week lead-in", lambda: build_workload(
-        trace, weekly_profile(requests), 1e8, config.start, config.end, lead_hours=672))
+    workload = timed("build workload with a 2-week lead-in", lambda: build_workload(
+        trace, weekly_profile(requests), 1e8, config.start, config.end, lead_hours=336))
     replay = Replay(load_pool(PAPER_POOL), workload)
     window = timed("trailing 24 h window", lambda: trailing_window(workload, 24))
     timed("interpolation, all periods at once", lambda: replay.static(

@@ -175,17 +175,19 @@ class Allocation:
             return 0.0
         prices = self._prices().reshape(-1)
         order = np.argsort(prices, kind="stable")
-        prices = prices[order]
         rises = (self.counts[:, np.newaxis] * self._error_step[np.newaxis, :]).reshape(-1)[order]
-        cumulative = np.cumsum(rises)
-        k = int(np.searchsorted(cumulative, allowed_rise, side="right"))  # first step that overshoots
-        if k >= len(prices):
+        # Steps at equal prices (periods at one intensity) are taken together or not at all: price levels.
+        levels, first = np.unique(prices[order], return_index=True)
+        cumulative = np.cumsum(rises)[np.append(first[1:], len(rises)) - 1]
+        k = int(np.searchsorted(cumulative, allowed_rise, side="right"))  # first level that overshoots
+        if k >= len(levels):
             return math.inf
         before = float(cumulative[k - 1]) if k > 0 else 0.0
-        # A hair above the last step taken, so rounding in ``choose_on_hull`` cannot undo it.
-        low = float(prices[k - 1]) * (1 + 1e-9) if k > 0 else 0.0
-        fraction = (allowed_rise - before) / float(rises[k]) if rises[k] > 0 else 0.0
-        return low + fraction * max(float(prices[k]) - low, 0.0)
+        # A hair above the last level taken, so rounding in ``choose_on_hull`` cannot undo it; and below
+        # the level that overshoots, however much of it would fit.
+        low = float(levels[k - 1]) * (1 + 1e-9) if k > 0 else 0.0
+        fraction = (allowed_rise - before) / (float(cumulative[k]) - before)
+        return low + fraction * max(float(levels[k]) * (1 - 1e-9) - low, 0.0)
 
     def plan(self, *, budget_g: float | None = None, mean_error: float | None = None,
              split: bool = True) -> Plan:

@@ -114,7 +114,7 @@ class ErrorTargetPolicy(CarbonPricePolicy):
     requires = ()
 
     def __init__(self, pool: ModelPool, target_error: float | None = None, *, target_model: str | None = None,
-                 period: Period = "month", history_hours: float = 672.0, settle_hours: float = 72.0,
+                 period: Period = "month", history_hours: float = 336.0, settle_hours: float = 96.0,
                  pue: float = 1.0, **options: Any):
         super().__init__(pool, 0.0, pue=pue, **options)
         if target_error is not None and target_model is not None:

@@ -30,9 +30,9 @@ class PolicySettings(BaseModel):
                                      "model. Default (neither given): the pool's second most accurate model.")
     target_period: Literal["day", "week", "month"] = Field(default="month", description="error-target: the UTC "
                                                            "calendar period over which the mean error is met.")
-    history_hours: float = Field(default=672.0, gt=0, description="error-target: observed hours (intensity, "
+    history_hours: float = Field(default=336.0, gt=0, description="error-target: observed hours (intensity, "
                                  "requests) that predict the rest of the period beyond the provider's forecast.")
-    settle_hours: float = Field(default=72.0, ge=0, description="error-target: an error debt or credit is paid "
+    settle_hours: float = Field(default=96.0, ge=0, description="error-target: an error debt or credit is paid "
                                 "back over the rest of the period, but over at least this many hours of expected "
                                 "requests, so the last days of a period do not swing between extremes.")
     max_latency_ms: float | None = Field(default=None, gt=0, description="Latency SLO: models slower than this "
