@@ -46,6 +46,12 @@ class TritonSettings(BaseModel):
         "(the local Triton is then started in explicit mode with the pool's models).")
     startup_timeout_s: float = Field(default=300.0, gt=0)
     request_timeout_s: float = Field(default=30.0, gt=0)
+    shared_memory_slots: int = Field(default=32, ge=0, description="Tensors go to Triton through this many "
+                                     "system shared-memory regions per worker when Triton can open them (same host, "
+                                     "same /dev/shm: the local Triton, a sidecar, a compose service sharing the "
+                                     "gateway's IPC namespace), else as bytes over gRPC. 0: always gRPC.")
+    shared_memory_bytes: int = Field(default=1 << 20, ge=4096, description="Size of each region: larger tensors "
+                                     "go over gRPC.")
 
 
 class LimitSettings(_Section):

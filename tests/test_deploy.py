@@ -122,6 +122,8 @@ def test_compose_wiring(compose, monkeypatch):
     assert gateway["depends_on"]["triton"]["condition"] == "service_healthy"
     assert TRITON_METRICS in _published(services["triton"])
     assert "/v2/health/ready" in " ".join(services["triton"]["healthcheck"]["test"])
+    # Tensors cross as shared memory: the gateway lives in Triton's IPC namespace (and its /dev/shm).
+    assert services["triton"]["ipc"] == "shareable" and gateway["ipc"] == "service:triton"
 
     # Energy is measured, from the Triton that serves the gateway, at least as often as the gateway samples.
     for name, value in gateway["environment"].items():
@@ -542,8 +544,15 @@ def test_k8s_sidecar_overlay_has_each_gateway_measure_its_own_pods_gpu(monkeypat
     interval = next(a for a in server["args"] if a.startswith("--metrics-interval-ms="))
     assert int(interval.split("=")[1]) <= settings.energy.sample_interval_s * 1000
 
-    volumes = {v["name"] for v in triton["spec"]["template"]["spec"]["volumes"]}
-    assert {m["name"] for m in gateway["volumeMounts"]} <= volumes
+    volumes = {v["name"]: v for v in triton["spec"]["template"]["spec"]["volumes"]}
+    assert {m["name"] for m in gateway["volumeMounts"]} <= set(volumes)
+    # One memory-backed /dev/shm for both, which Triton (in the gateway's group) may read: tensors cross
+    # as shared-memory regions (gateway/triton/shm.py), not gRPC bytes.
+    shm = {c: next(m["name"] for m in containers[c]["volumeMounts"] if m["mountPath"] == "/dev/shm")
+           for c in ("gateway", "triton")}
+    assert shm["gateway"] == shm["triton"] and volumes[shm["gateway"]]["emptyDir"]["medium"] == "Memory"
+    gateway_group = gateway["securityContext"]["runAsGroup"]
+    assert gateway_group in triton["spec"]["template"]["spec"]["securityContext"]["supplementalGroups"]
     service = _of(built, "Service")["carbon-gateway"]
     assert service["spec"]["selector"].items() <= triton["spec"]["template"]["metadata"]["labels"].items()
     assert _port(gateway, service["spec"]["ports"][0]["targetPort"]) == GATEWAY_PORT

@@ -80,8 +80,10 @@ def create_app(settings: GatewaySettings, backend: str | InferenceBackend, share
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        inference = (TritonClient(backend, settings.triton.request_timeout_s) if isinstance(backend, str)
-                     else backend)
+        inference = (TritonClient(backend, settings.triton.request_timeout_s,
+                                  shared_memory_slots=settings.triton.shared_memory_slots,
+                                  shared_memory_bytes=settings.triton.shared_memory_bytes)
+                     if isinstance(backend, str) else backend)
         async with running(settings, inference, shared_meter, sink) as runtime:
             app.state.service = runtime.service
             app.state.reloader = runtime.reloader

@@ -19,6 +19,7 @@ from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 from ..arrays import Float32Array, OutputArray
 from ..errors import InvalidTensor, ModelNotReady, TritonError, TritonUnavailable, UnknownVersion
 from ..serving.backend import Inference, TensorSignature
+from .shm import Region, SharedInputs
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +64,22 @@ def _varint(value: int) -> bytes:
         out.append(byte | 0x80)
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=1024)
 def _request_head(name: str, version: str, input_name: str, datatype: str, output_name: str,
-                  shape: tuple[int, ...]) -> bytes:
-    """A ``ModelInferRequest`` without its tensor bytes, serialized: the same for every batch of this shape."""
+                  shape: tuple[int, ...], region: str | None = None, nbytes: int = 0) -> bytes:
+    """A ``ModelInferRequest`` without its tensor bytes, serialized: the same for every batch of this shape
+    (and, for a tensor in shared memory, this region)."""
     request = service_pb2.ModelInferRequest(model_name=name, model_version=version)
-    request.inputs.add(name=input_name, datatype=datatype, shape=shape)
+    tensor = request.inputs.add(name=input_name, datatype=datatype, shape=shape)
+    if region is not None:
+        tensor.parameters["shared_memory_region"].string_param = region
+        tensor.parameters["shared_memory_byte_size"].int64_param = nbytes
     request.outputs.add(name=output_name)
     return bytes(request.SerializeToString())
+
+
+def _raw(batch: Float32Array) -> memoryview:
+    return np.ascontiguousarray(batch, dtype="<f4").data.cast("B")
 
 
 def encode_infer_request(name: str, version: str, signature: TensorSignature, batch: Float32Array) -> bytes:
@@ -79,10 +88,19 @@ def encode_infer_request(name: str, version: str, signature: TensorSignature, ba
     Protobuf fields may come in any order, so the cached head is followed by the tensor's bytes as they
     are: one copy into the message, where building the message through tritonclient costs three.
     """
-    raw = np.ascontiguousarray(batch, dtype="<f4").data.cast("B")
+    raw = _raw(batch)
     head = _request_head(name, version, signature.input_name, signature.input_datatype, signature.output_name,
                          batch.shape)
     return b"".join((head, RAW_INPUT_TAG, _varint(raw.nbytes), raw))
+
+
+def encode_shared_request(name: str, version: str, signature: TensorSignature, batch: Float32Array,
+                          region: Region) -> bytes:
+    """Write ``batch`` into ``region``; the ``ModelInferRequest`` that names it instead of carrying it."""
+    raw = _raw(batch)
+    region.memory.buf[:raw.nbytes] = raw
+    return _request_head(name, version, signature.input_name, signature.input_datatype, signature.output_name,
+                         batch.shape, region.name, raw.nbytes)
 
 
 def decode_infer_response(response: service_pb2.ModelInferResponse) -> Inference:
@@ -112,7 +130,11 @@ INT64_FIELDS = frozenset({"shape", "dims", "max_batch_size", "count", "ns", "inf
 
 
 class TritonClient:
-    def __init__(self, url: str, request_timeout_s: float = 30.0):
+    """``shared_memory_slots`` > 0: tensors up to ``shared_memory_bytes`` go through that many system
+    shared-memory regions when Triton can open them (``gateway.triton.shm``)."""
+
+    def __init__(self, url: str, request_timeout_s: float = 30.0, *, shared_memory_slots: int = 0,
+                 shared_memory_bytes: int = 1 << 20):
         self.url = url
         self.request_timeout_s = request_timeout_s
         self._client = grpcaio.InferenceServerClient(url=url, channel_args=CHANNEL_ARGS)
@@ -122,10 +144,23 @@ class TritonClient:
             "/inference.GRPCInferenceService/ModelInfer", request_serializer=None,
             response_deserializer=service_pb2.ModelInferResponse.FromString)
         self._signatures: dict[tuple[str, str], TensorSignature] = {}
+        self.shared = SharedInputs(shared_memory_slots, shared_memory_bytes) if shared_memory_slots > 0 else None
 
     async def close(self) -> None:
+        if self.shared is not None:
+            await self.shared.close(self._unregister)
         await self._channel.close()
         await self._client.close()
+
+    async def _register(self, name: str, key: str, nbytes: int) -> None:
+        try:
+            await self._client.register_system_shared_memory(name, key, nbytes, client_timeout=5.0)
+        except InferenceServerException as exc:
+            if "already" not in str(exc).lower():  # still registered from before: as good as new
+                raise
+
+    async def _unregister(self, name: str) -> None:
+        await self._client.unregister_system_shared_memory(name, client_timeout=2.0)
 
     async def server_ready(self) -> bool:
         try:
@@ -195,14 +230,34 @@ class TritonClient:
     async def infer(self, name: str, batch: Float32Array, version: str = "") -> Inference:
         """Run a batch through a model: its first output, and the version that ran."""
         signature = self._signatures.get((name, version)) or await self.signature(name, version)
+        shared = self.shared
+        if shared is not None and await shared.ensure_registered(self._register):
+            taken = shared.acquire(batch.nbytes)
+            if taken is not None:
+                slot, region = taken
+                try:
+                    response = await self._model_infer(encode_shared_request(name, version, signature, batch, region),
+                                                       timeout=self.request_timeout_s)
+                    shared.sent += 1
+                    return decode_infer_response(response)
+                except grpc.aio.AioRpcError as exc:
+                    if "shared memory" not in (exc.details() or "").lower():
+                        raise self._failed(exc, name) from exc
+                    shared.forgotten()  # and send this one as bytes
+                finally:
+                    shared.release(slot)
         try:
             response = await self._model_infer(encode_infer_request(name, version, signature, batch),
                                                timeout=self.request_timeout_s)
         except grpc.aio.AioRpcError as exc:
-            error = _classify(get_error_grpc(exc), name)
-            logger.warning("triton infer on %s failed: %s", name, error)
-            raise error from exc
+            raise self._failed(exc, name) from exc
         return decode_infer_response(response)
+
+    @staticmethod
+    def _failed(exc: grpc.aio.AioRpcError, name: str) -> TritonError:
+        error = _classify(get_error_grpc(exc), name)
+        logger.warning("triton infer on %s failed: %s", name, error)
+        return error
 
     async def model_metadata(self, name: str, version: str = "") -> dict[str, Any]:
         return await self._described(self._client.get_model_metadata, name, version)

@@ -62,3 +62,99 @@ async def test_triton_answers_the_hand_written_request_as_tritonclients(triton):
         await client.close()
         await stock.close()
     assert ours.shape == (2, 1000) and np.array_equal(ours, theirs) and inference.model_version == "1"
+
+
+def test_a_shared_memory_request_names_its_region_and_carries_no_bytes():
+    from multiprocessing.shared_memory import SharedMemory
+
+    from gateway.triton.client import encode_shared_request
+    from gateway.triton.shm import Region
+
+    batch = np.random.default_rng(2).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    memory = SharedMemory(create=True, size=batch.nbytes + 100)
+    try:
+        wire = encode_shared_request("resnet50", "", SIGNATURE, batch, Region("slot-0", memory))
+        request = service_pb2.ModelInferRequest.FromString(wire)
+        written = np.frombuffer(memory.buf, "<f4", count=batch.size).reshape(batch.shape).copy()
+    finally:
+        memory.close()
+        memory.unlink()
+    parameters = request.inputs[0].parameters
+    assert parameters["shared_memory_region"].string_param == "slot-0"
+    assert parameters["shared_memory_byte_size"].int64_param == batch.nbytes
+    assert not request.raw_input_contents and len(wire) < 200
+    assert np.array_equal(written, batch)
+
+
+def _our_regions() -> set[str]:
+    import os
+
+    return {name for name in os.listdir("/dev/shm") if name.startswith(f"carbon-gateway-inputs-{os.getpid()}-")}
+
+
+@pytest.mark.integration
+async def test_tensors_go_through_shared_memory_and_answer_as_over_grpc(triton):
+    import tritonclient.grpc.aio as grpcaio
+
+    from gateway.triton import TritonClient
+
+    batch = np.random.default_rng(3).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    big = np.random.default_rng(4).standard_normal((2, 3, 224, 224)).astype(np.float32)  # larger than a region
+    shared = TritonClient(triton.grpc_url, shared_memory_slots=2, shared_memory_bytes=batch.nbytes)
+    plain, stock = TritonClient(triton.grpc_url), grpcaio.InferenceServerClient(triton.grpc_url)
+    try:
+        first = (await shared.infer("resnet18", batch)).outputs
+        again = (await shared.infer("resnet18", batch)).outputs
+        over_grpc = (await plain.infer("resnet18", batch)).outputs
+        large = (await shared.infer("resnet18", big)).outputs
+        assert shared.shared is not None and shared.shared.state == "registered" and shared.shared.sent == 2
+        registered = set((await stock.get_system_shared_memory_status(as_json=True))["regions"])
+        assert {region.name for region in shared.shared.regions} <= registered
+        assert len(_our_regions()) == 2
+    finally:
+        await shared.close()
+        await plain.close()
+    status = await stock.get_system_shared_memory_status(as_json=True)
+    await stock.close()
+    assert np.array_equal(first, over_grpc) and np.array_equal(again, over_grpc) and large.shape == (2, 1000)
+    assert not set(status.get("regions", {})) & {region.name for region in shared.shared.regions}
+    assert not _our_regions()  # unlinked on close
+
+
+@pytest.mark.integration
+async def test_regions_triton_forgot_are_sent_as_bytes_then_registered_again(triton):
+    import tritonclient.grpc.aio as grpcaio
+
+    from gateway.triton import TritonClient
+
+    batch = np.random.default_rng(5).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    client, stock = TritonClient(triton.grpc_url, shared_memory_slots=1), grpcaio.InferenceServerClient(triton.grpc_url)
+    try:
+        expected = (await client.infer("resnet18", batch)).outputs
+        assert client.shared is not None and client.shared.sent == 1
+        await stock.unregister_system_shared_memory(client.shared.regions[0].name)  # as a Triton restart does
+        assert np.array_equal((await client.infer("resnet18", batch)).outputs, expected)  # sent as bytes
+        assert client.shared.sent == 1 and client.shared.state == "unregistered"
+        assert np.array_equal((await client.infer("resnet18", batch)).outputs, expected)
+        assert client.shared.sent == 2 and client.shared.state == "registered"
+    finally:
+        await client.close()
+        await stock.close()
+
+
+@pytest.mark.integration
+async def test_a_triton_that_cannot_open_the_regions_gets_bytes(triton, monkeypatch):
+    from gateway.triton import TritonClient
+    from gateway.triton.shm import Region
+
+    # The key Triton is told to open does not exist: as for a Triton on another host.
+    monkeypatch.setattr(Region, "key", property(lambda region: "/no-such-region-" + region.name))
+    batch = np.random.default_rng(6).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    client = TritonClient(triton.grpc_url, shared_memory_slots=1)
+    try:
+        outputs = (await client.infer("resnet18", batch)).outputs
+        assert client.shared is not None and client.shared.state == "refused" and client.shared.sent == 0
+        assert outputs.shape == (1, 1000)
+    finally:
+        await client.close()
+    assert not _our_regions()

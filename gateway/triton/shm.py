@@ -1,0 +1,116 @@
+"""System shared memory between the gateway and a Triton on the same host.
+
+Sending a 600 KB image tensor over gRPC costs both processes more CPU than a null model's inference:
+HTTP/2 framing, flow control and two copies. When Triton can open this host's ``/dev/shm`` (the embedded
+local Triton, a sidecar in the same pod, a compose service sharing the gateway's IPC namespace), each
+request's tensor is written into a region registered with Triton once, and the request names the region
+instead of carrying the bytes. Whether Triton can is found out by trying: if registering is refused, the
+gateway says so once and sends bytes over gRPC, as it does for tensors larger than a region and while
+every region is in use.
+
+Triton forgets registrations when it restarts; an inference that names a forgotten region fails, is sent
+again as bytes, and the regions are registered again before the next use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from multiprocessing.shared_memory import SharedMemory
+
+logger = logging.getLogger(__name__)
+
+#: Registers one region with Triton: (region name, key under /dev/shm, size in bytes).
+Register = Callable[[str, str, int], Awaitable[None]]
+#: Unregisters one region from Triton by name.
+Unregister = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Region:
+    name: str  # what requests and Triton call it
+    memory: SharedMemory
+
+    @property
+    def key(self) -> str:
+        """The POSIX shared-memory key Triton opens (``/dev/shm/<name>``)."""
+        return "/" + self.memory.name
+
+
+class SharedInputs:
+    """``slots`` regions of ``region_bytes`` each, one request's input at a time in each.
+
+    States: ``unregistered`` (registered before the first use, and again after Triton forgot them),
+    ``registered``, ``refused`` (Triton cannot open them: never tried again).
+    """
+
+    def __init__(self, slots: int, region_bytes: int):
+        prefix = f"carbon-gateway-inputs-{os.getpid()}-{secrets.token_hex(4)}"
+        self.region_bytes = region_bytes
+        self._regions = [Region(f"{prefix}-{i}", _create(f"{prefix}-{i}", region_bytes)) for i in range(slots)]
+        self._free = list(range(slots))
+        self.state = "unregistered"
+        self.sent = 0  # requests whose tensor went through a region
+
+    @property
+    def regions(self) -> tuple[Region, ...]:
+        return tuple(self._regions)
+
+    async def ensure_registered(self, register: Register) -> bool:
+        """Register every region unless that is done or was refused; whether requests may use them."""
+        if self.state == "unregistered":
+            self.state = "registering"  # requests meanwhile send bytes
+            try:
+                for region in self._regions:
+                    await register(region.name, region.key, self.region_bytes)
+            except Exception as exc:  # noqa: BLE001 - any refusal means: bytes over gRPC
+                logger.info("Triton cannot open this host's shared memory (%s): tensors go over gRPC", exc)
+                await self.close(None)
+                return False
+            self.state = "registered"
+            logger.info("tensors go to Triton through %d shared-memory regions of %d bytes",
+                        len(self._regions), self.region_bytes)
+        return self.state == "registered"
+
+    def acquire(self, nbytes: int) -> tuple[int, Region] | None:
+        """A free region holding ``nbytes``, or None (not registered, too large, or all in use)."""
+        if self.state != "registered" or nbytes > self.region_bytes or not self._free:
+            return None
+        slot = self._free.pop()
+        return slot, self._regions[slot]
+
+    def release(self, slot: int) -> None:
+        self._free.append(slot)
+
+    def forgotten(self) -> None:
+        """Triton no longer knows the regions (it restarted): register them again before the next use."""
+        if self.state == "registered":
+            logger.warning("Triton forgot the shared-memory regions (restarted?): registering them again")
+            self.state = "unregistered"
+
+    async def close(self, unregister: Unregister | None) -> None:
+        """Unregister (when Triton is still there) and remove every region; requests then send bytes."""
+        if unregister is not None and self.state == "registered":
+            for region in self._regions:
+                try:
+                    await unregister(region.name)
+                except Exception as exc:  # noqa: BLE001 - Triton may be gone already; the files go regardless
+                    logger.debug("unregistering %s: %s", region.name, exc)
+        self.state = "refused"
+        for region in self._regions:
+            region.memory.close()
+            try:
+                region.memory.unlink()
+            except FileNotFoundError:
+                pass
+        self._regions, self._free = [], []
+
+
+def _create(name: str, size: int) -> SharedMemory:
+    """A region that the gateway's group may open too: a Triton sidecar runs as another user of that group."""
+    memory = SharedMemory(name=name, create=True, size=size)
+    os.chmod(f"/dev/shm/{name}", 0o660)
+    return memory
