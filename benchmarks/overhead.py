@@ -13,6 +13,8 @@ Starts its own local CPU Triton and, per ``--workers`` value, a gateway process 
 serve --triton``, uvicorn), then for each concurrency runs each target closed-loop for a fixed time:
 
 * ``direct-grpc``: tritonclient.grpc.aio, one shared client, the model, a [1,3,224,224] tensor;
+* ``direct-shm``:  the same client with the tensor in system shared memory, as the gateway sends it to a
+  Triton on its host (``triton.shared_memory_slots``): the best a client of its own could do here;
 * ``grpc-auto``:   the gateway's gRPC front door (``--grpc-port``), the same client and tensor, model ``auto``;
 * ``tensor-bin``:  ``POST /v2/models/<model>/infer``, the same tensor, KServe v2 binary extension in and out;
 * ``tensor-auto``: the same on ``/v2/models/auto/infer`` (the selector runs; a dirty grid picks the model);
@@ -35,6 +37,8 @@ import sys
 import time
 from pathlib import Path
 
+from multiprocessing.shared_memory import SharedMemory
+
 import httpx
 import numpy as np
 
@@ -44,7 +48,7 @@ from _harness import PROJECT, REPOSITORY, SHARED_DATA, gateway_process, save_jso
 from tests.support.tensors import binary_infer_request
 from tests.support.processes import free_port, running_triton
 
-TARGETS = ("direct-grpc", "grpc-auto", "tensor-bin", "tensor-auto", "tensor-json", "image", "healthz")
+TARGETS = ("direct-grpc", "direct-shm", "grpc-auto", "tensor-bin", "tensor-auto", "tensor-json", "image", "healthz")
 
 
 def selector_ns_per_call(calls: int = 200_000) -> dict[str, float]:
@@ -181,13 +185,33 @@ async def run(args) -> dict:
                 assert result.as_numpy("logits").shape == (1, 1000)
             return call
 
+        # The best a client of its own can do on this host: tritonclient with system shared memory, as the
+        # gateway sends to a local Triton (gateway/triton/shm.py).
+        regions = [SharedMemory(create=True, size=batch.nbytes) for _ in range(max(args.concurrency))]
+        free = []
+        for index, region in enumerate(regions):
+            await grpc.register_system_shared_memory(f"bench-{index}", "/" + region.name, batch.nbytes)
+            shared_input = grpcclient.InferInput("input", list(batch.shape), "FP32")
+            shared_input.set_shared_memory(f"bench-{index}", batch.nbytes)
+            free.append((region, shared_input))
+
+        async def shm_call():
+            region, shared_input = free.pop()
+            try:
+                region.buf[:batch.nbytes] = batch.data.cast("B")
+                result = await grpc.infer(model, [shared_input], outputs=[output])
+                assert result.as_numpy("logits").shape == (1, 1000)
+            finally:
+                free.append((region, shared_input))
+
         for workers in args.workers:
             grpc_port = free_port()
             async with gateway_process(triton.grpc_url, logs, "--repository", str(repository), "--workers",
                                        str(workers), "--grpc-port", str(grpc_port)) as (process, url):
                 front_door = grpcaio.InferenceServerClient(f"127.0.0.1:{grpc_port}")
                 clock = CpuClock(gateway=process.pid, triton=triton.process.pid)
-                calls = {"direct-grpc": grpc_call(grpc, model), "grpc-auto": grpc_call(front_door, "auto")}
+                calls = {"direct-grpc": grpc_call(grpc, model), "direct-shm": shm_call,
+                         "grpc-auto": grpc_call(front_door, "auto")}
                 await measure(args, results, workers, url, clock, calls, {
                     "tensor-bin": (f"/v2/models/{model}/infer", binary_body, binary_headers),
                     "tensor-auto": ("/v2/models/auto/infer", binary_body, binary_headers),
@@ -195,7 +219,11 @@ async def run(args) -> dict:
                     "image": ("/v1/classify", images, {"content-type": "image/jpeg"}),
                 })
                 await front_door.close()
+        await grpc.unregister_system_shared_memory()
         await grpc.close()
+        for region in regions:
+            region.close()
+            region.unlink()
     return results
 
 
@@ -279,10 +307,10 @@ def table(results: dict) -> str:
                 if cell is None:
                     continue
                 ratio = delta = "-"
-                if direct and target not in ("direct-grpc", "healthz") and cell["requests"]:
+                if direct and target not in ("direct-grpc", "direct-shm", "healthz") and cell["requests"]:
                     ratio = f"{cell['throughput_rps'] / direct['throughput_rps']:.2f}"
                     delta = f"{cell['p50_ms'] - direct['p50_ms']:+.2f}"
-                gateway = "-" if target == "direct-grpc" else f"{cell['gateway_cpu_ms']:.2f}"
+                gateway = "-" if target.startswith("direct") else f"{cell['gateway_cpu_ms']:.2f}"
                 lines.append(f"| {workers} | {concurrency} | {target} | {cell['throughput_rps']:.0f} | "
                              f"{cell['p50_ms']:.2f} | {cell['p99_ms']:.2f} | {gateway} | {cell['client_cpu_ms']:.2f} | "
                              f"{cell['triton_cpu_ms']:.2f} | {ratio} | {delta} | {cell['errors']} |")
