@@ -12,6 +12,7 @@ import time
 import uuid
 
 import orjson
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import ClientClosedRequest, GatewayError, Overloaded, PayloadTooLarge, RequestTimeout, ShuttingDown
@@ -109,6 +110,7 @@ class GatewayMiddleware:
             if self.in_flight >= self.max_in_flight:
                 raise Overloaded(f"{self.in_flight} requests in flight, the limit is {self.max_in_flight}; retry later")
             self.in_flight += 1
+            scope[BODY] = body
             try:
                 await self.app(scope, _replaying(body, receive), send_with_id)
             finally:
@@ -189,6 +191,16 @@ class GatewayMiddleware:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+#: Where the scope holds an inference request's body, read before the request took its slot.
+BODY = "carbon_gateway.body"
+
+
+async def body_of(request: Request) -> bytes:
+    """The request's body: as the middleware read it for an inference route, else read now."""
+    body = request.scope.get(BODY)
+    return body if isinstance(body, bytes) else await request.body()
 
 
 def _replaying(body: bytes, receive: Receive) -> Receive:

@@ -22,6 +22,7 @@ from ..prometheus import PrometheusSink
 from ..serving import health
 from ..serving.service import Decision, GatewayService, Outcome
 from . import options
+from .middleware import body_of
 from .schemas import (CarbonOut, ClassifyResponse, EnergyOut, ErrorResponse, HealthResponse, ModelChoice, ModelStatus,
                       PredictionOut, ReadyResponse, ReloadOut)
 
@@ -102,7 +103,7 @@ async def _image_bytes(request: Request) -> bytes:
         raise UnsupportedMediaType(
             f"Content-Type {content_type!r} is not an image; send image/jpeg, image/png, image/webp, "
             "application/octet-stream or multipart/form-data")
-    return await request.body()
+    return await body_of(request)
 
 
 @router.post(

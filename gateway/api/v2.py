@@ -19,6 +19,7 @@ from fastapi.responses import Response as RawResponse
 from ..serving import health, metadata
 from . import options
 from .kserve import decode_request, encode_response, tensor_spec
+from .middleware import body_of
 from .routes import _decision_headers, service_of
 from .schemas import InferResponse, TensorInput
 
@@ -103,7 +104,7 @@ async def infer(request: Request, model_name: str, version: str | None = None) -
     service = service_of(request)
     pinned = metadata.resolve(service.pool, model_name, version)
     expected = tensor_spec(await service.shared_io())
-    body = await request.body()
+    body = await body_of(request)
     header_length = request.headers.get("inference-header-content-length")
     max_batch = request.app.state.settings.limits.max_batch
     if header_length is None and len(body) > 65536:  # parsing a large JSON tensor takes ms: not on the event loop
