@@ -105,3 +105,39 @@ def test_the_null_model_has_the_pools_signature_and_costs_nothing(tmp_path):
     (logits,) = session.run(["logits"], {"input": batch})
     assert logits.shape == (3, 1000) and np.isfinite(logits).all()
     assert not np.allclose(logits[0], logits[1])  # it reads its input
+
+
+def _python_backend_model(model_dir, flavour, monkeypatch):
+    """The model's ``model.py`` initialised as Triton's python backend would with ``configs/<flavour>.pbtxt``."""
+    import importlib.util
+    import sys
+    import types
+
+    from google.protobuf import json_format, text_format
+    from tritonclient.grpc import model_config_pb2
+
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", types.ModuleType("triton_python_backend_utils"))
+    spec = importlib.util.spec_from_file_location(f"{model_dir.name}_model", model_dir / "1" / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = text_format.Parse((model_dir / "configs" / f"{flavour}.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    model = module.TritonPythonModel()
+    model.initialize({"model_config": json.dumps(json_format.MessageToDict(config, preserving_proto_field_name=True)),
+                      "model_repository": str(model_dir), "model_version": "1"})
+    return model
+
+
+def test_the_cpu_models_onnxruntime_threads_do_not_spin(model_repository, monkeypatch):
+    """onnxruntime's pool threads spin between runs by default: under load a core of the host, taken from the
+    gateway beside it (docs/performance.md). The CPU flavour turns that off, and a config can turn it on."""
+    model_dir = model_repository / "resnet18"
+    options = _python_backend_model(model_dir, "cpu", monkeypatch).session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    spinning = model_dir / "configs" / "spinning.pbtxt"
+    setting = 'key: "intra_op_spinning" value: {{ string_value: "{}" }}'
+    spinning.write_text((model_dir / "configs" / "cpu.pbtxt").read_text().replace(setting.format(0), setting.format(1)))
+    try:
+        options = _python_backend_model(model_dir, "spinning", monkeypatch).session.get_session_options()
+    finally:
+        spinning.unlink()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"

@@ -80,7 +80,8 @@ def _export_onnx(model, path: Path) -> None:
 FLAVOURS = {
     "gpu": 'platform: "onnxruntime_onnx"\ninstance_group [ { count: 1, kind: KIND_GPU } ]',
     "cpu": ('backend: "python"\ninstance_group [ { count: 1, kind: KIND_CPU } ]\n'
-            'parameters { key: "intra_op_threads" value: { string_value: "0" } }'),
+            'parameters { key: "intra_op_threads" value: { string_value: "0" } }\n'
+            'parameters { key: "intra_op_spinning" value: { string_value: "0" } }'),
     # The python backend with onnxruntime's CUDA provider: the GPU without the NGC container, e.g. the
     # nvidia-pytriton wheel's server plus onnxruntime-gpu on a bare GPU host.
     "python-gpu": ('backend: "python"\ninstance_group [ { count: 1, kind: KIND_GPU } ]\n'
