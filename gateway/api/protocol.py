@@ -21,6 +21,7 @@ IMPORT_PATH = "gateway.api.protocol:LimitedHttpToolsProtocol"
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     max_header_bytes = 64 * 1024
     header_timeout_s = 10.0
+    body_buffer_bytes = 1 << 20
 
     @classmethod
     def configure(cls, max_header_bytes: int, header_timeout_s: float) -> None:
@@ -41,6 +42,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._in_head and self._head_bytes > self.max_header_bytes and self.transport is not None:
             self._refuse(431, "Request Header Fields Too Large",
                          f"request line and headers over {self.max_header_bytes} bytes")
+
+    def on_body(self, body: bytes) -> None:
+        # uvicorn's, but pausing the reads past ``body_buffer_bytes`` rather than past 64 KiB: a 600 KB tensor
+        # then arrives in two rounds of pause, wake the app, resume rather than ten (a fifth of the HTTP
+        # cost of such a request, docs/performance.md). An inference route reads the whole body before it
+        # starts anyway (``GatewayMiddleware``), so this bounds nothing that mattered there.
+        cycle = self.cycle
+        if cycle.response_complete or (self.parser.should_upgrade() and self._should_upgrade()):
+            return
+        cycle.body += body
+        if len(cycle.body) > self.body_buffer_bytes:
+            self.flow.pause_reading()
+        cycle.message_event.set()
 
     def on_headers_complete(self) -> None:
         self._end_of_head()
