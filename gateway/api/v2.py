@@ -38,6 +38,58 @@ def _state(key: str, value: bool, what: str, **extra: str) -> JSONResponse:
     return JSONResponse({**extra, key: False, "error": f"{what} is not {key}", "code": f"not_{key}"}, status_code=400)
 
 
+# Inference first: routes are matched in order, and these are the ones every request takes.
+async def infer(request: Request, model_name: str, version: str | None = None) -> RawResponse:
+    started = time.perf_counter()
+    receipt = options.read(options.InferQuery, request.query_params, "query").receipt
+    constraints = options.read(options.HeaderOptions, request.headers, "header").constraints
+    service = service_of(request)
+    pinned = metadata.resolve(service.pool, model_name, version)
+    expected = tensor_spec(await service.shared_io())
+    body = await body_of(request)
+    header_length = request.headers.get("inference-header-content-length")
+    max_batch = request.app.state.settings.limits.max_batch
+    if header_length is None and len(body) > 65536:  # parsing a large JSON tensor takes ms: not on the event loop
+        tensor = await asyncio.to_thread(decode_request, body, max_batch, None, expected)
+    else:
+        tensor = decode_request(body, max_batch, header_length, expected)
+    outcome = await service.run(tensor.batch, None if pinned is None else pinned.name, constraints, receipt,
+                                version=version)
+    decision = outcome.decision
+    header: dict[str, Any] = {
+        "model_name": decision.model.name,
+        "model_version": outcome.model_version,
+        **({"id": tensor.id} if tensor.id is not None else {}),
+        "parameters": {"carbon_intensity": decision.carbon.intensity, "expected_error_rate": decision.model.error_rate,
+                       "energy_joules": outcome.energy.joules, "energy_source": outcome.energy.source,
+                       "energy_measured": outcome.energy.measured,
+                       "co2_grams": outcome.co2_g, "selected_by": service.selected_by(decision)},
+    }
+    headers = _decision_headers(service, outcome, time.perf_counter() - started)
+    content, extra = encode_response(header, outcome.outputs, tensor.binary_output, expected.output_name)
+    media_type = "application/octet-stream" if tensor.binary_output else "application/json"
+    return RawResponse(content, media_type=media_type, headers={**headers, **extra})
+
+
+_INFER_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"type": "object", "properties": {
+        "inputs": {"type": "array", "items": TensorInput.model_json_schema()}}}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+}}, "parameters": [*options.openapi_parameters(options.InferQuery, "query"),
+                   *options.openapi_parameters(options.HeaderOptions, "header")]}
+
+for path, summary in (("/models/{model_name}/infer", "KServe v2 inference on a tensor; model `auto` lets the "
+                       "gateway choose"),
+                      ("/models/{model_name}/versions/{version}/infer", "KServe v2 inference on one version")):
+    router.add_api_route(
+        path, infer, methods=["POST"], summary=summary, response_model=InferResponse, responses=_ERRORS,
+        openapi_extra=_INFER_BODY,
+        description="JSON `data`, or the binary tensor extension: send `Inference-Header-Content-Length: <n>`, "
+                    "n bytes of JSON header whose input has `parameters.binary_data_size`, then the raw "
+                    "little-endian FP32 bytes. `\"parameters\": {\"binary_data_output\": true}` returns the "
+                    "logits the same way. Model `auto` lets the gateway choose by the grid's carbon intensity.")
+
+
 @router.get("", summary="Server metadata")
 async def server_metadata() -> JSONResponse:
     return JSONResponse(metadata.server_metadata())
@@ -95,54 +147,3 @@ for suffix, handler, summary in (("", _metadata, "Model metadata"), ("/ready", _
                          responses=_ERRORS)
     router.add_api_route(f"/models/{{model_name}}/versions/{{version}}{suffix}", handler, methods=["GET"],
                          summary=f"{summary}, of one version", responses=_ERRORS)
-
-
-async def infer(request: Request, model_name: str, version: str | None = None) -> RawResponse:
-    started = time.perf_counter()
-    receipt = options.read(options.InferQuery, request.query_params, "query").receipt
-    constraints = options.read(options.HeaderOptions, request.headers, "header").constraints
-    service = service_of(request)
-    pinned = metadata.resolve(service.pool, model_name, version)
-    expected = tensor_spec(await service.shared_io())
-    body = await body_of(request)
-    header_length = request.headers.get("inference-header-content-length")
-    max_batch = request.app.state.settings.limits.max_batch
-    if header_length is None and len(body) > 65536:  # parsing a large JSON tensor takes ms: not on the event loop
-        tensor = await asyncio.to_thread(decode_request, body, max_batch, None, expected)
-    else:
-        tensor = decode_request(body, max_batch, header_length, expected)
-    outcome = await service.run(tensor.batch, None if pinned is None else pinned.name, constraints, receipt,
-                                version=version)
-    decision = outcome.decision
-    header: dict[str, Any] = {
-        "model_name": decision.model.name,
-        "model_version": outcome.model_version,
-        **({"id": tensor.id} if tensor.id is not None else {}),
-        "parameters": {"carbon_intensity": decision.carbon.intensity, "expected_error_rate": decision.model.error_rate,
-                       "energy_joules": outcome.energy.joules, "energy_source": outcome.energy.source,
-                       "energy_measured": outcome.energy.measured,
-                       "co2_grams": outcome.co2_g, "selected_by": service.selected_by(decision)},
-    }
-    headers = _decision_headers(service, outcome, time.perf_counter() - started)
-    content, extra = encode_response(header, outcome.outputs, tensor.binary_output, expected.output_name)
-    media_type = "application/octet-stream" if tensor.binary_output else "application/json"
-    return RawResponse(content, media_type=media_type, headers={**headers, **extra})
-
-
-_INFER_BODY = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": {"type": "object", "properties": {
-        "inputs": {"type": "array", "items": TensorInput.model_json_schema()}}}},
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-}}, "parameters": [*options.openapi_parameters(options.InferQuery, "query"),
-                   *options.openapi_parameters(options.HeaderOptions, "header")]}
-
-for path, summary in (("/models/{model_name}/infer", "KServe v2 inference on a tensor; model `auto` lets the "
-                       "gateway choose"),
-                      ("/models/{model_name}/versions/{version}/infer", "KServe v2 inference on one version")):
-    router.add_api_route(
-        path, infer, methods=["POST"], summary=summary, response_model=InferResponse, responses=_ERRORS,
-        openapi_extra=_INFER_BODY,
-        description="JSON `data`, or the binary tensor extension: send `Inference-Header-Content-Length: <n>`, "
-                    "n bytes of JSON header whose input has `parameters.binary_data_size`, then the raw "
-                    "little-endian FP32 bytes. `\"parameters\": {\"binary_data_output\": true}` returns the "
-                    "logits the same way. Model `auto` lets the gateway choose by the grid's carbon intensity.")
