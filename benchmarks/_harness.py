@@ -29,7 +29,9 @@ def local_triton(log_dir: Path, model_config_name: str = "cpu"):
 
 @asynccontextmanager
 async def gateway_process(triton_url: str, log_dir: Path, *extra: str, env: dict[str, str] | None = None):
-    """``carbon-gateway serve`` (uvicorn) in a subprocess; dirty grid, so ``auto`` picks resnet18 too."""
+    """``carbon-gateway serve`` (uvicorn) in a subprocess with the paper's interpolation policy on a dirty grid,
+    so that ``auto`` picks the smallest model (the default ``error-target`` would meet its accuracy target)."""
+    env = {"CARBON_GATEWAY_POLICY__NAME": "interpolation", **(env or {})}
     gateway = GatewayProcess("--triton", triton_url, "--repository", str(REPOSITORY), "--carbon-intensity", "1000",
                              "--c-low", "100", "--c-high", "300", "--log-level", "warning", *extra, cwd=PROJECT,
                              env=env, log_file=log_dir / "gateway.log", timeout_s=60)
