@@ -317,6 +317,40 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+#: The gateway's budget on the null model (issue "Not the bottleneck"), as (what, limit, how it is read).
+TARGETS_MET = (
+    ("gateway CPU per binary tensor request, ms", 1.0, "max"),
+    ("gateway CPU per /v1/classify JPEG, ms", 2.5, "max"),
+    ("tensor-route throughput at c=8 / direct gRPC", 0.65, "min"),
+    ("p50 at c=1 minus direct gRPC, ms", 1.0, "max"),
+)
+
+
+def verdicts(results: dict) -> str:
+    """Each target against this run, per worker count: the worst cell over the concurrencies it applies to."""
+    cells = {(c["workers"], c["target"], c["concurrency"]): c for c in results["cells"]}
+    lines = []
+    for workers in results["workers"]:
+        ours = [c for c in results["cells"] if c["workers"] == workers]
+        tensor = [c["gateway_cpu_ms"] for c in ours if c["target"] == "tensor-bin"]
+        image = [c["gateway_cpu_ms"] for c in ours if c["target"] == "image"]
+        c8 = cells.get((workers, "tensor-bin", 8)), cells.get((workers, "direct-grpc", 8))
+        c1 = cells.get((workers, "tensor-bin", 1)), cells.get((workers, "direct-grpc", 1))
+        measured = (
+            max(tensor, default=None),
+            max(image, default=None),
+            c8[0]["throughput_rps"] / c8[1]["throughput_rps"] if c8[0] and c8[1] else None,
+            c1[0]["p50_ms"] - c1[1]["p50_ms"] if c1[0] and c1[1] else None,
+        )
+        for (what, limit, kind), value in zip(TARGETS_MET, measured, strict=True):
+            if value is None:
+                continue
+            met = value <= limit if kind == "max" else value >= limit
+            lines.append(f"workers={workers}  {what}: {value:.3f} (target {'<=' if kind == 'max' else '>='} {limit})"
+                         f"  {'met' if met else 'NOT met'}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="null", help="null (the gateway's own cost) or a pool model, e.g. resnet18")
@@ -334,6 +368,9 @@ def main() -> None:
     results = asyncio.run(run(args))
     print()
     print(table(results))
+    if args.model == "null":
+        print()
+        print(verdicts(results))
     save_json(args.json, results)
 
 
