@@ -45,9 +45,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_body(self, body: bytes) -> None:
         # uvicorn's, but pausing the reads past ``body_buffer_bytes`` rather than past 64 KiB: a 600 KB tensor
-        # then arrives in two rounds of pause, wake the app, resume rather than ten (a fifth of the HTTP
-        # cost of such a request, docs/performance.md). An inference route reads the whole body before it
-        # starts anyway (``GatewayMiddleware``), so this bounds nothing that mattered there.
+        # then arrives without a pause, where it took about ten rounds of pause, wake the app, resume (a fifth
+        # of the HTTP cost of such a request at concurrency 1, docs/performance.md). An inference route reads
+        # the whole body before it starts anyway (``GatewayMiddleware``), so this bounds nothing that mattered.
         cycle = self.cycle
         if cycle.response_complete or (self.parser.should_upgrade() and self._should_upgrade()):
             return
