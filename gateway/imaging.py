@@ -23,6 +23,7 @@ _SCALE = (1.0 / (255.0 * IMAGENET_STD)).reshape(3, 1, 1)
 _OFFSET = (-IMAGENET_MEAN / IMAGENET_STD).reshape(3, 1, 1)
 RESIZE = 256
 CROP = 224
+DRAFT_SHORT_SIDE = 3 * RESIZE
 
 
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
@@ -40,7 +41,10 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
             if width * height > max_pixels:
                 raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
             if image_format == "JPEG":
-                image.draft("RGB", (RESIZE * 2, RESIZE * 2))  # decode at reduced scale: much cheaper
+                # A large JPEG decodes at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling), several times cheaper,
+                # while its short side stays 3x the resize target. At 2x, torchvision's top-5 changed on
+                # some photos; at 3x it does not (tests/test_imaging.py).
+                image.draft("RGB", (DRAFT_SHORT_SIDE, DRAFT_SHORT_SIDE))
             image.load()
     except ImageError:
         raise
@@ -80,15 +84,16 @@ def preprocess(image: Image.Image) -> Float32Array:
 
 
 def center_crop(image: Image.Image) -> Image.Image:
-    """The central 224x224 of the image resized (bilinear) so that its short side is 256."""
+    """torchvision's ``Resize(256)`` then ``CenterCrop(224)``, bilinear: the same sizes and offsets, so the
+    same pixels up to rounding to the nearest 8-bit level here and there."""
     width, height = image.size
-    scale = RESIZE / min(width, height)
-    resized_width, resized_height = max(CROP, round(width * scale)), max(CROP, round(height * scale))
-    left = (resized_width - CROP) // 2
-    top = (resized_height - CROP) // 2
-    # Resample only the crop: the pixels of resizing the whole image and cropping it (up to rounding to the
-    # next 8-bit level here and there), without materialising the resized image (a 1x40000 strip would
-    # resize to 256x10,240,000, gigabytes).
+    short, long = min(width, height), max(width, height)
+    new_long = int(RESIZE * long / short)  # torchvision truncates the long side; it does not round it
+    resized_width, resized_height = (RESIZE, new_long) if width <= height else (new_long, RESIZE)
+    left = round((resized_width - CROP) / 2.0)
+    top = round((resized_height - CROP) / 2.0)  # and rounds the offsets (halves to even)
+    # Resample only the crop, without materialising the resized image (a 1x40000 strip would resize to
+    # 256x10,240,000, gigabytes): Pillow's filter still reads the source pixels around the box's edges.
     x_step, y_step = width / resized_width, height / resized_height
     box = (left * x_step, top * y_step, (left + CROP) * x_step, (top + CROP) * y_step)
     return image.resize((CROP, CROP), Image.Resampling.BILINEAR, box=box)

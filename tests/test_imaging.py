@@ -127,3 +127,77 @@ def test_the_fused_normalisation_equals_torchvisions_steps_on_every_shared_image
         tensor = normalise(crop)
         assert tensor.shape == (3, CROP, CROP) and tensor.dtype == np.float32 and tensor.flags["C_CONTIGUOUS"]
         assert np.abs(tensor - reference).max() < 1e-5, path.name
+
+
+# Same preprocessing, same classes. torchvision's ImageNet eval transform, step by step as torchvision defines
+# it: Resize(256) truncates the long side, CenterCrop(224) rounds its offsets, ToTensor, Normalize.
+def torchvision_eval_transform(data: bytes) -> np.ndarray:
+    from gateway.imaging import IMAGENET_MEAN, IMAGENET_STD
+
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    width, height = image.size
+    size = (256, int(256 * height / width)) if width <= height else (int(256 * width / height), 256)
+    resized = image.resize(size, Image.Resampling.BILINEAR)
+    top, left = round((size[1] - CROP) / 2.0), round((size[0] - CROP) / 2.0)
+    crop = np.asarray(resized.crop((left, top, left + CROP, top + CROP)), dtype=np.float32) / 255.0
+    return ((crop - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+
+
+def levels(difference: np.ndarray) -> np.ndarray:
+    """A difference between normalised CHW tensors, in 8-bit levels of the image."""
+    from gateway.imaging import IMAGENET_STD
+
+    return np.abs(difference) * 255 * IMAGENET_STD.reshape(3, 1, 1)
+
+
+def probe_top5(tensors: np.ndarray) -> np.ndarray:
+    """The top-5 classes of a fixed-weight classifier: seeded weights over the image pooled to 16x16.
+
+    Unlike a ResNet with random weights (which ranks the same classes first for every photo), its ranking
+    follows the picture: swapping two colour channels changes it, so equal rankings mean something.
+    """
+    pooled = tensors.reshape(len(tensors), 3, 16, 14, 16, 14).mean(axis=(3, 5)).reshape(len(tensors), -1)
+    weights = np.random.default_rng(0).standard_normal((1000, pooled.shape[1])).astype(np.float32)
+    return np.argsort(-(pooled @ weights.T), axis=1)[:, :5]
+
+
+@pytest.fixture(scope="module")
+def shared_jpegs() -> list[bytes]:
+    return [path.read_bytes() for path in IMAGES]
+
+
+def test_the_gateways_pixels_are_torchvisions_within_one_level_on_every_shared_jpeg(shared_jpegs):
+    for path, data in zip(IMAGES, shared_jpegs, strict=True):
+        difference = levels(image_to_tensor(data, LIMIT) - torchvision_eval_transform(data))
+        assert difference.max() <= 1.0 + 1e-3, path.name
+        assert difference.mean() < 0.25, path.name
+
+
+def test_a_fixed_weight_classifier_ranks_the_same_top5_as_with_torchvision(shared_jpegs):
+    ours = probe_top5(np.stack([image_to_tensor(data, LIMIT) for data in shared_jpegs]))
+    reference = probe_top5(np.stack([torchvision_eval_transform(data) for data in shared_jpegs]))
+    assert len(set(reference[:, 0])) > len(shared_jpegs) // 2  # the probe tells the photos apart
+    np.testing.assert_array_equal(ours, reference)
+
+
+def test_the_probe_notices_a_preprocessing_mistake(shared_jpegs):
+    tensors = np.stack([image_to_tensor(data, LIMIT) for data in shared_jpegs])
+    swapped = probe_top5(np.ascontiguousarray(tensors[:, ::-1]))  # BGR instead of RGB
+    same = sum(set(a) == set(b) for a, b in zip(probe_top5(tensors), swapped, strict=True))
+    assert same <= 2
+
+
+def test_large_jpegs_decoded_at_reduced_scale_keep_torchvisions_top5(shared_jpegs):
+    """Photos of 3000x2000 or so decode at half scale. The top-5 stays torchvision's as a set (two neighbours
+    may swap places), and pixels stay within half a level on average."""
+    large = []
+    for data in shared_jpegs[:8]:
+        image = Image.open(io.BytesIO(data)).convert("RGB")
+        large.append(encode(image.resize((image.width * 6, image.height * 6), Image.Resampling.BICUBIC), "JPEG",
+                            quality=92))
+    assert decode_image(large[0], LIMIT).width == Image.open(io.BytesIO(large[0])).width // 2  # DCT-scaled
+    ours = np.stack([image_to_tensor(data, LIMIT) for data in large])
+    reference = np.stack([torchvision_eval_transform(data) for data in large])
+    assert levels(ours - reference).mean() < 0.5
+    for mine, theirs in zip(probe_top5(ours), probe_top5(reference), strict=True):
+        assert set(mine) == set(theirs)
