@@ -58,6 +58,8 @@ class LimitSettings(_Section):
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=40_000_000, gt=0, description="Larger images are refused (bombs).")
     max_batch: int = Field(default=8, ge=1, description="Most images in one tensor request.")
+    cpu_threads: int | None = Field(default=None, ge=1, description="Threads per worker that decode images and "
+                                    "parse large JSON tensors; by default one per core this process may use.")
     max_in_flight: int = Field(default=64, ge=1, description="Inference requests served at once; more get 429. "
                                "A request takes its slot once its body has arrived.")
     max_header_bytes: int = Field(default=64 * 1024, ge=1024, description="Longest request line and headers; "

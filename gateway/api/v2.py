@@ -8,7 +8,6 @@ gateway chooses per request, described by the signature its pool shares. Errors 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -50,7 +49,7 @@ async def infer(request: Request, model_name: str, version: str | None = None) -
     header_length = request.headers.get("inference-header-content-length")
     max_batch = request.app.state.settings.limits.max_batch
     if header_length is None and len(body) > 65536:  # parsing a large JSON tensor takes ms: not on the event loop
-        tensor = await asyncio.to_thread(decode_request, body, max_batch, None, expected)
+        tensor = await service.cpu.run(decode_request, body, max_batch, None, expected)
     else:
         tensor = decode_request(body, max_batch, header_length, expected)
     outcome = await service.run(tensor.batch, None if pinned is None else pinned.name, constraints, receipt,

@@ -4,6 +4,7 @@
 - ``backend``: ``InferenceBackend``, what the service needs of an inference server (Triton, or the
   tests' in-process fake);
 - ``predictions``: logits to the top-k classes;
+- ``cpu``: the bounded thread pool that decodes and preprocesses off the event loop;
 - ``health``: readiness of the backend and the pool's models;
 - ``planner``: keeps a budget policy's plan current;
 - ``footprint``: the gateway's own CPU time and its estimated energy;

@@ -28,6 +28,7 @@ from ..pool import ModelPool, load_pool
 from ..settings import GatewaySettings
 from ..telemetry import MetricsSink, NullSink
 from .backend import InferenceBackend
+from .cpu import CpuPool
 from .footprint import Footprint
 from .planner import Planner
 from .reload import PoolReloader
@@ -122,6 +123,7 @@ def build_service(settings: GatewaySettings, backend: InferenceBackend, shared: 
         pue=settings.pue,
         max_image_pixels=settings.limits.max_image_pixels,
         receipt_timeout_s=settings.energy.receipt_timeout_s,
+        cpu=CpuPool(settings.limits.cpu_threads),
     )
 
 
@@ -189,3 +191,4 @@ async def running(settings: GatewaySettings, backend: InferenceBackend, shared: 
             await service.recorder.aclose()
         await service.carbon.aclose()
         await backend.close()
+        service.cpu.close()

@@ -22,6 +22,7 @@ from ..policy import Constraints, SelectionPolicy
 from ..pool import ModelPool, ModelSpec
 from ..telemetry import GatewaySnapshot, MetricsSink, NullSink
 from .backend import Inference, InferenceBackend
+from .cpu import CpuPool
 from .metadata import SharedIO, shared_io
 from .predictions import Prediction, top_k
 
@@ -68,8 +69,9 @@ class GatewayService:
     def __init__(self, *, pool: ModelPool, policy: SelectionPolicy, carbon: CarbonMonitor,
                  backend: InferenceBackend, labels: tuple[str, ...], recorder: SpanRecorder | None = None,
                  sink: MetricsSink | None = None, pue: float = 1.0, max_image_pixels: int = 40_000_000,
-                 receipt_timeout_s: float = 2.0):
+                 receipt_timeout_s: float = 2.0, cpu: CpuPool | None = None):
         self.selector = Selector(pool, policy)
+        self.cpu = cpu or CpuPool()  # decoding and preprocessing, off the event loop
         self.carbon = carbon
         self.backend = backend
         self.recorder = recorder  # None: no meter, requests are charged the pool's estimate
@@ -229,6 +231,6 @@ class GatewayService:
     async def classify(self, image: bytes, k: int, constraints: Constraints | None = None,
                        receipt: bool = False) -> tuple[Outcome, list[Prediction]]:
         """Decode and preprocess an upload (off the event loop), infer it, and its ``k`` likeliest classes."""
-        tensor = await asyncio.to_thread(image_to_tensor, image, self.max_image_pixels)
+        tensor = await self.cpu.run(image_to_tensor, image, self.max_image_pixels)
         outcome = await self.run(tensor[np.newaxis], constraints=constraints, receipt=receipt)
         return outcome, top_k(outcome.outputs[0], k, self.labels)

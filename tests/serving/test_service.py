@@ -7,6 +7,7 @@ metrics a recording sink.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from gateway.errors import ModelNotReady, NoEligibleModel, TritonUnavailable, Un
 from gateway.modelzoo.build import built_pool
 from gateway.policy import Constraints, InterpolationPolicy, OnlineBudgetPolicy
 from gateway.serving.health import readiness, weights
+import gateway.serving.service as service_module
 from gateway.serving.planner import Planner
 from gateway.serving.service import GatewayService
 from gateway.telemetry import GatewaySnapshot
@@ -103,6 +105,22 @@ async def test_constraints_pick_an_eligible_model_or_say_what_the_pool_offers(mo
     assert strict.decision.model.name == "resnet152"
     with pytest.raises(NoEligibleModel, match="the pool offers accuracies"):
         await gateway.run(BATCH, constraints=Constraints(min_accuracy=99.5))
+
+
+async def test_classify_decodes_on_the_services_cpu_pool_off_the_event_loop(monitor, monkeypatch):
+    threads: list[str] = []
+
+    def image_to_tensor(data: bytes, max_pixels: int) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return np.zeros((3, 224, 224), dtype=np.float32)
+
+    monkeypatch.setattr(service_module, "image_to_tensor", image_to_tensor)
+    gateway = service(monitor, FakeBackend(POOL_MODELS))
+    try:
+        await gateway.classify(IMAGES[0].read_bytes(), 5)
+    finally:
+        gateway.cpu.close()
+    assert len(threads) == 1 and threads[0].startswith("gateway-cpu")
 
 
 async def test_classify_decodes_infers_and_ranks_with_the_labels(monitor):
