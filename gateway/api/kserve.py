@@ -3,7 +3,10 @@
 A request carries one FP32 ``[N, 3, 224, 224]`` input, as JSON ``data`` or by the binary tensor
 extension: ``Inference-Header-Content-Length`` bytes of JSON header, then the tensor's raw
 little-endian bytes, announced by ``parameters.binary_data_size`` and used in place, without a copy.
-JSON is parsed by orjson (6x faster than the standard library on 150k floats).
+
+A JSON tensor's numbers are read by simdjson straight into one array (3x faster than making a Python float
+of each, 150,528 for one image); the rest of the JSON, and anything simdjson's reading does not fit, by
+orjson (6x faster than the standard library).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import simdjson
 
 from ..arrays import Float32Array, OutputArray
 from ..errors import InvalidJson, InvalidTensorRequest
@@ -49,10 +53,7 @@ def decode_request(body: bytes, max_batch: int, header_length: str | None = None
     """Parse and check a request against ``expected``; raises ``InvalidJson`` or ``InvalidTensorRequest`` (400)
     saying what is wrong."""
     offset = _json_length(body, header_length)
-    try:
-        payload = orjson.loads(body if offset == len(body) else body[:offset])
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError; deep nesting
-        raise InvalidJson(f"body is not valid JSON: {exc}") from exc
+    payload = (_with_numbers(body) or _load(body)) if offset == len(body) else _load(body[:offset])
     spec = _single_input(payload)
     shape = check_input(spec, max_batch, expected)
     parameters = spec.get("parameters") or {}
@@ -68,6 +69,56 @@ def decode_request(body: bytes, max_batch: int, header_length: str | None = None
     request_id = payload.get("id")
     return TensorRequest(array.reshape(shape), _wants_binary_output(payload, expected.output_name),
                          request_id if isinstance(request_id, str) else None)
+
+
+def _load(document: bytes) -> Any:
+    try:
+        return orjson.loads(document)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError; deep nesting
+        raise InvalidJson(f"body is not valid JSON: {exc}") from exc
+
+
+def _with_numbers(document: bytes) -> dict[str, Any] | None:
+    """A JSON request whose ``inputs[0].data`` is a list of numbers, with that list as one float32 array.
+
+    Nested lists are read in row-major order whatever their nesting, as Triton reads them: their count
+    must match the shape. None for anything else (not JSON, no such list, a non-number in it, a key twice),
+    which ``_load`` then reads and ``decode_request`` words the error for.
+    """
+    try:
+        root = simdjson.Parser().parse(document)
+        if not isinstance(root, simdjson.Object) or not _unique_keys(root):
+            return None
+        inputs = root.get("inputs")
+        spec = inputs[0] if isinstance(inputs, simdjson.Array) and len(inputs) == 1 else None
+        if not isinstance(spec, simdjson.Object) or not _unique_keys(spec):
+            return None
+        data = spec.get("data")
+        if not isinstance(data, simdjson.Array):
+            return None
+        with np.errstate(over="ignore"):  # past FP32's range: infinite, refused by decode_request
+            numbers = np.frombuffer(data.as_buffer(of_type="d"), dtype=np.float64).astype(np.float32)
+    except (ValueError, TypeError, RuntimeError):  # invalid JSON, a non-number in data, too deep
+        return None
+    # By key: simdjson's items() would make Python objects of the numbers too.
+    payload = {key: _plain(root[key]) for key in root if key != "inputs"}
+    payload["inputs"] = [{key: _plain(spec[key]) for key in spec if key != "data"} | {"data": numbers}]
+    return payload
+
+
+def _unique_keys(value: simdjson.Object) -> bool:
+    """Whether no key is repeated: orjson keeps the last of repeated keys, simdjson's lookup the first."""
+    keys = list(value.keys())
+    return len(keys) == len(set(keys))
+
+
+def _plain(value: Any) -> Any:
+    """A simdjson value as Python objects."""
+    if isinstance(value, simdjson.Object):
+        return value.as_dict()
+    if isinstance(value, simdjson.Array):
+        return value.as_list()
+    return value
 
 
 def _json_length(body: bytes, header_length: str | None) -> int:
@@ -125,6 +176,15 @@ def _binary_tensor(body: bytes, offset: int, header_length: str | None, size: An
 
 
 def _json_tensor(data: Any, shape: list[int]) -> Float32Array:
+    values = data if isinstance(data, np.ndarray) else _numbers(data)  # an array: read by _with_numbers
+    count = int(np.prod(shape))
+    if values.size != count:
+        raise InvalidTensorRequest(f"data has {values.size} values; shape {shape} needs {count}")
+    with np.errstate(over="ignore"):
+        return values.astype(np.float32, copy=False)
+
+
+def _numbers(data: Any) -> np.ndarray:
     if not isinstance(data, list):
         raise InvalidTensorRequest("inputs[0]: `data` must be a list (or send binary data with "
                                    "parameters.binary_data_size)")
@@ -134,11 +194,7 @@ def _json_tensor(data: Any, shape: list[int]) -> Float32Array:
         values = None
     if values is None or values.dtype.kind not in "biuf":
         raise InvalidTensorRequest("data must be a flat or nested list of numbers")
-    count = int(np.prod(shape))
-    if values.size != count:
-        raise InvalidTensorRequest(f"data has {values.size} values; shape {shape} needs {count}")
-    with np.errstate(over="ignore"):
-        return values.astype(np.float32, copy=False)
+    return values
 
 
 def _wants_binary_output(payload: dict[str, Any], output_name: str) -> bool:

@@ -88,6 +88,8 @@ def test_binary_framing(size, cut, extra, header_delta, batch):
      "list of integers"),
     (b'{"inputs": [{"name": 1, "shape": [1, 3, 224, 224], "datatype": "FP32", "data": []}]}', None, "name"),
     (b'{"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32", "data": [[1], [1, 2]]}]}', None,
+     "data has 3 values"),
+    (b'{"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32", "data": [[1], ["a"]]}]}', None,
      "numbers"),
     (b'{"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32", "data": ["1.5"]}]}', None,
      "numbers"),
@@ -200,3 +202,21 @@ async def test_hostile_tensor_requests_get_json_400s(make_gateway):
             assert set(response.json()) == {"error", "code"}  # the protocol's {"error": message}, and the code
         good, headers = binary_infer_request(array, binary_output=True)
         assert (await client.post("/v2/models/auto/infer", content=good, headers=headers)).status_code == 200
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["flat", "nested"])
+def test_a_json_tensor_arrives_exactly(nested):
+    array = np.random.default_rng(3).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    data = array.tolist() if nested else array.ravel().tolist()
+    parsed = decode_request(json.dumps({"inputs": [{"name": "input", "shape": [2, 3, 224, 224], "datatype": "FP32",
+                                                    "data": data}], "id": "r"}).encode(), 8)
+    assert parsed.batch.dtype == np.float32 and parsed.id == "r"
+    np.testing.assert_array_equal(parsed.batch, array)
+
+
+def test_a_repeated_key_means_the_last_of_them_as_in_any_json_reader_here():
+    zeros = json.dumps([0.0] * COUNT).encode()
+    body = (b'{"id": "first", "inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32", '
+            b'"data": [1], "data": ' + zeros + b'}], "id": "last"}')
+    parsed = decode_request(body, 8)
+    assert parsed.id == "last" and not parsed.batch.any()
