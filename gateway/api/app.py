@@ -100,13 +100,13 @@ def create_app(settings: GatewaySettings, backend: str | InferenceBackend, share
 
     app = FastAPI(title="Carbon-aware inference gateway", version=__version__, description=DESCRIPTION,
                   lifespan=lifespan, docs_url=None, redoc_url=None)
-    _offline_docs(app)
     app.state.settings = settings
     app.state.sink = sink
     app.state.alive = alive or (lambda: True)  # False: the gateway cannot recover by itself (its local Triton)
     app.state.admin_attempts = FailedAttempts()
-    app.include_router(router)
     app.include_router(v2.router)
+    app.include_router(router)
+    _offline_docs(app)
     install_error_handlers(app)
     app.add_middleware(GatewayMiddleware, sink=sink, max_bytes=settings.limits.max_upload_bytes,
                        max_in_flight=settings.limits.max_in_flight, body_timeout_s=settings.limits.body_timeout_s)

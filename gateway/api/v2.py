@@ -38,8 +38,12 @@ def _state(key: str, value: bool, what: str, **extra: str) -> JSONResponse:
 
 
 # Inference first: routes are matched in order, and these are the ones every request takes.
-async def infer(request: Request, model_name: str, version: str | None = None) -> RawResponse:
+async def infer(request: Request) -> RawResponse:
+    """The path's model and version come from ``request.path_params``, declared for OpenAPI by ``_infer_openapi``:
+    as FastAPI parameters they cost 22 µs a request in validation, a tenth of the app's own time."""
     started = time.perf_counter()
+    model_name: str = request.path_params["model_name"]
+    version: str | None = request.path_params.get("version")
     receipt = options.read(options.InferQuery, request.query_params, "query").receipt
     constraints = options.read(options.HeaderOptions, request.headers, "header").constraints
     service = service_of(request)
@@ -70,19 +74,26 @@ async def infer(request: Request, model_name: str, version: str | None = None) -
     return RawResponse(content, media_type=media_type, headers={**headers, **extra})
 
 
-_INFER_BODY = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": {"type": "object", "properties": {
-        "inputs": {"type": "array", "items": TensorInput.model_json_schema()}}}},
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-}}, "parameters": [*options.openapi_parameters(options.InferQuery, "query"),
-                   *options.openapi_parameters(options.HeaderOptions, "header")]}
+def _infer_openapi(*path_parameters: str) -> dict[str, Any]:
+    """The request body, path, query and header parameters of an inference route, for OpenAPI."""
+    path = [{"name": name, "in": "path", "required": True,
+             "schema": {"type": "string", "title": name.replace("_", " ").title()}} for name in path_parameters]
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"type": "object", "properties": {
+            "inputs": {"type": "array", "items": TensorInput.model_json_schema()}}}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    }}, "parameters": [*path, *options.openapi_parameters(options.InferQuery, "query"),
+                       *options.openapi_parameters(options.HeaderOptions, "header")]}
 
-for path, summary in (("/models/{model_name}/infer", "KServe v2 inference on a tensor; model `auto` lets the "
-                       "gateway choose"),
-                      ("/models/{model_name}/versions/{version}/infer", "KServe v2 inference on one version")):
+
+for path, summary, parameters in (
+        ("/models/{model_name}/infer", "KServe v2 inference on a tensor; model `auto` lets the gateway choose",
+         ("model_name",)),
+        ("/models/{model_name}/versions/{version}/infer", "KServe v2 inference on one version",
+         ("model_name", "version"))):
     router.add_api_route(
         path, infer, methods=["POST"], summary=summary, response_model=InferResponse, responses=_ERRORS,
-        openapi_extra=_INFER_BODY,
+        openapi_extra=_infer_openapi(*parameters),
         description="JSON `data`, or the binary tensor extension: send `Inference-Header-Content-Length: <n>`, "
                     "n bytes of JSON header whose input has `parameters.binary_data_size`, then the raw "
                     "little-endian FP32 bytes. `\"parameters\": {\"binary_data_output\": true}` returns the "

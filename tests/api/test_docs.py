@@ -1,5 +1,11 @@
-"""The API documentation works where the internet does not reach."""
+"""The API documentation works where the internet does not reach, and says what the routes take."""
 
+from pathlib import Path
+
+from gateway.api.app import create_app
+from tests.support.backend import FakeBackend
+
+from ..conftest import POOL_MODELS, settings_for
 
 
 async def test_the_docs_load_without_the_internet(make_fake_gateway):
@@ -11,10 +17,25 @@ async def test_the_docs_load_without_the_internet(make_fake_gateway):
     assert all(asset.status_code == 200 and len(asset.content) > 10_000 for asset in assets)
 
 
-def test_inference_routes_are_matched_first_in_their_routers():
+def test_inference_routes_are_matched_first(fake_repository: Path):
     """Routes are tried in order, and every inference request pays for each one tried before its own."""
     from gateway.api import routes, v2
 
     assert [r.path for r in v2.router.routes[:2]] == ["/v2/models/{model_name}/infer",
                                                       "/v2/models/{model_name}/versions/{version}/infer"]
     assert routes.router.routes[0].path == "/v1/classify"
+    app = create_app(settings_for(fake_repository), FakeBackend(POOL_MODELS))
+    # The app's own /openapi.json, then the KServe v2 router, before the /v1 one and the docs.
+    included = [getattr(r, "original_router", None) for r in app.router.routes]
+    assert included.index(v2.router) == 1 and included.index(routes.router) == 2
+
+
+def test_the_inference_routes_declare_their_path_parameters_and_no_other(fake_repository: Path):
+    """The handler reads the path itself (it is cheaper than FastAPI's parameters), so OpenAPI is told by hand."""
+    spec = create_app(settings_for(fake_repository), FakeBackend(POOL_MODELS)).openapi()
+    for path, names in (("/v2/models/{model_name}/infer", ["model_name"]),
+                        ("/v2/models/{model_name}/versions/{version}/infer", ["model_name", "version"])):
+        parameters = spec["paths"][path]["post"]["parameters"]
+        assert [p["name"] for p in parameters if p["in"] == "path"] == names
+        assert all(p["required"] and p["schema"]["type"] == "string" for p in parameters if p["in"] == "path")
+        assert "version" not in [p["name"] for p in parameters if p["in"] == "query"]
