@@ -19,7 +19,7 @@ from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 from ..arrays import Float32Array, OutputArray
 from ..errors import InvalidTensor, ModelNotReady, TritonError, TritonUnavailable, UnknownVersion
 from ..serving.backend import Inference, TensorSignature
-from .shm import Region, SharedInputs
+from .shm import Region, SharedInputs, sweep_orphans
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +162,13 @@ class TritonClient:
     async def _unregister(self, name: str) -> None:
         await self._client.unregister_system_shared_memory(name, client_timeout=2.0)
 
+    async def _registered(self) -> list[str]:
+        status = await self._client.get_system_shared_memory_status(as_json=True, client_timeout=5.0)
+        return list(status.get("regions", {}))
+
+    async def _sweep(self, ours: set[str]) -> list[str]:
+        return await sweep_orphans(self._registered, self._unregister, ours)
+
     async def server_ready(self) -> bool:
         try:
             return bool(await self._client.is_server_ready(client_timeout=2.0))
@@ -231,7 +238,7 @@ class TritonClient:
         """Run a batch through a model: its first output, and the version that ran."""
         signature = self._signatures.get((name, version)) or await self.signature(name, version)
         shared = self.shared
-        if shared is not None and await shared.ensure_registered(self._register):
+        if shared is not None and await shared.ensure_registered(self._register, self._sweep):
             taken = shared.acquire(batch.nbytes)
             if taken is not None:
                 slot, region = taken

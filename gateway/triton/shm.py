@@ -10,14 +10,21 @@ every region is in use.
 
 Triton forgets registrations when it restarts; an inference that names a forgotten region fails, is sent
 again as bytes, and the regions are registered again before the next use.
+
+A process killed outright (SIGKILL, the OOM killer) cannot unregister its regions: Triton keeps them mapped.
+Their files go with multiprocessing's resource tracker, or stay in ``/dev/shm`` when it died too. So each
+process holds a lock on its regions' files while they live, and after registering its own (which shows that
+Triton's ``/dev/shm`` is this one), sweeps away the gateway regions Triton holds whose file is gone or whose
+lock nobody holds. The kernel drops a killed process's locks, whatever PID namespace it ran in.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.shared_memory import SharedMemory
 
@@ -27,6 +34,10 @@ logger = logging.getLogger(__name__)
 Register = Callable[[str, str, int], Awaitable[None]]
 #: Unregisters one region from Triton by name.
 Unregister = Callable[[str], Awaitable[None]]
+#: The names of every system shared-memory region Triton holds.
+Registered = Callable[[], Awaitable[Iterable[str]]]
+
+PREFIX = "carbon-gateway-inputs-"
 
 
 @dataclass(frozen=True)
@@ -48,9 +59,10 @@ class SharedInputs:
     """
 
     def __init__(self, slots: int, region_bytes: int):
-        prefix = f"carbon-gateway-inputs-{os.getpid()}-{secrets.token_hex(4)}"
+        prefix = f"{PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         self.region_bytes = region_bytes
         self._regions = [Region(f"{prefix}-{i}", _create(f"{prefix}-{i}", region_bytes)) for i in range(slots)]
+        self._locks = [_hold(region.name) for region in self._regions]  # released by close, or by dying
         self._free = list(range(slots))
         self.state = "unregistered"
         self.sent = 0  # requests whose tensor went through a region
@@ -59,8 +71,12 @@ class SharedInputs:
     def regions(self) -> tuple[Region, ...]:
         return tuple(self._regions)
 
-    async def ensure_registered(self, register: Register) -> bool:
-        """Register every region unless that is done or was refused; whether requests may use them."""
+    async def ensure_registered(self, register: Register, sweep: Callable[[set[str]], Awaitable[object]] | None = None
+                                ) -> bool:
+        """Register every region unless that is done or was refused; whether requests may use them.
+
+        ``sweep``, once they are registered, is handed their names: see ``sweep_orphans``.
+        """
         if self.state == "unregistered":
             self.state = "registering"  # requests meanwhile send bytes
             try:
@@ -73,6 +89,11 @@ class SharedInputs:
             self.state = "registered"
             logger.info("tensors go to Triton through %d shared-memory regions of %d bytes",
                         len(self._regions), self.region_bytes)
+            if sweep is not None:
+                try:
+                    await sweep({region.name for region in self._regions})
+                except Exception as exc:  # noqa: BLE001 - tidying up must never stop serving
+                    logger.warning("sweeping shared-memory regions of dead gateway processes failed: %s", exc)
         return self.state == "registered"
 
     def acquire(self, nbytes: int) -> tuple[int, Region] | None:
@@ -100,13 +121,60 @@ class SharedInputs:
                 except Exception as exc:  # noqa: BLE001 - Triton may be gone already; the files go regardless
                     logger.debug("unregistering %s: %s", region.name, exc)
         self.state = "refused"
+        for fd in self._locks:
+            os.close(fd)
         for region in self._regions:
             region.memory.close()
             try:
                 region.memory.unlink()
             except FileNotFoundError:
                 pass
-        self._regions, self._free = [], []
+        self._regions, self._free, self._locks = [], [], []
+
+
+async def sweep_orphans(registered: Registered, unregister: Unregister, ours: set[str]) -> list[str]:
+    """Unregister and remove the gateway regions Triton holds whose owner is gone; their names.
+
+    Call it only once this process's regions are registered: that shows Triton opens this ``/dev/shm``, so
+    every region it holds had its file here, and a live owner's file is here, locked.
+    """
+    swept = []
+    for name in await registered():
+        if name.startswith(PREFIX) and name not in ours and _orphaned(name):
+            await unregister(name)
+            try:
+                os.unlink(f"/dev/shm/{name}")
+            except FileNotFoundError:
+                pass
+            swept.append(name)
+    if swept:
+        logger.warning("removed %d shared-memory regions left registered by gateway processes that died: %s",
+                       len(swept), ", ".join(sorted(swept)))
+    return swept
+
+
+def _hold(name: str) -> int:
+    """Lock a region's file for as long as this process lives (or until the descriptor is closed)."""
+    fd = os.open(f"/dev/shm/{name}", os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def _orphaned(name: str) -> bool:
+    """Whether region ``name``'s file is gone (a live owner unregisters before it unlinks) or unlocked."""
+    try:
+        fd = os.open(f"/dev/shm/{name}", os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    except OSError:  # not ours to open: not ours to judge
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False  # its owner lives
+    finally:
+        os.close(fd)  # and with it the lock, if we took it
+    return True
 
 
 def _create(name: str, size: int) -> SharedMemory:

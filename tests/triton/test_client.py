@@ -158,3 +158,70 @@ async def test_a_triton_that_cannot_open_the_regions_gets_bytes(triton, monkeypa
     finally:
         await client.close()
     assert not _our_regions()
+
+
+_REGISTER_AND_WAIT = """
+import asyncio, sys
+from multiprocessing import resource_tracker
+import numpy as np
+from gateway.triton import TritonClient
+
+async def main():
+    client = TritonClient(sys.argv[1], shared_memory_slots=2)
+    await client.infer("resnet18", np.zeros((1, 3, 224, 224), dtype=np.float32))
+    assert client.shared is not None and client.shared.state == "registered"
+    if sys.argv[2] == "file-left-behind":  # as when the resource tracker is killed too
+        for region in client.shared.regions:
+            resource_tracker.unregister(region.memory._name, "shared_memory")
+    print(" ".join(region.name for region in client.shared.regions), flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("files", ["removed-by-the-resource-tracker", "file-left-behind"])
+async def test_regions_of_a_killed_process_are_swept_by_the_next_one_to_register(triton, files):
+    import os
+    import subprocess
+    import sys
+
+    import tritonclient.grpc.aio as grpcaio
+
+    from gateway.triton import TritonClient
+
+    async def registered() -> set[str]:
+        return set((await stock.get_system_shared_memory_status(as_json=True)).get("regions", {}))
+
+    batch = np.zeros((1, 3, 224, 224), dtype=np.float32)
+    stock = grpcaio.InferenceServerClient(triton.grpc_url)
+    alive, newcomer = TritonClient(triton.grpc_url, shared_memory_slots=1), None
+    child = subprocess.Popen([sys.executable, "-c", _REGISTER_AND_WAIT, triton.grpc_url, files],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        await alive.infer("resnet18", batch)
+        assert alive.shared is not None
+        living = {region.name for region in alive.shared.regions}
+        assert child.stdout is not None
+        dead = set(child.stdout.readline().split())
+        child.kill()  # SIGKILL: no chance to unregister
+        child.wait(timeout=10)
+        assert len(dead) == 2 and dead | living <= await registered()
+        if files == "file-left-behind":
+            assert all(os.path.exists(f"/dev/shm/{name}") for name in dead)  # unlocked now
+
+        newcomer = TritonClient(triton.grpc_url, shared_memory_slots=1)
+        await newcomer.infer("resnet18", batch)  # registers, then sweeps
+        now = await registered()
+        assert not dead & now and not any(os.path.exists(f"/dev/shm/{name}") for name in dead)
+        assert living <= now  # a live process's regions stay
+        assert np.array_equal((await alive.infer("resnet18", batch)).outputs,
+                              (await newcomer.infer("resnet18", batch)).outputs)
+        assert alive.shared.sent == 2  # its region still works
+    finally:
+        child.kill()
+        await alive.close()
+        if newcomer is not None:
+            await newcomer.close()
+        await stock.close()
