@@ -87,6 +87,11 @@ class SelectionPolicy(Protocol):
         """``count`` requests were served by ``model`` at ``intensity``."""
         ...
 
+    def inherit(self, previous: SelectionPolicy) -> None:
+        """Take over ``previous``'s account of the period so far: a pool reload replaces the policy mid-period,
+        and a budget spent or an error served must not be forgotten with the old pool."""
+        ...
+
 
 class PolicyBase:
     """Shared machinery: candidates, the latency SLO, per-request constraints and hysteresis.
@@ -138,6 +143,9 @@ class PolicyBase:
         return None
 
     def observe(self, intensity: float, model: ModelSpec, count: float = 1.0) -> None:
+        return None
+
+    def inherit(self, previous: SelectionPolicy) -> None:
         return None
 
     def choose(self, intensities: FloatArray, window: CarbonWindow) -> IndexArray:

@@ -28,7 +28,7 @@ import numpy as np
 from ..arrays import FloatArray
 from ..errors import ConfigError
 from ..pool import ModelPool, ModelSpec
-from .base import ForecastPoints
+from .base import ForecastPoints, SelectionPolicy
 from .carbon_price import CarbonPricePolicy
 
 if TYPE_CHECKING:
@@ -159,6 +159,12 @@ class ErrorTargetPolicy(CarbonPricePolicy):
         self.served += count
         self.error_sum += count * model.error_rate
         self._unplanned += count
+
+    def inherit(self, previous: SelectionPolicy) -> None:
+        """The period's served requests and error, the traffic history and the price: none belongs to a pool."""
+        if isinstance(previous, ErrorTargetPolicy) and previous.period == self.period:
+            self.served, self.error_sum, self._unplanned = previous.served, previous.error_sum, previous._unplanned
+            self._period_end, self.history, self.price = previous._period_end, previous.history, previous.price
 
     def replan(self, now: float, intensity: float, forecast: ForecastPoints,
                rate: float) -> float:

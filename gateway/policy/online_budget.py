@@ -11,7 +11,7 @@ import numpy.typing as npt
 from ..errors import ConfigError
 from ..pool import ModelPool, ModelSpec
 from .budget import grams_per_mj
-from .base import ForecastPoints
+from .base import ForecastPoints, SelectionPolicy
 from .carbon_price import CarbonPricePolicy
 
 if TYPE_CHECKING:
@@ -99,6 +99,11 @@ class OnlineBudgetPolicy(CarbonPricePolicy):
 
     def observe(self, intensity: float, model: ModelSpec, count: float = 1.0) -> None:
         self.charge(intensity, model, count)
+
+    def inherit(self, previous: SelectionPolicy) -> None:
+        """The CO2 spent in the current budget period, and the price planned for the rest of it."""
+        if isinstance(previous, OnlineBudgetPolicy) and previous.period_s == self.period_s:
+            self.spent_g, self._period, self.price = previous.spent_g, previous._period, previous.price
 
     def charge(self, intensity: float, model: ModelSpec | str, count: float = 1.0) -> float:
         """Charge ``count`` requests served by ``model`` at ``intensity``; returns the grams charged."""

@@ -77,6 +77,7 @@ class PoolReloader:
             await shared_io(self.service.backend, pool)
         except (ConfigError, TritonError) as exc:
             raise ReloadRejected(str(exc)) from exc
+        policy.inherit(self.service.policy)  # no await from here to the swap: nothing is observed in between
         self.service.swap(Selector(pool, policy))
         unloaded = await self._unload(removed) if self.explicit else []
         return ReloadResult(pool.name, [m.name for m in pool.models], added, removed, loaded, unloaded)

@@ -188,7 +188,8 @@ class GatewayService:
         if self.recorder is None:  # measured energy and its CO2 are counted by the meter's sampler, per window
             self.sink.request_energy(model.name, energy.joules)
             self.sink.energy(model.name, energy.source, energy.joules, co2)
-        selector.policy.observe(decision.carbon.intensity, model, items)
+        # The current policy, which a pool reload during the inference may have replaced: it keeps the account.
+        self.selector.policy.observe(decision.carbon.intensity, model, items)
         self.served += items
         return Outcome(decision, inference.outputs, inference.model_version, energy, co2, compute_seconds)
 

@@ -150,3 +150,22 @@ def test_a_constant_intensity_still_meets_a_target_between_two_models():
         served.add(spec.name)
     assert served == {"resnet101", "resnet152"}
     assert abs(policy.mean_error - 6.2) <= 0.05
+
+
+def test_a_policy_for_a_new_pool_takes_over_the_periods_account():
+    """A pool reload mid-period: the new policy goes on from the error served so far, not from nothing."""
+    pool = load_pool(PAPER_POOL)
+    smaller = pool.model_copy(update={"models": [m for m in pool.models if m.name != "resnet152"]})
+    old = ErrorTargetPolicy(pool, period="day")
+    old.plan(JUNE + 10 * HOUR, 200.0, np.empty(0), np.empty(0))
+    old.history.add(JUNE + 9 * HOUR, HOUR, 200.0, 500.0)
+    old.observe(200.0, pool.by_name["resnet34"], 100.0)
+    new = ErrorTargetPolicy(smaller, period="day")
+    new.inherit(old)
+    assert new.mean_error == old.mean_error == pool.by_name["resnet34"].error_rate
+    assert new.price == old.price and new.history is old.history
+    new.advance(JUNE + 11 * HOUR)  # still the same day: the account stays
+    assert new.served == 100.0
+    other = ErrorTargetPolicy(smaller, period="week")  # another period's account is not this one's
+    other.inherit(old)
+    assert other.mean_error is None

@@ -226,6 +226,19 @@ def test_online_budget_falls_back_to_the_smallest_model_when_spent():
     assert policy.enter_period(86400.0) and policy.spent_g == 0.0
 
 
+def test_an_online_budget_for_a_new_pool_goes_on_from_what_was_spent():
+    """A pool reload mid-period must not renew the budget: the new policy takes over the spending."""
+    old = OnlineBudgetPolicy(paper_pool(), budget_g=1e-3)
+    old.enter_period(0.0)
+    old.plan([200.0], [1.0])
+    old.charge(200.0, "resnet152", 100)
+    new = OnlineBudgetPolicy(pool(("a", 100.0, 9.0), ("b", 200.0, 7.0)), budget_g=1e-3)
+    new.inherit(old)
+    assert new.spent_g == old.spent_g and new.remaining_g < 0 and new.price == old.price
+    assert not new.enter_period(3600.0)  # the same period: still spent
+    assert new.select(1.0, WINDOW).name == "a"
+
+
 def test_latency_slo_removes_slow_models():
     slow = pool(("a", 100.0, 9.0), ("b", 200.0, 7.0), ("c", 300.0, 5.0))
     slow = slow.model_copy(update={"models": tuple(m.model_copy(update={"latency_ms": latency})

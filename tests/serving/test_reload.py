@@ -184,3 +184,34 @@ async def test_a_model_that_is_not_ready_falls_back_to_the_nearest_ready_one(mod
             assert {m["name"]: m["ready"] for m in ready.json()["models"]}["resnet50"] is False
     finally:
         await direct.close()
+
+
+async def test_a_reload_keeps_the_budget_spent_and_counts_requests_that_straddle_it(fake_repository, tmp_path):
+    """online-budget on the in-process fake backend: the new pool's policy takes over what the old one spent,
+    and a request that started before the swap and ends after it is charged to the new policy."""
+    import numpy as np
+
+    from gateway.serving.runtime import running
+    from tests.support.backend import FakeBackend
+
+    pool_file = write_pool(tmp_path / "pool.yaml", "resnet18", "resnet34", name="small")
+    settings = settings_for(fake_repository, pool_file=str(pool_file), watch_pool=False, carbon__intensity=300.0,
+                            policy__name="online-budget", policy__budget_g=1.0, policy__period_hours=24.0)
+    backend = FakeBackend(("resnet18", "resnet34", "resnet50", "resnet101"), delay_s=0.3)
+    batch = np.zeros((1, 3, 224, 224), dtype=np.float32)
+    async with running(settings, backend) as runtime:
+        service = runtime.service
+        first = await service.run(batch)
+        spent = service.policy.spent_g
+        assert spent > 0
+        straddling = asyncio.create_task(service.run(batch))
+        await asyncio.sleep(0.05)  # the request is in Triton now
+        write_pool(pool_file, "resnet50", "resnet101", name="big")
+        old_policy = service.policy
+        await runtime.reloader.reload("test")
+        assert service.policy is not old_policy and service.pool.name == "big"
+        assert service.policy.spent_g == spent  # taken over, not renewed
+        second = await straddling
+        assert second.decision.model.name == first.decision.model.name  # it chose from the old pool
+        assert service.policy.spent_g == pytest.approx(2 * spent)  # and was charged to the new policy
+        assert old_policy.spent_g == spent
