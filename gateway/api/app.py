@@ -22,8 +22,8 @@ from ..triton import TritonClient
 from .errors import install_error_handlers
 from .grpc_server import InferenceServicer, start_server
 from .middleware import GatewayMiddleware
-from . import v2
-from .routes import FailedAttempts, router
+from . import routes, v2
+from .routes import FailedAttempts
 
 DESCRIPTION = """
 Serves ImageNet classification and, for every request, picks the ResNet to run from the grid's
@@ -104,8 +104,8 @@ def create_app(settings: GatewaySettings, backend: str | InferenceBackend, share
     app.state.sink = sink
     app.state.alive = alive or (lambda: True)  # False: the gateway cannot recover by itself (its local Triton)
     app.state.admin_attempts = FailedAttempts()
-    app.include_router(v2.router)
-    app.include_router(router)
+    for included in (routes.inference, v2.inference, v2.router, routes.router):  # the hot routes first
+        app.include_router(included)
     _offline_docs(app)
     install_error_handlers(app)
     app.add_middleware(GatewayMiddleware, sink=sink, max_bytes=settings.limits.max_upload_bytes,

@@ -27,6 +27,8 @@ from .schemas import (CarbonOut, ClassifyResponse, EnergyOut, ErrorResponse, Hea
                       PredictionOut, ReadyResponse, ReloadOut)
 
 router = APIRouter()
+#: ``/v1/classify`` alone, matched before anything else (see ``v2.inference``).
+inference = APIRouter()
 logger = logging.getLogger(__name__)
 
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
@@ -106,7 +108,7 @@ async def _image_bytes(request: Request) -> bytes:
     return await body_of(request)
 
 
-@router.post(
+@inference.post(
     "/v1/classify",
     response_model=ClassifyResponse,
     responses=_ERRORS,

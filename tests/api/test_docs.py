@@ -21,13 +21,13 @@ def test_inference_routes_are_matched_first(fake_repository: Path):
     """Routes are tried in order, and every inference request pays for each one tried before its own."""
     from gateway.api import routes, v2
 
-    assert [r.path for r in v2.router.routes[:2]] == ["/v2/models/{model_name}/infer",
-                                                      "/v2/models/{model_name}/versions/{version}/infer"]
-    assert routes.router.routes[0].path == "/v1/classify"
+    assert [r.path for r in routes.inference.routes] == ["/v1/classify"]
+    assert [r.path for r in v2.inference.routes] == ["/v2/models/{model_name}/infer",
+                                                     "/v2/models/{model_name}/versions/{version}/infer"]
     app = create_app(settings_for(fake_repository), FakeBackend(POOL_MODELS))
-    # The app's own /openapi.json, then the KServe v2 router, before the /v1 one and the docs.
+    # The app's own /openapi.json, then the inference routes, then the rest.
     included = [getattr(r, "original_router", None) for r in app.router.routes]
-    assert included.index(v2.router) == 1 and included.index(routes.router) == 2
+    assert included[1:5] == [routes.inference, v2.inference, v2.router, routes.router]
 
 
 def test_the_inference_routes_declare_their_path_parameters_and_no_other(fake_repository: Path):
