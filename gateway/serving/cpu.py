@@ -28,6 +28,8 @@ def usable_cores() -> int:
 
 
 class CpuPool:
+    """``threads`` worker threads (by default one per usable core) and the coroutine that hands them work."""
+
     def __init__(self, threads: int | None = None) -> None:
         self.threads = threads or usable_cores()
         self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="gateway-cpu")

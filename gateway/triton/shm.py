@@ -143,7 +143,7 @@ async def sweep_orphans(registered: Registered, unregister: Unregister, ours: se
         if name.startswith(PREFIX) and name not in ours and _orphaned(name):
             await unregister(name)
             try:
-                os.unlink(f"/dev/shm/{name}")
+                os.unlink(_file(name))
             except FileNotFoundError:
                 pass
             swept.append(name)
@@ -155,7 +155,7 @@ async def sweep_orphans(registered: Registered, unregister: Unregister, ours: se
 
 def _hold(name: str) -> int:
     """Lock a region's file for as long as this process lives (or until the descriptor is closed)."""
-    fd = os.open(f"/dev/shm/{name}", os.O_RDONLY)
+    fd = os.open(_file(name), os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     return fd
 
@@ -163,7 +163,7 @@ def _hold(name: str) -> int:
 def _orphaned(name: str) -> bool:
     """Whether region ``name``'s file is gone (a live owner unregisters before it unlinks) or unlocked."""
     try:
-        fd = os.open(f"/dev/shm/{name}", os.O_RDONLY)
+        fd = os.open(_file(name), os.O_RDONLY)
     except FileNotFoundError:
         return True
     except OSError:  # not ours to open: not ours to judge
@@ -180,5 +180,10 @@ def _orphaned(name: str) -> bool:
 def _create(name: str, size: int) -> SharedMemory:
     """A region that the gateway's group may open too: a Triton sidecar runs as another user of that group."""
     memory = SharedMemory(name=name, create=True, size=size)
-    os.chmod(f"/dev/shm/{name}", 0o660)
+    os.chmod(_file(name), 0o660)
     return memory
+
+
+def _file(name: str) -> str:
+    """Where POSIX shared memory ``name`` lives on Linux."""
+    return f"/dev/shm/{name}"
