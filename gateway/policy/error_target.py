@@ -165,6 +165,7 @@ class ErrorTargetPolicy(CarbonPricePolicy):
         if isinstance(previous, ErrorTargetPolicy) and previous.period == self.period:
             self.served, self.error_sum, self._unplanned = previous.served, previous.error_sum, previous._unplanned
             self._period_end, self.history, self.price = previous._period_end, previous.history, previous.price
+            self._last_plan = previous._last_plan  # the requests since then go into the history at the next plan
 
     def replan(self, now: float, intensity: float, forecast: ForecastPoints,
                rate: float) -> float:

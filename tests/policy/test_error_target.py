@@ -164,6 +164,8 @@ def test_a_policy_for_a_new_pool_takes_over_the_periods_account():
     new.inherit(old)
     assert new.mean_error == old.mean_error == pool.by_name["resnet34"].error_rate
     assert new.price == old.price and new.history is old.history
+    new.plan(JUNE + 10.5 * HOUR, 200.0, np.empty(0), np.empty(0))  # the half hour since the old plan is learned
+    assert old.history.summary()[2].sum() == 500.0 + 100.0
     new.advance(JUNE + 11 * HOUR)  # still the same day: the account stays
     assert new.served == 100.0
     other = ErrorTargetPolicy(smaller, period="week")  # another period's account is not this one's
