@@ -119,11 +119,11 @@ def test_decompression_bomb_is_refused_before_decoding():
 
 def test_the_fused_normalisation_equals_torchvisions_steps_on_every_shared_image():
     """ToTensor (x / 255) then Normalize ((x - mean) / std) in HWC, transposed: float rounding apart, the same."""
-    from gateway.imaging import IMAGENET_MEAN, IMAGENET_STD, center_crop, normalise
+    from gateway.imaging import center_crop, normalise
 
     for path in IMAGES:
         crop = center_crop(decode_image(path.read_bytes(), 40_000_000))
-        reference = ((np.asarray(crop, dtype=np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+        reference = torchvision_normalize(crop)
         tensor = normalise(crop)
         assert tensor.shape == (3, CROP, CROP) and tensor.dtype == np.float32 and tensor.flags["C_CONTIGUOUS"]
         assert np.abs(tensor - reference).max() < 1e-5, path.name
@@ -132,15 +132,19 @@ def test_the_fused_normalisation_equals_torchvisions_steps_on_every_shared_image
 # Same preprocessing, same classes. torchvision's ImageNet eval transform, step by step as torchvision defines
 # it: Resize(256) truncates the long side, CenterCrop(224) rounds its offsets, ToTensor, Normalize.
 def torchvision_eval_transform(data: bytes) -> np.ndarray:
-    from gateway.imaging import IMAGENET_MEAN, IMAGENET_STD
-
     image = Image.open(io.BytesIO(data)).convert("RGB")
     width, height = image.size
     size = (256, int(256 * height / width)) if width <= height else (int(256 * width / height), 256)
     resized = image.resize(size, Image.Resampling.BILINEAR)
     top, left = round((size[1] - CROP) / 2.0), round((size[0] - CROP) / 2.0)
-    crop = np.asarray(resized.crop((left, top, left + CROP, top + CROP)), dtype=np.float32) / 255.0
-    return ((crop - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+    return torchvision_normalize(resized.crop((left, top, left + CROP, top + CROP)))
+
+
+def torchvision_normalize(crop: Image.Image) -> np.ndarray:
+    """ToTensor (x / 255) then Normalize ((x - mean) / std) in HWC, transposed to CHW."""
+    from gateway.imaging import IMAGENET_MEAN, IMAGENET_STD
+
+    return ((np.asarray(crop, dtype=np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
 
 
 def levels(difference: np.ndarray) -> np.ndarray:
@@ -166,24 +170,33 @@ def shared_jpegs() -> list[bytes]:
     return [path.read_bytes() for path in IMAGES]
 
 
-def test_the_gateways_pixels_are_torchvisions_within_one_level_on_every_shared_jpeg(shared_jpegs):
-    for path, data in zip(IMAGES, shared_jpegs, strict=True):
-        difference = levels(image_to_tensor(data, LIMIT) - torchvision_eval_transform(data))
+@pytest.fixture(scope="module")
+def gateway_tensors(shared_jpegs) -> np.ndarray:
+    return np.stack([image_to_tensor(data, LIMIT) for data in shared_jpegs])
+
+
+@pytest.fixture(scope="module")
+def torchvision_tensors(shared_jpegs) -> np.ndarray:
+    return np.stack([torchvision_eval_transform(data) for data in shared_jpegs])
+
+
+def test_the_gateways_pixels_are_torchvisions_within_one_level_on_every_shared_jpeg(gateway_tensors,
+                                                                                      torchvision_tensors):
+    for path, ours, reference in zip(IMAGES, gateway_tensors, torchvision_tensors, strict=True):
+        difference = levels(ours - reference)
         assert difference.max() <= 1.0 + 1e-3, path.name
         assert difference.mean() < 0.25, path.name
 
 
-def test_a_fixed_weight_classifier_ranks_the_same_top5_as_with_torchvision(shared_jpegs):
-    ours = probe_top5(np.stack([image_to_tensor(data, LIMIT) for data in shared_jpegs]))
-    reference = probe_top5(np.stack([torchvision_eval_transform(data) for data in shared_jpegs]))
-    assert len(set(reference[:, 0])) > len(shared_jpegs) // 2  # the probe tells the photos apart
+def test_a_fixed_weight_classifier_ranks_the_same_top5_as_with_torchvision(gateway_tensors, torchvision_tensors):
+    ours, reference = probe_top5(gateway_tensors), probe_top5(torchvision_tensors)
+    assert len(set(reference[:, 0])) > len(IMAGES) // 2  # the probe tells the photos apart
     np.testing.assert_array_equal(ours, reference)
 
 
-def test_the_probe_notices_a_preprocessing_mistake(shared_jpegs):
-    tensors = np.stack([image_to_tensor(data, LIMIT) for data in shared_jpegs])
-    swapped = probe_top5(np.ascontiguousarray(tensors[:, ::-1]))  # BGR instead of RGB
-    same = sum(set(a) == set(b) for a, b in zip(probe_top5(tensors), swapped, strict=True))
+def test_the_probe_notices_a_preprocessing_mistake(gateway_tensors):
+    swapped = probe_top5(np.ascontiguousarray(gateway_tensors[:, ::-1]))  # BGR instead of RGB
+    same = sum(set(a) == set(b) for a, b in zip(probe_top5(gateway_tensors), swapped, strict=True))
     assert same <= 2
 
 

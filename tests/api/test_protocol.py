@@ -90,6 +90,13 @@ def test_http_infer_gives_tritons_answer(gateway, direct, model, binary):
     assert response["parameters"]["carbon_intensity"] == 300.0 and response["parameters"]["energy_joules"] > 0
 
 
+def _to_gateway_and_triton(gateway, triton, body: dict) -> tuple[httpx.Response, httpx.Response]:
+    """The same JSON inference request, to the gateway and to Triton itself."""
+    ours, tritons = (httpx.post(f"http://{host}/v2/models/resnet18/infer", json=body, timeout=60)
+                     for host in (gateway[0], f"127.0.0.1:{triton.http_port}"))
+    return ours, tritons
+
+
 @pytest.mark.parametrize("nesting", ["per-row", "ragged", "mixed"])
 def test_json_data_is_read_in_row_major_order_whatever_its_nesting_as_triton_reads_it(gateway, triton, nesting):
     values = BATCH[:1].ravel().tolist()
@@ -97,8 +104,7 @@ def test_json_data_is_read_in_row_major_order_whatever_its_nesting_as_triton_rea
             "ragged": [values[:1000], values[1000:1001], values[1001:]],
             "mixed": [values[:5], *values[5:]]}[nesting]
     body = {"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32", "data": data}]}
-    answers = [httpx.post(f"http://{host}/v2/models/resnet18/infer", json=body, timeout=60)
-               for host in (gateway[0], f"127.0.0.1:{triton.http_port}")]
+    answers = _to_gateway_and_triton(gateway, triton, body)
     assert [answer.status_code for answer in answers] == [200, 200]
     ours, tritons = (np.array(answer.json()["outputs"][0]["data"]) for answer in answers)
     np.testing.assert_allclose(ours, tritons, rtol=1e-5)
@@ -106,8 +112,7 @@ def test_json_data_is_read_in_row_major_order_whatever_its_nesting_as_triton_rea
 
 def test_json_data_whose_count_does_not_match_the_shape_is_refused_like_triton_does(gateway, triton):
     body = {"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32", "data": [[0.5], [0.5, 1.0]]}]}
-    ours, tritons = (httpx.post(f"http://{host}/v2/models/resnet18/infer", json=body, timeout=60)
-                     for host in (gateway[0], f"127.0.0.1:{triton.http_port}"))
+    ours, tritons = _to_gateway_and_triton(gateway, triton, body)
     assert tritons.status_code >= 400 and "shape" in tritons.json()["error"].lower()
     assert ours.status_code == 400 and "data has 3 values" in ours.json()["error"]
 
