@@ -30,11 +30,9 @@ class Planner:
         return service.policy.replan(now, service.carbon.state.intensity, forecast, rate)
 
     async def run_forever(self, interval_s: float) -> None:
-        """Plan now (a fresh policy has no plan yet), then every ``interval_s``."""
-        elapsed = 0.0
+        """Re-plan every ``interval_s``; the first plan is the caller's, made before the first request."""
         while True:
-            price = self.plan(elapsed)
+            await asyncio.sleep(interval_s)
+            price = self.plan(interval_s)
             if price is not None:
                 logger.debug("policy %s re-planned: %.4g", self.service.policy.name, price)
-            await asyncio.sleep(interval_s)
-            elapsed = interval_s

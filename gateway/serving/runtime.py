@@ -175,7 +175,9 @@ async def running(settings: GatewaySettings, backend: InferenceBackend, shared: 
     footprint = Footprint(service.sink, settings.energy.gateway_watts_per_core)
     tasks.add(asyncio.create_task(footprint.run_forever(), name="footprint"))
     if POLICIES[settings.policy.name].needs_planning:  # reloads keep the policy settings
-        tasks.add(asyncio.create_task(Planner(service).run_forever(settings.carbon.poll_interval_s), name="plan"))
+        planner = Planner(service)
+        planner.plan(0.0)  # here, not in the task: a fresh policy must not serve a request unplanned
+        tasks.add(asyncio.create_task(planner.run_forever(settings.carbon.poll_interval_s), name="plan"))
     _on_sighup(reloader, tasks)
     try:
         yield Runtime(service, reloader)

@@ -21,11 +21,12 @@ from gateway.policy import Constraints, InterpolationPolicy, OnlineBudgetPolicy
 from gateway.serving.health import readiness, weights
 import gateway.serving.service as service_module
 from gateway.serving.planner import Planner
+from gateway.serving.runtime import running
 from gateway.serving.service import GatewayService
 from gateway.telemetry import GatewaySnapshot
 from tests.support.backend import FakeBackend
 
-from ..conftest import IMAGES, POOL_MODELS
+from ..conftest import IMAGES, POOL_MODELS, settings_for
 
 POOL = built_pool(dict.fromkeys(POOL_MODELS, "random"))
 LABELS = tuple(f"class {i}" for i in range(1000))
@@ -150,6 +151,14 @@ async def test_served_requests_are_charged_to_a_budget_policy_and_the_planner_re
     assert policy.spent_g == pytest.approx(2 * POOL.by_name["resnet152"].energy_mj / 3.6e9 * 300.0)
     price = Planner(gateway).plan(elapsed_s=1.0)
     assert price is not None and price == policy.price
+
+
+async def test_a_planned_policy_has_its_first_plan_before_the_first_request(fake_repository):
+    """``running`` plans before it yields, not in the background task: the first request must not find the
+    policy unplanned (price 0, so the most accurate model) however the event loop schedules the task."""
+    settings = settings_for(fake_repository, watch_pool=False, carbon__intensity=250.0, policy__name="error-target")
+    async with running(settings, FakeBackend(POOL_MODELS)) as runtime:
+        assert runtime.service.policy._last_plan is not None  # no await in between: the task has not run
 
 
 async def test_a_policy_without_a_plan_is_left_alone(monitor):
