@@ -179,14 +179,16 @@ class Allocation:
         # Steps at equal prices (periods at one intensity) are taken together or not at all: price levels.
         levels, first = np.unique(prices[order], return_index=True)
         cumulative = np.cumsum(rises)[np.append(first[1:], len(rises)) - 1]
-        k = int(np.searchsorted(cumulative, allowed_rise, side="right"))  # first level that overshoots
+        # A level that reaches ``mean_error`` to rounding is taken: a target set to a hull model's error at
+        # one intensity serves that model, whatever the float sums of the counts came to.
+        k = int(np.searchsorted(cumulative, allowed_rise * (1 + 1e-9), side="right"))  # first that overshoots
         if k >= len(levels):
             return math.inf
         before = float(cumulative[k - 1]) if k > 0 else 0.0
         # A hair above the last level taken, so rounding in ``choose_on_hull`` cannot undo it; and below
         # the level that overshoots, however much of it would fit.
         low = float(levels[k - 1]) * (1 + 1e-9) if k > 0 else 0.0
-        fraction = (allowed_rise - before) / (float(cumulative[k]) - before)
+        fraction = max(allowed_rise - before, 0.0) / (float(cumulative[k]) - before)
         return low + fraction * max(float(levels[k]) * (1 - 1e-9) - low, 0.0)
 
     def plan(self, *, budget_g: float | None = None, mean_error: float | None = None,

@@ -152,6 +152,19 @@ def test_a_constant_intensity_still_meets_a_target_between_two_models():
     assert abs(policy.mean_error - 6.2) <= 0.05
 
 
+@pytest.mark.parametrize("target", ["resnet34", "resnet50", "resnet101"])
+def test_a_target_on_a_model_serves_that_model_at_any_time_of_the_period(target):
+    """At one intensity the target model's error is reached exactly, so whether its level is taken must not
+    depend on how the request counts (time left in the month) happen to round."""
+    pool = load_pool(PAPER_POOL)
+    served = set()
+    for moment in JUNE + np.random.default_rng(0).uniform(0, 30 * 24 * HOUR, 100):
+        policy = ErrorTargetPolicy(pool, target_model=target)
+        policy.plan(moment, 250.0, np.empty(0), np.empty(0))
+        served.add(policy.select(250.0, ANY_WINDOW).name)
+    assert served == {target}
+
+
 def test_a_policy_for_a_new_pool_takes_over_the_periods_account():
     """A pool reload mid-period: the new policy goes on from the error served so far, not from nothing."""
     pool = load_pool(PAPER_POOL)
