@@ -131,13 +131,17 @@ def build_models(
     labels: Annotated[Optional[Path], typer.Option(help="ImageNet class names, one per line "
                                                    "(default: torchvision's, when it imports).")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild models already in the repository.")] = False,
+    image_model: Annotated[bool, typer.Option(help="Also write the `image` model, which decodes uploads inside "
+                                              "Triton (imaging.decode: triton; needs the gateway package in "
+                                              "Triton's python, so not for the NGC container).")] = False,
 ) -> None:
     """Export the ResNet pool to ONNX and write a Triton model repository (GPU and CPU configs)."""
     from .modelzoo.build import build_and_report
 
     _setup_logging("warning")
     with _errors_fail():
-        build_and_report(output, [m.strip() for m in models.split(",") if m.strip()], weights, labels, force=force)
+        build_and_report(output, [m.strip() for m in models.split(",") if m.strip()], weights, labels, force=force,
+                         image_model=image_model)
 
 
 @app.command("replay")

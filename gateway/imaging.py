@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from .arrays import Float32Array
 from .errors import EmptyImage, ImageError, ImageTooLarge, UnsupportedImage
 
-__all__ = ["ImageError", "decode_image", "image_to_tensor", "preprocess"]
+__all__ = ["ImageError", "decode_image", "image_error_from", "image_error_message", "image_to_tensor", "preprocess"]
 
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -109,6 +109,25 @@ def normalise(image: Image.Image) -> Float32Array:
     chw *= _SCALE
     chw += _OFFSET
     return chw
+
+
+#: What Triton's ``image`` model (``gateway/modelzoo/triton_image_model.py``) says about a bad upload: the code.
+_IMAGE_ERRORS: dict[str, type[ImageError]] = {cls.code: cls for cls in (ImageError, EmptyImage, ImageTooLarge,
+                                                                         UnsupportedImage)}
+
+
+def image_error_message(exc: BaseException) -> str | None:
+    """An upload's fault as text that survives a trip through Triton (``<code>: <message>``); None for others."""
+    return f"{exc.code}: {exc}" if isinstance(exc, ImageError) else None
+
+
+def image_error_from(message: str) -> ImageError | None:
+    """The error ``image_error_message`` wrote into ``message`` (Triton may have wrapped it), or None."""
+    for code, error in _IMAGE_ERRORS.items():
+        at = message.find(f"{code}: ")
+        if at >= 0:
+            return error(message[at + len(code) + 2:])
+    return None
 
 
 def image_to_tensor(data: bytes, max_pixels: int) -> Float32Array:

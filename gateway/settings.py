@@ -52,6 +52,9 @@ class TritonSettings(BaseModel):
                                      "gateway's IPC namespace), else as bytes over gRPC. 0: always gRPC.")
     shared_memory_bytes: int = Field(default=1 << 20, ge=4096, description="Size of each region: larger tensors "
                                      "go over gRPC.")
+    image_model: str | None = Field(default=None, description="A Triton model that decodes /v1/classify uploads "
+                                    "itself (`build-models --image-model` writes one named `image`): the gateway "
+                                    "sends the bytes as they came. Unset: the gateway decodes them.")
 
 
 class LimitSettings(_Section):

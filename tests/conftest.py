@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from gateway.api import create_app
+from gateway.modelzoo.build import IMAGE_MODEL
 from gateway.serving.backend import InferenceBackend
 from gateway.settings import GatewaySettings, load_settings
 from tests.support.backend import FakeBackend
@@ -51,7 +52,7 @@ def model_repository(shared_data: Path) -> Path:
     from gateway.modelzoo.build import build_repository
 
     repository = PROJECT / "model_repository"
-    build_repository(repository, POOL_MODELS, weights="auto", labels_file=LABELS_FILE)
+    build_repository(repository, POOL_MODELS, weights="auto", labels_file=LABELS_FILE, image_model=True)
     return repository
 
 
@@ -59,7 +60,7 @@ def model_repository(shared_data: Path) -> Path:
 async def triton(model_repository: Path, tmp_path_factory) -> AsyncIterator[Any]:
     """A real tritonserver (the nvidia-pytriton wheel's, CPU, python backend) for the whole session."""
     log_file = tmp_path_factory.mktemp("triton") / "tritonserver.log"
-    async with running_triton(model_repository, POOL_MODELS, log_file) as server:
+    async with running_triton(model_repository, (*POOL_MODELS, IMAGE_MODEL), log_file) as server:
         yield server
 
 

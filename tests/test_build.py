@@ -141,3 +141,20 @@ def test_the_cpu_models_onnxruntime_threads_do_not_spin(model_repository, monkey
     finally:
         spinning.unlink()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+
+
+def test_the_image_model_is_written_only_when_asked_and_then_kept(tmp_path):
+    from gateway.modelzoo.build import build_repository
+
+    from .conftest import LABELS_FILE
+
+    plain = build_repository(tmp_path, ["null"], weights="random", labels_file=LABELS_FILE)
+    assert plain["image_model"] is None and not (tmp_path / "image").exists()  # the NGC container could not load it
+    asked = build_repository(tmp_path, ["null"], weights="random", labels_file=LABELS_FILE, image_model=True)
+    assert asked["image_model"] == "image"
+    for config in ("config.pbtxt", "configs/cpu.pbtxt", "configs/python-gpu.pbtxt"):
+        text = (tmp_path / "image" / config).read_text()
+        assert 'backend: "python"' in text and "TYPE_STRING" in text and "KIND_CPU" in text
+    assert "image_to_tensor" in (tmp_path / "image" / "1" / "model.py").read_text()
+    again = build_repository(tmp_path, ["null"], weights="random", labels_file=LABELS_FILE)
+    assert again["image_model"] == "image"  # a later build without the flag does not drop it

@@ -64,6 +64,8 @@ async def _start_triton(settings: GatewaySettings, pool: ModelPool) -> LocalTrit
     """The local Triton when no ``triton.url`` is set (None otherwise, after checking the remote one); either
     way, the pool's models must share one signature (``auto`` is described by it)."""
     models = [m.backend_name for m in pool.models]
+    if settings.triton.image_model is not None:
+        models.append(settings.triton.image_model)
     if settings.triton.url is not None:
         if await check_remote_triton(settings.triton.url, models):
             await _check_signature(settings.triton.url, pool)

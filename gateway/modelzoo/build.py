@@ -9,6 +9,10 @@ Each model gets ``<name>/1/model.onnx`` and two configurations:
 
 So one repository serves both flavours. Beside the models: ``labels.txt``, ``pool.yaml`` (the
 pool for the gateway) and ``manifest.json`` (what was built, and with which weights).
+
+With ``image_model``, also ``image``: a python-backend model that decodes uploads inside Triton and hands
+them to a pool model (``imaging.decode: triton``; ``triton_image_model.py``). It runs the ``gateway``
+package in Triton's python, so it is left out unless asked for: the NGC container has no gateway.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ logger = logging.getLogger(__name__)
 WeightsChoice = Literal["auto", "pretrained", "random"]
 DEFAULT_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
+IMAGE_MODEL = "image"
 MAX_BATCH_SIZE = 8
 PAPER_POOL = Path(__file__).resolve().parent.parent / "pools" / "paper-v100.yaml"
 
@@ -112,6 +117,32 @@ def _write_configs(repository: Path, name: str, weights: str) -> None:
         (model_dir / "configs" / f"{flavour}.pbtxt").write_text(_config(name, weights, flavour))
 
 
+def _image_config(flavour: str) -> str:
+    # Decoding is CPU work whatever the flavour; the models it calls run where their own configs say. No
+    # queue delay: requests that queue while an instance decodes are batched anyway.
+    return f"""name: "{IMAGE_MODEL}"
+backend: "python"
+max_batch_size: {MAX_BATCH_SIZE}
+input [ {{ name: "IMAGE", data_type: TYPE_STRING, dims: [ 1 ] }} ]
+output [ {{ name: "{OUTPUT_NAME}", data_type: TYPE_FP32, dims: [ -1 ] }} ]
+instance_group [ {{ count: 1, kind: KIND_CPU }} ]
+dynamic_batching {{ }}
+parameters {{ key: "decode_threads" value: {{ string_value: "0" }} }}
+parameters {{ key: "flavour" value: {{ string_value: "{flavour}" }} }}
+"""
+
+
+def _write_image_model(repository: Path) -> None:
+    """The ``image`` model: its code and a configuration per flavour (``decode_threads`` 0: one per core)."""
+    model_dir = repository / IMAGE_MODEL
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+    (model_dir / "configs").mkdir(exist_ok=True)
+    shutil.copyfile(Path(__file__).with_name("triton_image_model.py"), model_dir / "1" / "model.py")
+    (model_dir / "config.pbtxt").write_text(_image_config("gpu"))
+    for flavour in FLAVOURS.keys() - {"gpu"}:
+        (model_dir / "configs" / f"{flavour}.pbtxt").write_text(_image_config(flavour))
+
+
 def _labels(labels_file: Path | None) -> tuple[str, ...]:
     if labels_file is not None:
         return load_labels(labels_file)
@@ -154,9 +185,12 @@ def built_pool(built: dict[str, str]) -> ModelPool:
 
 
 def build_repository(output: Path, models: Sequence[str] = DEFAULT_MODELS, weights: WeightsChoice = "auto",
-                     labels_file: Path | None = None, force: bool = False,
+                     labels_file: Path | None = None, force: bool = False, image_model: bool = False,
                      progress: Callable[[str], None] = lambda message: None) -> dict:
-    """Build (or complete) the repository; returns the manifest it wrote."""
+    """Build (or complete) the repository; returns the manifest it wrote.
+
+    ``image_model``: also write the ``image`` model (Triton-side decoding); one written before is kept.
+    """
     unknown = [m for m in models if m not in RESNETS and m != null.NAME]
     if unknown:
         raise BuildError(f"unknown model(s) {unknown}; known: {sorted(RESNETS)} and {null.NAME} (the null model)")
@@ -180,6 +214,10 @@ def build_repository(output: Path, models: Sequence[str] = DEFAULT_MODELS, weigh
         _write_configs(output, name, got)
         built[name] = got
         progress(f"[{position}/{len(models)}] {name}: exported with {got} weights")
+    image_model = image_model or (output / IMAGE_MODEL / "1" / "model.py").exists()
+    if image_model:
+        _write_image_model(output)
+        progress(f"{IMAGE_MODEL}: decodes uploads in Triton (imaging.decode: triton)")
     (output / "labels.txt").write_text("\n".join(labels) + "\n")
     dump_pool(built_pool(built), output / "pool.yaml")
     manifest = {
@@ -189,6 +227,7 @@ def build_repository(output: Path, models: Sequence[str] = DEFAULT_MODELS, weigh
                      "cpu": "configs/cpu.pbtxt (python backend + onnxruntime), --model-config-name=cpu",
                      "python-gpu": "configs/python-gpu.pbtxt (python backend + onnxruntime CUDA provider), "
                                    "--model-config-name=python-gpu"},
+        "image_model": IMAGE_MODEL if image_model else None,
     }
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -199,14 +238,14 @@ def _weights_label(choice: WeightsChoice) -> str:
 
 
 def build_and_report(output: Path, models: Sequence[str], weights: str, labels_file: Path | None,
-                     force: bool = False) -> dict:
+                     force: bool = False, image_model: bool = False) -> dict:
     """``carbon-gateway build-models``: build with progress lines, then say which weights were built."""
     import typer
 
     if weights not in ("auto", "pretrained", "random"):
         raise BuildError("--weights must be auto, pretrained or random")
     manifest = build_repository(output, models, weights, labels_file, force=force,  # type: ignore[arg-type]
-                                progress=typer.echo)
+                                image_model=image_model, progress=typer.echo)
     kinds = sorted({entry["weights"] for entry in manifest["models"].values()})
     typer.echo(f"built {len(manifest['models'])} models in {output} with {' and '.join(kinds)} weights")
     if "random" in kinds:

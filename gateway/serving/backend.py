@@ -33,6 +33,17 @@ class Inference:
     model_version: str
 
 
+@dataclass(frozen=True)
+class EncodedImage:
+    """An upload as it arrived, for a backend that decodes it (``triton.image_model``): a batch of one."""
+
+    data: bytes
+    max_pixels: int
+
+    def __len__(self) -> int:
+        return 1
+
+
 @runtime_checkable
 class InferenceBackend(Protocol):
     """An inference server holding the pool's models, addressed by name and version ("" = latest)."""
@@ -44,6 +55,13 @@ class InferenceBackend(Protocol):
 
     async def infer(self, name: str, batch: Float32Array, version: str = "") -> Inference:
         """Run ``batch`` through a model. Raises ``TritonError``."""
+        ...
+
+    async def infer_image(self, name: str, image: EncodedImage, version: str = "") -> Inference:
+        """Decode and preprocess ``image`` as ``gateway.imaging`` does, then run it through a model.
+
+        Raises ``ImageError`` for a bad upload, ``TritonError`` otherwise.
+        """
         ...
 
     async def server_live(self) -> bool: ...

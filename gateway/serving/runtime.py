@@ -124,6 +124,7 @@ def build_service(settings: GatewaySettings, backend: InferenceBackend, shared: 
         max_image_pixels=settings.limits.max_image_pixels,
         receipt_timeout_s=settings.energy.receipt_timeout_s,
         cpu=CpuPool(settings.limits.cpu_threads),
+        backend_decodes=settings.triton.image_model is not None,
     )
 
 

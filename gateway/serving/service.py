@@ -21,7 +21,7 @@ from ..imaging import image_to_tensor
 from ..policy import Constraints, SelectionPolicy
 from ..pool import ModelPool, ModelSpec
 from ..telemetry import GatewaySnapshot, MetricsSink, NullSink
-from .backend import Inference, InferenceBackend
+from .backend import EncodedImage, Inference, InferenceBackend
 from .cpu import CpuPool
 from .metadata import SharedIO, shared_io
 from .predictions import Prediction, top_k
@@ -69,7 +69,7 @@ class GatewayService:
     def __init__(self, *, pool: ModelPool, policy: SelectionPolicy, carbon: CarbonMonitor,
                  backend: InferenceBackend, labels: tuple[str, ...], recorder: SpanRecorder | None = None,
                  sink: MetricsSink | None = None, pue: float = 1.0, max_image_pixels: int = 40_000_000,
-                 receipt_timeout_s: float = 2.0, cpu: CpuPool | None = None):
+                 receipt_timeout_s: float = 2.0, cpu: CpuPool | None = None, backend_decodes: bool = False):
         self.selector = Selector(pool, policy)
         self.cpu = cpu or CpuPool()  # decoding and preprocessing, off the event loop
         self.carbon = carbon
@@ -79,6 +79,7 @@ class GatewayService:
         self.labels = labels
         self.pue = pue
         self.max_image_pixels = max_image_pixels
+        self.backend_decodes = backend_decodes  # uploads go to the backend as they came (``infer_image``)
         self.receipt_timeout_s = receipt_timeout_s
         self.in_flight: dict[str, int] = {}
         self.served = 0  # images inferred since start, for the request rate
@@ -150,10 +151,11 @@ class GatewayService:
             raise NoEligibleModel(f"{exc}; the pool offers accuracies "
                                   f"{sorted(round(100 - m.error_rate, 3) for m in selector.pool.models)} %") from exc
 
-    async def run(self, batch: Float32Array, model_name: str | None = None,
+    async def run(self, batch: Float32Array | EncodedImage, model_name: str | None = None,
                   constraints: Constraints | None = None, receipt: bool = False,
                   version: str | None = None) -> Outcome:
-        """Infer a batch (N, ...) on the chosen model and account its energy and CO2.
+        """Infer a batch (N, ...), or one upload the backend decodes, on the chosen model; account its energy
+        and CO2.
 
         If the policy's model is not ready, the nearest ready model in energy serves the request instead
         and the outcome says so (``decision.fallback_from``); a pinned model does not fall back. With
@@ -193,7 +195,7 @@ class GatewayService:
         self.served += items
         return Outcome(decision, inference.outputs, inference.model_version, energy, co2, compute_seconds)
 
-    async def _infer(self, decision: Decision, batch: Float32Array, receipt: bool,
+    async def _infer(self, decision: Decision, batch: Float32Array | EncodedImage, receipt: bool,
                      version: str | None = None) -> tuple[Inference, float, int | None]:
         """The inference, its seconds, and the recorder's token when a receipt was asked for and a meter records."""
         model = decision.model
@@ -202,9 +204,12 @@ class GatewayService:
         token = (recorder.begin(model, len(batch), decision.carbon.grams_per_kwh, receipt=receipt)
                  if recorder is not None else None)
         started = time.perf_counter()
+        version = model.triton_version if version is None else version
         try:
-            inference = await self.backend.infer(model.backend_name, batch,
-                                                 model.triton_version if version is None else version)
+            if isinstance(batch, EncodedImage):
+                inference = await self.backend.infer_image(model.backend_name, batch, version)
+            else:
+                inference = await self.backend.infer(model.backend_name, batch, version)
         finally:
             if recorder is not None and token is not None:
                 recorder.end(token)
@@ -231,7 +236,12 @@ class GatewayService:
 
     async def classify(self, image: bytes, k: int, constraints: Constraints | None = None,
                        receipt: bool = False) -> tuple[Outcome, list[Prediction]]:
-        """Decode and preprocess an upload (off the event loop), infer it, and its ``k`` likeliest classes."""
-        tensor = await self.cpu.run(image_to_tensor, image, self.max_image_pixels)
-        outcome = await self.run(tensor[np.newaxis], constraints=constraints, receipt=receipt)
+        """Decode and preprocess an upload (off the event loop, or in the backend), infer it, and its ``k``
+        likeliest classes."""
+        batch: Float32Array | EncodedImage
+        if self.backend_decodes:
+            batch = EncodedImage(image, self.max_image_pixels)
+        else:
+            batch = (await self.cpu.run(image_to_tensor, image, self.max_image_pixels))[np.newaxis]
+        outcome = await self.run(batch, constraints=constraints, receipt=receipt)
         return outcome, top_k(outcome.outputs[0], k, self.labels)

@@ -18,7 +18,8 @@ from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
 from ..arrays import Float32Array, OutputArray
 from ..errors import InvalidTensor, ModelNotReady, TritonError, TritonUnavailable, UnknownVersion
-from ..serving.backend import Inference, TensorSignature
+from ..imaging import image_error_from
+from ..serving.backend import EncodedImage, Inference, TensorSignature
 from .shm import Region, SharedInputs, sweep_orphans
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,30 @@ def _request_head(name: str, version: str, input_name: str, datatype: str, outpu
     return bytes(request.SerializeToString())
 
 
+@lru_cache(maxsize=256)
+def _image_request_head(image_model: str, output_name: str, target: str, version: str, target_input: str,
+                        target_output: str, max_pixels: int) -> bytes:
+    """A ``ModelInferRequest`` for the image model without the upload: one BYTES element, and the model to
+    run it through in the request's parameters (``gateway/modelzoo/triton_image_model.py`` reads them)."""
+    request = service_pb2.ModelInferRequest(model_name=image_model)
+    for key, value in (("model", target), ("version", version), ("input", target_input), ("output", target_output)):
+        request.parameters[key].string_param = value
+    request.parameters["max_pixels"].int64_param = max_pixels
+    request.inputs.add(name="IMAGE", datatype="BYTES", shape=(1, 1))
+    request.outputs.add(name=output_name)
+    return bytes(request.SerializeToString())
+
+
+def encode_image_request(image_model: str, output_name: str, target: str, version: str, signature: TensorSignature,
+                         image: EncodedImage) -> bytes:
+    """The wire bytes of a request that hands ``image`` to the image model: Triton's BYTES element is the
+    upload with its length in four little-endian bytes before it."""
+    head = _image_request_head(image_model, output_name, target, version, signature.input_name,
+                               signature.output_name, image.max_pixels)
+    element = len(image.data).to_bytes(4, "little")
+    return b"".join((head, RAW_INPUT_TAG, _varint(len(element) + len(image.data)), element, image.data))
+
+
 def _raw(batch: Float32Array) -> memoryview:
     return np.ascontiguousarray(batch, dtype="<f4").data.cast("B")
 
@@ -131,11 +156,13 @@ INT64_FIELDS = frozenset({"shape", "dims", "max_batch_size", "count", "ns", "inf
 
 class TritonClient:
     """``shared_memory_slots`` > 0: tensors up to ``shared_memory_bytes`` go through that many system
-    shared-memory regions when Triton can open them (``gateway.triton.shm``)."""
+    shared-memory regions when Triton can open them (``gateway.triton.shm``). ``image_model``: the Triton
+    model that ``infer_image`` hands uploads to."""
 
     def __init__(self, url: str, request_timeout_s: float = 30.0, *, shared_memory_slots: int = 0,
-                 shared_memory_bytes: int = 1 << 20):
+                 shared_memory_bytes: int = 1 << 20, image_model: str = "image"):
         self.url = url
+        self.image_model = image_model
         self.request_timeout_s = request_timeout_s
         self._client = grpcaio.InferenceServerClient(url=url, channel_args=CHANNEL_ARGS)
         # Inference on a channel of its own, with the request written by ``encode_infer_request``.
@@ -259,6 +286,19 @@ class TritonClient:
         except grpc.aio.AioRpcError as exc:
             raise self._failed(exc, name) from exc
         return decode_infer_response(response)
+
+    async def infer_image(self, name: str, image: EncodedImage, version: str = "") -> Inference:
+        """Hand an upload to the image model, which decodes it and runs it through ``name``."""
+        signature = self._signatures.get((name, version)) or await self.signature(name, version)
+        decoder = self._signatures.get((self.image_model, "")) or await self.signature(self.image_model)
+        request = encode_image_request(self.image_model, decoder.output_name, name, version, signature, image)
+        try:
+            response = await self._model_infer(request, timeout=self.request_timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise (image_error_from(exc.details() or "") or self._failed(exc, name)) from exc
+        inference = decode_infer_response(response)
+        # The response's version is the image model's; which version of ``name`` ran, BLS does not say.
+        return Inference(inference.outputs, version)
 
     @staticmethod
     def _failed(exc: grpc.aio.AioRpcError, name: str) -> TritonError:

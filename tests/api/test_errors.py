@@ -17,22 +17,27 @@ def gif() -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("kwargs, status, code", [
+BAD_IMAGES = [
     ({"content": b"", "headers": JPEG}, 400, "empty_body"),
     ({"content": b"hello", "headers": JPEG}, 415, "unsupported_image"),
     ({"content": gif(), "headers": {"content-type": "image/gif"}}, 415, "unsupported_image"),
     ({"content": b"{}", "headers": {"content-type": "application/json"}}, 415, "unsupported_media_type"),
     ({"content": IMAGES[0].read_bytes()[:5000], "headers": JPEG}, 422, "invalid_image"),
     ({"files": {"note": (None, "no file here")}}, 400, "missing_file"),
-])
-async def test_bad_images(make_fake_gateway, kwargs, status, code):
-    async with make_fake_gateway() as client:
+]
+
+
+@pytest.mark.parametrize("image_model", [None, "image"], ids=["gateway-decodes", "backend-decodes"])
+@pytest.mark.parametrize("kwargs, status, code", BAD_IMAGES)
+async def test_bad_images(make_fake_gateway, fake_backend, kwargs, status, code, image_model):
+    async with make_fake_gateway(triton__image_model=image_model) as client:
         response = await client.post("/v1/classify", **kwargs)
         assert (response.status_code, response.json()["error"]) == (status, code)
         assert response.json()["detail"]
         # ... and the next good request is served.
         good = await client.post("/v1/classify", content=IMAGES[0].read_bytes(), headers=JPEG)
         assert good.status_code == 200
+    assert (fake_backend.images > 0) == (image_model is not None)  # who decoded: the gateway, or the backend
 
 
 async def test_oversized_upload_is_refused(make_fake_gateway):

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from gateway.errors import InvalidTensor, ModelNotReady, TritonError, TritonUnavailable, UnknownVersion
-from gateway.serving.backend import Inference, TensorSignature
+from gateway.imaging import image_to_tensor
+from gateway.serving.backend import EncodedImage, Inference, TensorSignature
 
 CLASSES = 1000
 INPUT_DIMS = (3, 224, 224)
@@ -36,6 +37,7 @@ class FakeBackend:
         self.delay_s = delay_s
         self.weights = weights
         self.calls: list[tuple[str, int]] = []
+        self.images = 0
         self.closed = False
         self._seen: set[str] = set()
 
@@ -63,6 +65,12 @@ class FakeBackend:
         self.calls.append((name, len(batch)))
         self._seen.add(name)
         return Inference(self.expected_logits(name, batch), "1")
+
+    async def infer_image(self, name: str, image: EncodedImage, version: str = "") -> Inference:
+        """As Triton's ``image`` model: decoded with the gateway's code, then ``infer`` (``images`` counts them)."""
+        self._check(name)
+        self.images += 1
+        return await self.infer(name, image_to_tensor(image.data, image.max_pixels)[np.newaxis], version)
 
     async def server_live(self) -> bool:
         return self.live

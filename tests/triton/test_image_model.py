@@ -1,0 +1,109 @@
+"""Triton's ``image`` model (``triton.image_model``): uploads decoded inside Triton answer as the gateway's own
+decoding does, bad ones get the gateway's errors, and a batch of them reaches each model it names."""
+
+import asyncio
+
+import numpy as np
+import pytest
+from tritonclient.grpc import service_pb2
+
+from gateway.errors import EmptyImage, ImageError, ImageTooLarge, ModelNotReady, UnsupportedImage
+from gateway.imaging import image_to_tensor
+from gateway.serving.backend import EncodedImage, TensorSignature
+from gateway.triton import TritonClient
+from gateway.triton.client import encode_image_request
+
+from ..api.test_errors import BAD_IMAGES
+from ..conftest import IMAGES, LABELS_FILE
+
+LIMIT = 40_000_000
+
+
+def test_the_request_carries_the_upload_as_one_bytes_element_and_names_the_model():
+    signature = TensorSignature("input", "FP32", (3, 224, 224), "logits", 8, {})
+    upload = IMAGES[0].read_bytes()
+    request = service_pb2.ModelInferRequest.FromString(
+        encode_image_request("image", "logits", "resnet50", "2", signature, EncodedImage(upload, 1234)))
+    assert request.model_name == "image"
+    assert [(i.name, i.datatype, list(i.shape)) for i in request.inputs] == [("IMAGE", "BYTES", [1, 1])]
+    raw = request.raw_input_contents[0]
+    assert int.from_bytes(raw[:4], "little") == len(upload) and raw[4:] == upload
+    parameters = {key: value.WhichOneof("parameter_choice") and getattr(value, value.WhichOneof("parameter_choice"))
+                  for key, value in request.parameters.items()}
+    assert parameters == {"model": "resnet50", "version": "2", "input": "input", "output": "logits",
+                          "max_pixels": 1234}
+
+
+async def test_every_shared_jpeg_answers_as_the_gateways_own_decoding(triton):
+    """Sent at once to two models, so Triton batches them and the image model splits each batch by model."""
+    client = TritonClient(triton.grpc_url)
+    try:
+        models = ["resnet18" if i % 2 else "resnet34" for i in range(len(IMAGES))]
+        uploads = [path.read_bytes() for path in IMAGES]
+        decoded = await asyncio.gather(*(client.infer_image(model, EncodedImage(data, LIMIT))
+                                         for model, data in zip(models, uploads, strict=True)))
+        for model, data, answer in zip(models, uploads, decoded, strict=True):
+            direct = await client.infer(model, image_to_tensor(data, LIMIT)[np.newaxis])
+            assert answer.outputs.shape == (1, 1000)
+            np.testing.assert_array_equal(answer.outputs, direct.outputs)
+        statistics = (await client.model_statistics("image"))["model_stats"][0]
+        assert statistics["execution_count"] < statistics["inference_count"]  # some of them did arrive together
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("upload, max_pixels, error", [
+    (b"", LIMIT, EmptyImage),
+    (b"hello", LIMIT, UnsupportedImage),
+    (IMAGES[0].read_bytes()[:5000], LIMIT, ImageError),
+    (IMAGES[0].read_bytes(), 1000, ImageTooLarge),
+])
+async def test_a_bad_upload_raises_the_gateways_own_error(triton, upload, max_pixels, error):
+    client = TritonClient(triton.grpc_url)
+    try:
+        with pytest.raises(error) as raised:
+            await client.infer_image("resnet18", EncodedImage(upload, max_pixels))
+        assert type(raised.value) is error and str(raised.value)
+        assert (await client.infer_image("resnet18", EncodedImage(IMAGES[1].read_bytes(), LIMIT))).outputs.shape == (1, 1000)
+    finally:
+        await client.close()
+
+
+async def test_a_model_triton_lacks_is_not_ready(triton):
+    client = TritonClient(triton.grpc_url)
+    try:
+        with pytest.raises(ModelNotReady):
+            await client.infer_image("resnet9", EncodedImage(IMAGES[0].read_bytes(), LIMIT))
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("kwargs, status, code", BAD_IMAGES)
+async def test_the_gateway_answers_bad_uploads_as_when_it_decodes_them(make_gateway, kwargs, status, code):
+    async with make_gateway(triton__image_model="image") as client:
+        response = await client.post("/v1/classify", **kwargs)
+        assert (response.status_code, response.json()["error"]) == (status, code)
+        good = await client.post("/v1/classify", content=IMAGES[0].read_bytes(), headers={"content-type": "image/jpeg"})
+    assert good.status_code == 200 and len(good.json()["predictions"]) == 5
+
+
+async def _decoded_by_triton(url: str) -> int:
+    client = TritonClient(url)
+    try:
+        return int((await client.model_statistics("image"))["model_stats"][0]["inference_count"])
+    finally:
+        await client.close()
+
+
+async def test_the_gateway_gives_the_same_top5_either_way(triton, make_gateway):
+    labels = LABELS_FILE.read_text().splitlines()
+    before = await _decoded_by_triton(triton.grpc_url)
+    async with make_gateway(carbon__intensity=100.0) as own, make_gateway(carbon__intensity=100.0,
+                                                                         triton__image_model="image") as handed:
+        for path in IMAGES[:4]:
+            answers = [(await client.post("/v1/classify", content=path.read_bytes(),
+                                          headers={"content-type": "image/jpeg"})).json() for client in (own, handed)]
+            assert answers[0]["model"]["name"] == answers[1]["model"]["name"]
+            assert [p["label"] for p in answers[0]["predictions"]] == [p["label"] for p in answers[1]["predictions"]]
+            assert all(p["label"] in labels for p in answers[1]["predictions"])
+    assert await _decoded_by_triton(triton.grpc_url) - before == 4  # the second gateway's, and only those
