@@ -28,7 +28,8 @@ mapping. The core raises these without knowing about HTTP; the status is just a 
     │   ├── InvalidTensor              400 invalid_tensor       Triton refused the inputs
     │   ├── UnknownVersion             404 unknown_version      Triton has no such version of the model
     │   ├── TritonUnavailable          503 triton_unavailable
-    │   └── ModelNotReady              503 model_not_ready
+    │   ├── ModelNotReady              503 model_not_ready
+    │   └── ImageModelNotReady         503 image_model_not_ready Triton's image model (triton.image_model) is not
     ├── CarbonSourceError              502 carbon_source_error  a provider gave no usable value
     ├── MeterError                     503 meter_error          the energy meter cannot be read
     ├── ReloadRejected                 422 pool_rejected        a new pool was refused; the old one serves
@@ -181,6 +182,13 @@ class ModelNotReady(TritonError):
     """Triton is up but the model is not loaded or not ready."""
 
     code, status = "model_not_ready", 503
+    headers = RETRY_AFTER
+
+
+class ImageModelNotReady(TritonError):
+    """The model that decodes uploads in Triton is missing: no pool model would do better, so no fallback."""
+
+    code, status = "image_model_not_ready", 503
     headers = RETRY_AFTER
 
 

@@ -124,7 +124,7 @@ def test_serve_refuses_a_pool_the_remote_triton_cannot_serve(triton, model_repos
     result = subprocess.run([*CLI, "serve", "--triton", triton.grpc_url, "--repository", str(model_repository),
                              "--pool", str(pool), "--port", str(free_port())],
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert result.returncode == 2 and "['vgg16'] of the pool are not in the repository" in result.stderr
+    assert result.returncode == 2 and "['vgg16'] the gateway serves from are not in the repository" in result.stderr
 
 
 def test_serve_reports_models_triton_failed_to_load(model_repository, tmp_path):

@@ -17,7 +17,7 @@ from tritonclient.grpc._utils import get_error_grpc
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
 from ..arrays import Float32Array, OutputArray
-from ..errors import InvalidTensor, ModelNotReady, TritonError, TritonUnavailable, UnknownVersion
+from ..errors import ImageModelNotReady, InvalidTensor, ModelNotReady, TritonError, TritonUnavailable, UnknownVersion
 from ..imaging import image_error_from
 from ..serving.backend import EncodedImage, Inference, TensorSignature
 from .shm import Region, SharedInputs, sweep_orphans
@@ -290,15 +290,30 @@ class TritonClient:
     async def infer_image(self, name: str, image: EncodedImage, version: str = "") -> Inference:
         """Hand an upload to the image model, which decodes it and runs it through ``name``."""
         signature = self._signatures.get((name, version)) or await self.signature(name, version)
-        decoder = self._signatures.get((self.image_model, "")) or await self.signature(self.image_model)
+        decoder = self._signatures.get((self.image_model, "")) or await self._image_model_signature()
         request = encode_image_request(self.image_model, decoder.output_name, name, version, signature, image)
         try:
             response = await self._model_infer(request, timeout=self.request_timeout_s)
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:  # Triton's answer for the model it was sent to: ours
+                self._signatures.pop((self.image_model, ""), None)
+                raise self._image_model_missing(exc.details() or "") from exc
             raise (image_error_from(exc.details() or "") or self._failed(exc, name)) from exc
         inference = decode_infer_response(response)
         # The response's version is the image model's; which version of ``name`` ran, BLS does not say.
         return Inference(inference.outputs, version)
+
+    async def _image_model_signature(self) -> TensorSignature:
+        try:
+            return await self.signature(self.image_model)
+        except ModelNotReady as exc:
+            raise self._image_model_missing(str(exc)) from exc
+
+    def _image_model_missing(self, detail: str) -> ImageModelNotReady:
+        error = ImageModelNotReady(f"the image model {self.image_model!r} (triton.image_model) is not ready in Triton; "
+                                   f"build it with `carbon-gateway build-models --image-model`: {detail}")
+        logger.warning("%s", error)
+        return error
 
     @staticmethod
     def _failed(exc: grpc.aio.AioRpcError, name: str) -> TritonError:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2
 
-from gateway.errors import EmptyImage, ImageError, ImageTooLarge, ModelNotReady, UnsupportedImage
+from gateway.errors import EmptyImage, ImageError, ImageModelNotReady, ImageTooLarge, ModelNotReady, UnsupportedImage
 from gateway.imaging import image_to_tensor
 from gateway.serving.backend import EncodedImage, TensorSignature
 from gateway.triton import TritonClient
@@ -76,6 +76,30 @@ async def test_a_model_triton_lacks_is_not_ready(triton):
             await client.infer_image("resnet9", EncodedImage(IMAGES[0].read_bytes(), LIMIT))
     finally:
         await client.close()
+
+
+async def test_a_missing_image_model_is_said_so_whether_or_not_it_was_seen_before(triton):
+    client = TritonClient(triton.grpc_url, image_model="ghost")
+    upload = EncodedImage(IMAGES[0].read_bytes(), LIMIT)
+    try:
+        with pytest.raises(ImageModelNotReady, match="build-models --image-model"):
+            await client.infer_image("resnet18", upload)
+        # As if it had been there when the client first asked, and was unloaded since: Triton's NOT_FOUND.
+        client._signatures[("ghost", "")] = await client.signature("image")
+        with pytest.raises(ImageModelNotReady):
+            await client.infer_image("resnet18", upload)
+        assert ("ghost", "") not in client._signatures
+    finally:
+        await client.close()
+
+
+async def test_without_its_image_model_the_gateway_answers_503_and_does_not_fall_back(make_gateway, caplog):
+    async with make_gateway(triton__image_model="ghost") as client:
+        response = await client.post("/v1/classify", content=IMAGES[0].read_bytes(),
+                                     headers={"content-type": "image/jpeg"})
+    assert response.status_code == 503 and response.json()["error"] == "image_model_not_ready"
+    assert response.headers["retry-after"]
+    assert "serves instead" not in caplog.text and "image model 'ghost'" in caplog.text
 
 
 @pytest.mark.parametrize("kwargs, status, code", BAD_IMAGES)
