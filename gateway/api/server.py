@@ -99,8 +99,8 @@ async def check_remote_triton(url: str, models: list[str]) -> bool:
         await client.close()
     missing = [m for m in models if m not in index]
     if missing:
-        raise TritonServerError(f"model(s) {missing} the gateway serves from are not in the repository of the Triton at {url} "
-                                f"(it has {sorted(index)})")
+        raise TritonServerError(f"model(s) {missing} the gateway serves from are not in the repository of the Triton "
+                                f"at {url} (it has {sorted(index)})")
     return True
 
 
