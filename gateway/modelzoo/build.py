@@ -117,30 +117,32 @@ def _write_configs(repository: Path, name: str, weights: str) -> None:
         (model_dir / "configs" / f"{flavour}.pbtxt").write_text(_config(name, weights, flavour))
 
 
-def _image_config(flavour: str) -> str:
+def _image_config() -> str:
     # Decoding is CPU work whatever the flavour; the models it calls run where their own configs say. No
-    # queue delay: requests that queue while an instance decodes are batched anyway.
+    # queue delay: requests that queue while an instance decodes are batched anyway. Two instances, so one
+    # decodes while the other waits for its model (on 2 cores: 412 against 375 images/s at c=8).
     return f"""name: "{IMAGE_MODEL}"
 backend: "python"
 max_batch_size: {MAX_BATCH_SIZE}
 input [ {{ name: "IMAGE", data_type: TYPE_STRING, dims: [ 1 ] }} ]
 output [ {{ name: "{OUTPUT_NAME}", data_type: TYPE_FP32, dims: [ -1 ] }} ]
-instance_group [ {{ count: 1, kind: KIND_CPU }} ]
+instance_group [ {{ count: 2, kind: KIND_CPU }} ]
 dynamic_batching {{ }}
 parameters {{ key: "decode_threads" value: {{ string_value: "0" }} }}
-parameters {{ key: "flavour" value: {{ string_value: "{flavour}" }} }}
 """
 
 
 def _write_image_model(repository: Path) -> None:
-    """The ``image`` model: its code and a configuration per flavour (``decode_threads`` 0: one per core)."""
+    """The ``image`` model: its code, and the same configuration for every flavour (``decode_threads`` 0: one
+    per core, in each instance)."""
     model_dir = repository / IMAGE_MODEL
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     (model_dir / "configs").mkdir(exist_ok=True)
     shutil.copyfile(Path(__file__).with_name("triton_image_model.py"), model_dir / "1" / "model.py")
-    (model_dir / "config.pbtxt").write_text(_image_config("gpu"))
+    config = _image_config()
+    (model_dir / "config.pbtxt").write_text(config)
     for flavour in FLAVOURS.keys() - {"gpu"}:
-        (model_dir / "configs" / f"{flavour}.pbtxt").write_text(_image_config(flavour))
+        (model_dir / "configs" / f"{flavour}.pbtxt").write_text(config)
 
 
 def _labels(labels_file: Path | None) -> tuple[str, ...]:
