@@ -298,7 +298,8 @@ class TritonClient:
             if exc.code() == grpc.StatusCode.NOT_FOUND:  # Triton's answer for the model it was sent to: ours
                 self._signatures.pop((self.image_model, ""), None)
                 raise self._image_model_missing(exc.details() or "") from exc
-            raise (image_error_from(exc.details() or "") or self._failed(exc, name)) from exc
+            refused = exc.code() == grpc.StatusCode.INVALID_ARGUMENT and image_error_from(exc.details() or "")
+            raise (refused or self._failed(exc, name)) from exc
         inference = decode_infer_response(response)
         # The response's version is the image model's; which version of ``name`` ran, BLS does not say.
         return Inference(inference.outputs, version)
