@@ -7,7 +7,7 @@ With ``--model null`` (the default) the model is the builder's null model: the p
 ([N,3,224,224] FP32 in, [N,1000] out) but a mean-pool and a 3x1000 linear layer, so inference is
 nearly free and what is left is the gateway's own cost, as it would be in front of a GPU that runs a
 ResNet in a millisecond. It is built into its own repository (``var/bench/null-repository``) with a
-pool of that one model and the ``image`` model.
+pool of that one model. ``image-triton`` adds the ``image`` model to whichever repository is used.
 
 Starts its own local CPU Triton and, per ``--workers`` value, a gateway process (``carbon-gateway
 serve --triton``, uvicorn), then for each concurrency runs each target closed-loop for a fixed time:
@@ -136,7 +136,7 @@ def null_repository() -> Path:
     from gateway.modelzoo.build import build_repository
 
     repository = PROJECT / "var" / "bench" / "null-repository"
-    build_repository(repository, ["null"], weights="random", labels_file=REPOSITORY / "labels.txt", image_model=True)
+    build_repository(repository, ["null"], weights="random", labels_file=REPOSITORY / "labels.txt")
     return repository
 
 
@@ -179,8 +179,13 @@ async def run(args) -> dict:
     json_body = json.dumps({"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32",
                                         "data": batch.reshape(-1).tolist()}]}).encode()
     images = [path.read_bytes() for path in sorted((SHARED_DATA / "images").glob("*.JPEG"))]
+    handing = "image-triton" in args.targets
+    if handing:
+        from gateway.modelzoo.build import IMAGE_MODEL, write_image_model
+
+        write_image_model(repository)
     logs = workdir()
-    async with running_triton(repository, [model, "image"], logs / "tritonserver.log",
+    async with running_triton(repository, [model, IMAGE_MODEL] if handing else [model], logs / "tritonserver.log",
                               model_config_name=args.triton_config) as triton:
         grpc = grpcaio.InferenceServerClient(triton.grpc_url)
         tensor = grpcclient.InferInput("input", list(batch.shape), "FP32")
@@ -214,24 +219,29 @@ async def run(args) -> dict:
 
         for workers in args.workers:
             grpc_port = free_port()
-            (logs / "image-triton").mkdir(exist_ok=True)
             options = ("--repository", str(repository), "--workers", str(workers))
-            # The second gateway idles while the first is measured, and the other way round; the clock counts both.
-            async with gateway_process(triton.grpc_url, logs, *options, "--grpc-port", str(grpc_port)) as (
-                    process, url), gateway_process(triton.grpc_url, logs / "image-triton", *options,
-                                                   env={"CARBON_GATEWAY_TRITON__IMAGE_MODEL": "image"}) as (
-                    handing, handing_url):
-                front_door = grpcaio.InferenceServerClient(f"127.0.0.1:{grpc_port}")
-                clock = CpuClock(gateway=[process.pid, handing.pid], triton=[triton.process.pid])
-                calls = {"direct-grpc": grpc_call(grpc, model), "direct-shm": shm_call,
-                         "grpc-auto": grpc_call(front_door, "auto")}
-                await measure(args, results, workers, url, clock, calls, {
+            async with contextlib.AsyncExitStack() as stack:
+                process, url = await stack.enter_async_context(
+                    gateway_process(triton.grpc_url, logs, *options, "--grpc-port", str(grpc_port)))
+                gateways, posts = [process.pid], {
                     "tensor-bin": (f"/v2/models/{model}/infer", binary_body, binary_headers),
                     "tensor-auto": ("/v2/models/auto/infer", binary_body, binary_headers),
                     "tensor-json": (f"/v2/models/{model}/infer", json_body, {"content-type": "application/json"}),
                     "image": ("/v1/classify", images, {"content-type": "image/jpeg"}),
-                    "image-triton": (handing_url + "/v1/classify", images, {"content-type": "image/jpeg"}),
-                })
+                }
+                if handing:
+                    # It idles while the first is measured, and the other way round; the clock counts both.
+                    (logs / "image-triton").mkdir(exist_ok=True)
+                    second, second_url = await stack.enter_async_context(gateway_process(
+                        triton.grpc_url, logs / "image-triton", *options,
+                        env={"CARBON_GATEWAY_TRITON__IMAGE_MODEL": IMAGE_MODEL}))
+                    gateways.append(second.pid)
+                    posts["image-triton"] = (second_url + "/v1/classify", images, {"content-type": "image/jpeg"})
+                front_door = grpcaio.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+                clock = CpuClock(gateway=gateways, triton=[triton.process.pid])
+                calls = {"direct-grpc": grpc_call(grpc, model), "direct-shm": shm_call,
+                         "grpc-auto": grpc_call(front_door, "auto")}
+                await measure(args, results, workers, url, clock, calls, posts)
                 await front_door.close()
         await grpc.unregister_system_shared_memory()
         await grpc.close()

@@ -132,7 +132,7 @@ parameters {{ key: "decode_threads" value: {{ string_value: "0" }} }}
 """
 
 
-def _write_image_model(repository: Path) -> None:
+def write_image_model(repository: Path) -> None:
     """The ``image`` model: its code, and the same configuration for every flavour (``decode_threads`` 0: one
     per core, in each instance)."""
     model_dir = repository / IMAGE_MODEL
@@ -218,7 +218,7 @@ def build_repository(output: Path, models: Sequence[str] = DEFAULT_MODELS, weigh
         progress(f"[{position}/{len(models)}] {name}: exported with {got} weights")
     image_model = image_model or (output / IMAGE_MODEL / "1" / "model.py").exists()
     if image_model:
-        _write_image_model(output)
+        write_image_model(output)
         progress(f"{IMAGE_MODEL}: decodes uploads in Triton (imaging.decode: triton)")
     (output / "labels.txt").write_text("\n".join(labels) + "\n")
     dump_pool(built_pool(built), output / "pool.yaml")
