@@ -127,6 +127,14 @@ def test_serve_refuses_a_pool_the_remote_triton_cannot_serve(triton, model_repos
     assert result.returncode == 2 and "['vgg16'] the gateway serves from are not in the repository" in result.stderr
 
 
+def test_serve_refuses_an_image_model_the_remote_triton_lacks(triton, model_repository, tmp_path):
+    env = {**os.environ, "CARBON_GATEWAY_TRITON__IMAGE_MODEL": "ghost"}
+    result = subprocess.run([*CLI, "serve", "--triton", triton.grpc_url, "--repository", str(model_repository),
+                             "--port", str(free_port())], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                            env=env)
+    assert result.returncode == 2 and "['ghost'] the gateway serves from are not in the repository" in result.stderr
+
+
 def test_serve_reports_models_triton_failed_to_load(model_repository, tmp_path):
     # The python-gpu flavour asks for GPU instances: on a machine without one Triton refuses every model.
     env = {**os.environ, "CARBON_GATEWAY_TRITON__MODEL_CONFIG_NAME": "python-gpu",
