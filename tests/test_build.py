@@ -31,6 +31,7 @@ def test_each_model_has_onnx_and_both_triton_configs(model_repository):
         gpu = (model_dir / "config.pbtxt").read_text()
         cpu = (model_dir / "configs" / "cpu.pbtxt").read_text()
         assert 'platform: "onnxruntime_onnx"' in gpu and "KIND_GPU" in gpu
+        assert 'key: "intra_op_thread_count" value: { string_value: "1" }' in gpu  # no CPU threads to spin
         assert 'backend: "python"' in cpu and "KIND_CPU" in cpu
         python_gpu = (model_dir / "configs" / "python-gpu.pbtxt").read_text()
         assert 'backend: "python"' in python_gpu and "KIND_GPU" in python_gpu and 'string_value: "cuda"' in python_gpu

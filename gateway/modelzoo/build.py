@@ -83,7 +83,10 @@ def _export_onnx(model, path: Path) -> None:
 
 #: Triton configurations written per model: ``config.pbtxt`` (default) and ``configs/<name>.pbtxt``.
 FLAVOURS = {
-    "gpu": 'platform: "onnxruntime_onnx"\ninstance_group [ { count: 1, kind: KIND_GPU } ]',
+    # Triton's onnxruntime backend has no setting for onnxruntime's spinning threads. One intra-op thread
+    # means no pool to spin, and on the GPU that thread only launches the CUDA provider's kernels.
+    "gpu": ('platform: "onnxruntime_onnx"\ninstance_group [ { count: 1, kind: KIND_GPU } ]\n'
+            'parameters { key: "intra_op_thread_count" value: { string_value: "1" } }'),
     "cpu": ('backend: "python"\ninstance_group [ { count: 1, kind: KIND_CPU } ]\n'
             'parameters { key: "intra_op_threads" value: { string_value: "0" } }\n'
             'parameters { key: "intra_op_spinning" value: { string_value: "0" } }'),
