@@ -70,6 +70,31 @@ async def test_a_bad_upload_raises_the_gateways_own_error(triton, upload, max_pi
         await client.close()
 
 
+@pytest.mark.parametrize("parameters", [{}, {"model": "resnet18", "version": "latest"}, {"model": "resnet18",
+                                                                                      "max_pixels": "many"}])
+def test_a_stock_client_with_bad_parameters_is_refused_alone(triton, parameters):
+    """tritonclient, sending what the gateway would not: that request is refused, a good one beside it is served."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    upload = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
+    upload.set_data_from_numpy(np.array([[IMAGES[0].read_bytes()]], dtype=object))
+    results = []
+
+    def done(result, error):
+        results.append(error or result)
+
+    client.start_stream(callback=done)  # both requests in flight at once, so they may share a batch
+    client.async_stream_infer("image", [upload], parameters=parameters)
+    client.async_stream_infer("image", [upload], parameters={"model": "resnet18", "max_pixels": LIMIT})
+    client.stop_stream()
+    refused = [r for r in results if isinstance(r, InferenceServerException)]
+    served = [r for r in results if not isinstance(r, InferenceServerException)]
+    assert len(refused) == 1 and "must name its model" in refused[0].message()
+    assert len(served) == 1 and served[0].as_numpy("logits").shape == (1, 1000)
+
+
 async def test_a_model_triton_lacks_is_not_ready(triton):
     client = TritonClient(triton.grpc_url)
     try:
