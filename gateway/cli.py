@@ -132,7 +132,7 @@ def build_models(
                                                    "(default: torchvision's, when it imports).")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild models already in the repository.")] = False,
     image_model: Annotated[bool, typer.Option(help="Also write the `image` model, which decodes uploads inside "
-                                              "Triton (imaging.decode: triton; needs the gateway package in "
+                                              "Triton (triton.image_model: image; needs the gateway package in "
                                               "Triton's python, so not for the NGC container).")] = False,
 ) -> None:
     """Export the ResNet pool to ONNX and write a Triton model repository (GPU and CPU configs)."""

@@ -83,7 +83,7 @@ def create_app(settings: GatewaySettings, backend: str | InferenceBackend, share
         inference = (TritonClient(backend, settings.triton.request_timeout_s,
                                   shared_memory_slots=settings.triton.shared_memory_slots,
                                   shared_memory_bytes=settings.triton.shared_memory_bytes,
-                                  image_model=settings.triton.image_model or "image")
+                                  image_model=settings.triton.image_model)
                      if isinstance(backend, str) else backend)
         async with running(settings, inference, shared_meter, sink) as runtime:
             app.state.service = runtime.service

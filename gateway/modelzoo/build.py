@@ -11,7 +11,7 @@ So one repository serves both flavours. Beside the models: ``labels.txt``, ``poo
 pool for the gateway) and ``manifest.json`` (what was built, and with which weights).
 
 With ``image_model``, also ``image``: a python-backend model that decodes uploads inside Triton and hands
-them to a pool model (``imaging.decode: triton``; ``triton_image_model.py``). It runs the ``gateway``
+them to a pool model (``triton.image_model: image``; ``triton_image_model.py``). It runs the ``gateway``
 package in Triton's python, so it is left out unless asked for: the NGC container has no gateway.
 """
 
@@ -222,7 +222,7 @@ def build_repository(output: Path, models: Sequence[str] = DEFAULT_MODELS, weigh
     image_model = image_model or (output / IMAGE_MODEL / "1" / "model.py").exists()
     if image_model:
         write_image_model(output)
-        progress(f"{IMAGE_MODEL}: decodes uploads in Triton (imaging.decode: triton)")
+        progress(f"{IMAGE_MODEL}: decodes uploads in Triton (set triton.image_model: image)")
     (output / "labels.txt").write_text("\n".join(labels) + "\n")
     dump_pool(built_pool(built), output / "pool.yaml")
     manifest = {

@@ -160,7 +160,7 @@ class TritonClient:
     model that ``infer_image`` hands uploads to."""
 
     def __init__(self, url: str, request_timeout_s: float = 30.0, *, shared_memory_slots: int = 0,
-                 shared_memory_bytes: int = 1 << 20, image_model: str = "image"):
+                 shared_memory_bytes: int = 1 << 20, image_model: str | None = None):
         self.url = url
         self.image_model = image_model
         self.request_timeout_s = request_timeout_s
@@ -290,13 +290,16 @@ class TritonClient:
     async def infer_image(self, name: str, image: EncodedImage, version: str = "") -> Inference:
         """Hand an upload to the image model, which decodes it and runs it through ``name``."""
         signature = self._signatures.get((name, version)) or await self.signature(name, version)
-        decoder = self._signatures.get((self.image_model, "")) or await self._image_model_signature()
-        request = encode_image_request(self.image_model, decoder.output_name, name, version, signature, image)
+        image_model = self.image_model
+        if image_model is None:
+            raise self._image_model_missing("this client was given none")
+        decoder = self._signatures.get((image_model, "")) or await self._image_model_signature(image_model)
+        request = encode_image_request(image_model, decoder.output_name, name, version, signature, image)
         try:
             response = await self._model_infer(request, timeout=self.request_timeout_s)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:  # Triton's answer for the model it was sent to: ours
-                self._signatures.pop((self.image_model, ""), None)
+                self._signatures.pop((image_model, ""), None)
                 raise self._image_model_missing(exc.details() or "") from exc
             refused = exc.code() == grpc.StatusCode.INVALID_ARGUMENT and image_error_from(exc.details() or "")
             raise (refused or self._failed(exc, name)) from exc
@@ -304,9 +307,9 @@ class TritonClient:
         # The response's version is the image model's; which version of ``name`` ran, BLS does not say.
         return Inference(inference.outputs, version)
 
-    async def _image_model_signature(self) -> TensorSignature:
+    async def _image_model_signature(self, image_model: str) -> TensorSignature:
         try:
-            return await self.signature(self.image_model)
+            return await self.signature(image_model)
         except ModelNotReady as exc:
             raise self._image_model_missing(str(exc)) from exc
 

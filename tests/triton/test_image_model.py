@@ -36,7 +36,7 @@ def test_the_request_carries_the_upload_as_one_bytes_element_and_names_the_model
 
 async def test_every_shared_jpeg_answers_as_the_gateways_own_decoding(triton):
     """Sent at once to two models, so Triton batches them and the image model splits each batch by model."""
-    client = TritonClient(triton.grpc_url)
+    client = TritonClient(triton.grpc_url, image_model="image")
     try:
         models = ["resnet18" if i % 2 else "resnet34" for i in range(len(IMAGES))]
         uploads = [path.read_bytes() for path in IMAGES]
@@ -59,7 +59,7 @@ async def test_every_shared_jpeg_answers_as_the_gateways_own_decoding(triton):
     (IMAGES[0].read_bytes(), 1000, ImageTooLarge),
 ])
 async def test_a_bad_upload_raises_the_gateways_own_error(triton, upload, max_pixels, error):
-    client = TritonClient(triton.grpc_url)
+    client = TritonClient(triton.grpc_url, image_model="image")
     try:
         with pytest.raises(error) as raised:
             await client.infer_image("resnet18", EncodedImage(upload, max_pixels))
@@ -96,7 +96,7 @@ def test_a_stock_client_with_bad_parameters_is_refused_alone(triton, parameters)
 
 
 async def test_a_model_triton_lacks_is_not_ready(triton):
-    client = TritonClient(triton.grpc_url)
+    client = TritonClient(triton.grpc_url, image_model="image")
     try:
         with pytest.raises(ModelNotReady):
             await client.infer_image("resnet9", EncodedImage(IMAGES[0].read_bytes(), LIMIT))
@@ -117,6 +117,12 @@ async def test_a_missing_image_model_is_said_so_whether_or_not_it_was_seen_befor
         assert ("ghost", "") not in client._signatures
     finally:
         await client.close()
+    unconfigured = TritonClient(triton.grpc_url)
+    try:
+        with pytest.raises(ImageModelNotReady, match="given none"):
+            await unconfigured.infer_image("resnet18", upload)
+    finally:
+        await unconfigured.close()
 
 
 async def test_without_its_image_model_the_gateway_answers_503_and_does_not_fall_back(make_gateway, caplog):
