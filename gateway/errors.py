@@ -29,7 +29,7 @@ mapping. The core raises these without knowing about HTTP; the status is just a 
     │   ├── UnknownVersion             404 unknown_version      Triton has no such version of the model
     │   ├── TritonUnavailable          503 triton_unavailable
     │   ├── ModelNotReady              503 model_not_ready
-    │   └── ImageModelNotReady         503 image_model_not_ready Triton's image model (triton.image_model) is not
+    │   └── ImageModelNotReady         503 image_model_not_ready triton.image_model names no model Triton has
     ├── CarbonSourceError              502 carbon_source_error  a provider gave no usable value
     ├── MeterError                     503 meter_error          the energy meter cannot be read
     ├── ReloadRejected                 422 pool_rejected        a new pool was refused; the old one serves
