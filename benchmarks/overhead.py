@@ -131,12 +131,13 @@ async def http_client(kind: str, url: str, connections: int):
         yield get, post
 
 
-def null_repository() -> Path:
+def null_repository(torch_weights: bool = False) -> Path:
     """The null model in a repository of its own (pool and labels included), built once."""
     from gateway.modelzoo.build import build_repository
 
     repository = PROJECT / "var" / "bench" / "null-repository"
-    build_repository(repository, ["null"], weights="random", labels_file=REPOSITORY / "labels.txt")
+    build_repository(repository, ["null"], weights="random", labels_file=REPOSITORY / "labels.txt",
+                     torch_weights=torch_weights)
     return repository
 
 
@@ -167,7 +168,7 @@ async def run(args) -> dict:
     import tritonclient.grpc.aio as grpcaio
 
     model = args.model
-    repository = null_repository() if model == "null" else REPOSITORY
+    repository = null_repository(torch_weights=args.triton_config == "torch-gpu") if model == "null" else REPOSITORY
     results: dict = {"selector": selector_ns_per_call(), "cells": [], "seconds_per_cell": args.seconds,
                      "triton_config": args.triton_config,
                      "rounds": args.rounds, "concurrency": args.concurrency, "workers": args.workers,
@@ -383,7 +384,7 @@ def main() -> None:
     parser.add_argument("--model", default="null", help="null (the gateway's own cost) or a pool model, e.g. resnet18")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="gateway worker processes")
     parser.add_argument("--triton-config", default="cpu",
-                        help="the local Triton's configs/<name>.pbtxt: cpu, or python-gpu on a GPU host")
+                        help="the local Triton's configs/<name>.pbtxt: cpu, or python-gpu or torch-gpu on a GPU host")
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each cell")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--rounds", type=int, default=3, help="slices each cell's time into this many turns")

@@ -107,8 +107,9 @@ def profile(
     cpu_watts_per_core: Annotated[float, typer.Option(help="meter=cpu-time: watts per busy core.")] = 5.0,
     idle_power_w: Annotated[float, typer.Option(help="Subtract this idle power (W) from the energy.")] = 0.0,
     report: Annotated[Optional[Path], typer.Option(help="Also write the results as JSON here.")] = None,
-    triton_config: Annotated[str, typer.Option(help="Local Triton: cpu, or python-gpu (GPU host with "
-                                               "onnxruntime-gpu).")] = "cpu",
+    triton_config: Annotated[str, typer.Option(help="Local Triton: cpu; on a GPU host python-gpu "
+                                               "(onnxruntime-gpu) or torch-gpu (CUDA torch, "
+                                               "build-models --torch-weights).")] = "cpu",
 ) -> None:
     """Measure each pool model's latency and energy per inference (the paper's Table 1) and update the pool."""
     from .offline.profiling import write_profile
@@ -134,6 +135,9 @@ def build_models(
     image_model: Annotated[bool, typer.Option(help="Also write the `image` model, which decodes uploads inside "
                                               "Triton (triton.image_model: image; needs the gateway package in "
                                               "Triton's python, so not for the NGC container).")] = False,
+    torch_weights: Annotated[bool, typer.Option(help="Also save each model's weights as model.pt, for the "
+                                                "torch-gpu flavour (PyTorch on the GPU in Triton's python "
+                                                "backend; needs the gateway package there).")] = False,
 ) -> None:
     """Export the ResNet pool to ONNX and write a Triton model repository (GPU and CPU configs)."""
     from .modelzoo.build import build_and_report
@@ -141,7 +145,7 @@ def build_models(
     _setup_logging("warning")
     with _errors_fail():
         build_and_report(output, [m.strip() for m in models.split(",") if m.strip()], weights, labels, force=force,
-                         image_model=image_model)
+                         image_model=image_model, torch_weights=torch_weights)
 
 
 @app.command("replay")

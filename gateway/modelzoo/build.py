@@ -67,6 +67,13 @@ def _load_weights(name: str, choice: WeightsChoice):
     return model, "imagenet1k_v1"
 
 
+def _save_torch_weights(model, path: Path) -> None:
+    """The same weights as the ONNX file, for the ``torch-gpu`` flavour (``engine: torch``)."""
+    import torch
+
+    torch.save(model.state_dict(), path)
+
+
 def _export_onnx(model, path: Path) -> None:
     import torch
 
@@ -94,6 +101,11 @@ FLAVOURS = {
     # nvidia-pytriton wheel's server plus onnxruntime-gpu on a bare GPU host.
     "python-gpu": ('backend: "python"\ninstance_group [ { count: 1, kind: KIND_GPU } ]\n'
                    'parameters { key: "device" value: { string_value: "cuda" } }'),
+    # The python backend with PyTorch on the GPU (model.pt, written by --torch-weights): a GPU host with a
+    # CUDA build of torch and no onnxruntime-gpu.
+    "torch-gpu": ('backend: "python"\ninstance_group [ { count: 1, kind: KIND_GPU } ]\n'
+                  'parameters { key: "device" value: { string_value: "cuda" } }\n'
+                  'parameters { key: "engine" value: { string_value: "torch" } }'),
 }
 
 
@@ -191,10 +203,11 @@ def built_pool(built: dict[str, str]) -> ModelPool:
 
 def build_repository(output: Path, models: Sequence[str] = DEFAULT_MODELS, weights: WeightsChoice = "auto",
                      labels_file: Path | None = None, force: bool = False, image_model: bool = False,
-                     progress: Callable[[str], None] = lambda message: None) -> dict:
+                     torch_weights: bool = False, progress: Callable[[str], None] = lambda message: None) -> dict:
     """Build (or complete) the repository; returns the manifest it wrote.
 
     ``image_model``: also write the ``image`` model (Triton-side decoding); one written before is kept.
+    ``torch_weights``: also save each model's weights as ``model.pt``, for the ``torch-gpu`` flavour.
     """
     unknown = [m for m in models if m not in RESNETS and m != null.NAME]
     if unknown:
@@ -208,6 +221,7 @@ def build_repository(output: Path, models: Sequence[str] = DEFAULT_MODELS, weigh
     for position, name in enumerate(models, start=1):
         done = previous.get(name)
         if (not force and done and (output / name / "1" / "model.onnx").exists()
+                and (not torch_weights or (output / name / "1" / "model.pt").exists())
                 and (weights == "auto" or name == null.NAME or done["weights"] == _weights_label(weights))):
             progress(f"[{position}/{len(models)}] {name}: already built ({done['weights']} weights)")
             built[name] = done["weights"]
@@ -216,6 +230,8 @@ def build_repository(output: Path, models: Sequence[str] = DEFAULT_MODELS, weigh
         progress(f"[{position}/{len(models)}] {name}: building")
         model, got = _load_weights(name, weights)
         _export_onnx(model, output / name / "1" / "model.onnx")
+        if torch_weights:
+            _save_torch_weights(model, output / name / "1" / "model.pt")
         _write_configs(output, name, got)
         built[name] = got
         progress(f"[{position}/{len(models)}] {name}: exported with {got} weights")
@@ -231,7 +247,9 @@ def build_repository(output: Path, models: Sequence[str] = DEFAULT_MODELS, weigh
         "flavours": {"gpu": "config.pbtxt (onnxruntime backend, KIND_GPU)",
                      "cpu": "configs/cpu.pbtxt (python backend + onnxruntime), --model-config-name=cpu",
                      "python-gpu": "configs/python-gpu.pbtxt (python backend + onnxruntime CUDA provider), "
-                                   "--model-config-name=python-gpu"},
+                                   "--model-config-name=python-gpu",
+                     "torch-gpu": "configs/torch-gpu.pbtxt (python backend + PyTorch CUDA, model.pt from "
+                                  "--torch-weights), --model-config-name=torch-gpu"},
         "image_model": IMAGE_MODEL if image_model else None,
     }
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -243,14 +261,14 @@ def _weights_label(choice: WeightsChoice) -> str:
 
 
 def build_and_report(output: Path, models: Sequence[str], weights: str, labels_file: Path | None,
-                     force: bool = False, image_model: bool = False) -> dict:
+                     force: bool = False, image_model: bool = False, torch_weights: bool = False) -> dict:
     """``carbon-gateway build-models``: build with progress lines, then say which weights were built."""
     import typer
 
     if weights not in ("auto", "pretrained", "random"):
         raise BuildError("--weights must be auto, pretrained or random")
     manifest = build_repository(output, models, weights, labels_file, force=force,  # type: ignore[arg-type]
-                                image_model=image_model, progress=typer.echo)
+                                image_model=image_model, torch_weights=torch_weights, progress=typer.echo)
     kinds = sorted({entry["weights"] for entry in manifest["models"].values()})
     typer.echo(f"built {len(manifest['models'])} models in {output} with {' and '.join(kinds)} weights")
     if "random" in kinds:
