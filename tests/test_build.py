@@ -164,25 +164,14 @@ def test_the_image_model_is_written_only_when_asked_and_then_kept(tmp_path):
 def test_the_torch_engine_runs_the_same_weights_as_the_onnx_file(tmp_path, monkeypatch):
     """``--torch-weights`` and ``engine: torch`` (the torch-gpu flavour): the python-backend model, loaded as
     Triton would load it but on the CPU, answers what onnxruntime answers for the same model.onnx."""
-    import importlib.util
-    import sys
-    import types
-
     build_repository(tmp_path, ["null"], weights="random", labels_file=LABELS_FILE, torch_weights=True)
-    version = tmp_path / "null" / "1"
-    assert (version / "model.pt").exists()
-    assert 'string_value: "torch"' in (tmp_path / "null" / "configs" / "torch-gpu.pbtxt").read_text()
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", types.ModuleType("triton_python_backend_utils"))
-    spec = importlib.util.spec_from_file_location("null_model", version / "model.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = {"input": [{"name": "input"}], "output": [{"name": "logits"}],
-              "parameters": {"engine": {"string_value": "torch"}, "device": {"string_value": "cpu"},
-                             "architecture": {"string_value": "null"}}}
-    model = module.TritonPythonModel()
-    model.initialize({"model_config": json.dumps(config), "model_repository": str(tmp_path / "null"),
-                      "model_version": "1"})
+    model_dir = tmp_path / "null"
+    assert (model_dir / "1" / "model.pt").exists()
+    torch_gpu = (model_dir / "configs" / "torch-gpu.pbtxt").read_text()
+    assert 'string_value: "torch"' in torch_gpu and "KIND_GPU" in torch_gpu
+    (model_dir / "configs" / "torch-cpu.pbtxt").write_text(
+        torch_gpu.replace("KIND_GPU", "KIND_CPU").replace('string_value: "cuda"', 'string_value: "cpu"'))
+    model = _python_backend_model(model_dir, "torch-cpu", monkeypatch)
     batch = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
-    expected = ort.InferenceSession(str(version / "model.onnx")).run(["logits"], {"input": batch})[0]
+    expected = ort.InferenceSession(str(model_dir / "1" / "model.onnx")).run(["logits"], {"input": batch})[0]
     np.testing.assert_allclose(model._run(batch), expected, rtol=1e-5, atol=1e-5)

@@ -42,8 +42,8 @@ class TritonPythonModel:
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise RuntimeError("configs/python-gpu.pbtxt needs onnxruntime-gpu (no CUDAExecutionProvider)")
             providers = [("CUDAExecutionProvider", {"device_id": device})]
-        session = ort.InferenceSession(path, options, providers=providers)
-        self._run = lambda batch: session.run([self.output_name], {self.input_name: batch})[0]
+        self.session = ort.InferenceSession(path, options, providers=providers)
+        self._run = lambda batch: self.session.run([self.output_name], {self.input_name: batch})[0]
 
     @staticmethod
     def _torch_runner(directory, parameters, device_id):
