@@ -1,6 +1,6 @@
 """``carbon-gateway``: build the model pool, profile it, serve it carbon-aware, replay traces.
 
-Each command parses its options and hands over to ``gateway.api.server``, ``gateway.offline`` or
+Each command parses its options and hands over to ``gateway.server``, ``gateway.offline`` or
 ``gateway.modelzoo``; a ``GatewayError`` from them becomes one red line and exit status 2.
 """
 
@@ -87,7 +87,7 @@ def serve(
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Before anything imports prometheus_client: it picks per-process or shared values at import.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="carbon-gateway-metrics-")
-    from .api.server import serve as run_server
+    from .server import serve as run_server
 
     with _errors_fail():
         run_server(settings)

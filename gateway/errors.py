@@ -1,7 +1,7 @@
 """Every error the gateway raises on purpose, in one tree.
 
 Each class carries a stable ``code`` (what clients and logs see) and the HTTP ``status`` the API
-answers with, so one handler (``gateway.api.errors``) serves them all and a new subclass needs no
+answers with, so one handler (``gateway.rest.errors``) serves them all and a new subclass needs no
 mapping. The core raises these without knowing about HTTP; the status is just a class attribute.
 
     GatewayError                       500 gateway_error

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.api import create_app
 from gateway.modelzoo.build import IMAGE_MODEL
 from gateway.serving.backend import InferenceBackend
+from gateway.server import GatewayServer
 from gateway.settings import GatewaySettings, load_settings
 from tests.support.backend import FakeBackend
 from tests.support.processes import free_port, running_triton  # noqa: F401 - free_port is re-exported for the tests
@@ -80,9 +80,8 @@ async def gateway_client(settings: GatewaySettings,
                          backend: str | InferenceBackend) -> AsyncIterator[httpx.AsyncClient]:
     """The gateway app with its lifespan running, reached in-process over ASGI; ``backend``: a Triton's
     gRPC address, or an ``InferenceBackend``."""
-    app = create_app(settings, backend)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+    async with GatewayServer(settings, backend) as server:
+        transport = httpx.ASGITransport(app=server.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=60) as client:
             yield client
 

@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from gateway.labels import load_labels
+from gateway.imagenet.labels import load_labels
 from gateway.modelzoo.build import BuildError, build_repository
 from gateway.pool import load_pool
 

@@ -4,7 +4,7 @@ import httpx
 from fastapi import FastAPI
 
 from gateway import errors
-from gateway.api.errors import install_error_handlers
+from gateway.rest.errors import install_error_handlers
 
 
 def every_error() -> list[type[errors.GatewayError]]:

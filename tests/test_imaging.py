@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gateway.imaging import CROP, ImageError, decode_image, image_to_tensor, preprocess
+from gateway.imagenet.decode import CROP, ImageError, decode_image, image_to_tensor, preprocess
 
 from .conftest import IMAGES, encode
 
@@ -119,7 +119,7 @@ def test_decompression_bomb_is_refused_before_decoding():
 
 def test_the_fused_normalisation_equals_torchvisions_steps_on_every_shared_image():
     """ToTensor (x / 255) then Normalize ((x - mean) / std) in HWC, transposed: float rounding apart, the same."""
-    from gateway.imaging import center_crop, normalise
+    from gateway.imagenet.decode import center_crop, normalise
 
     for path in IMAGES:
         crop = center_crop(decode_image(path.read_bytes(), 40_000_000))
@@ -142,14 +142,14 @@ def torchvision_eval_transform(data: bytes) -> np.ndarray:
 
 def torchvision_normalize(crop: Image.Image) -> np.ndarray:
     """ToTensor (x / 255) then Normalize ((x - mean) / std) in HWC, transposed to CHW."""
-    from gateway.imaging import IMAGENET_MEAN, IMAGENET_STD
+    from gateway.imagenet.decode import IMAGENET_MEAN, IMAGENET_STD
 
     return ((np.asarray(crop, dtype=np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
 
 
 def levels(difference: np.ndarray) -> np.ndarray:
     """A difference between normalised CHW tensors, in 8-bit levels of the image."""
-    from gateway.imaging import IMAGENET_STD
+    from gateway.imagenet.decode import IMAGENET_STD
 
     return np.abs(difference) * 255 * IMAGENET_STD.reshape(3, 1, 1)
 

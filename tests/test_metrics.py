@@ -156,7 +156,7 @@ def test_process_metrics_cover_the_main_process_and_each_worker(gateway, prometh
 
 
 def test_serving_processes_are_the_main_process_and_its_children_that_write_metrics(tmp_path):
-    from gateway.prometheus import serving_processes
+    from gateway.metrics.prometheus import serving_processes
 
     def sleeper() -> subprocess.Popen:
         return subprocess.Popen(["sleep", "60"])

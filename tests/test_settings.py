@@ -58,7 +58,7 @@ def test_secrets_stay_out_of_reprs_and_dumps():
 def test_workers_receive_the_real_secrets():
     import json
 
-    from gateway.api.server import _reveal
+    from gateway.server import _reveal
     from gateway.settings import GatewaySettings
 
     settings = load_settings(None, {"admin_token": "hunter2-hunter2-hunter2", "triton": {"url": "h:1"}})

@@ -27,7 +27,7 @@ Modules: ``base`` (readings, the CO2 formula, the ``EnergyCounter`` and ``SpanRe
 it), ``accounting`` (the accountant), ``shared`` (the workers' reporters and the parent's listener) and
 ``settings`` (the ``energy`` section of the configuration).
 
-Imports: ``gateway.pool``, ``gateway.errors``, ``gateway.telemetry``; never serving, HTTP or
+Imports: ``gateway.pool``, ``gateway.errors``, ``gateway.metrics.sink``; never serving, HTTP or
 prometheus_client (metrics go through the ``MetricsSink`` the accountant is given).
 """
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from ..pool import ModelSpec
-from ..telemetry import MetricsSink, NullSink
+from ..metrics.sink import MetricsSink, NullSink
 from .base import EnergyCounter, co2_grams
 
 logger = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from typing import Any, cast
 import orjson
 
 from ..pool import ModelSpec
-from ..telemetry import MetricsSink, NullSink
+from ..metrics.sink import MetricsSink, NullSink
 from .accounting import EnergyAccountant, Receipts, Span
 
 logger = logging.getLogger(__name__)

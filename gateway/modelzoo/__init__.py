@@ -6,5 +6,5 @@
   was built is recorded;
 - ``triton_python_model``: the python-backend model the CPU flavour runs (onnxruntime inside Triton).
 
-Imports: torch and onnx (the ``build`` extra), ``gateway.pool``, ``gateway.labels``, ``gateway.errors``.
+Imports: torch and onnx (the ``build`` extra), ``gateway.pool``, ``gateway.imagenet.labels``, ``gateway.errors``.
 """

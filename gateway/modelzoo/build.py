@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import BuildError, LabelsError
-from ..labels import load_labels, torchvision_labels
+from ..imagenet.labels import load_labels, torchvision_labels
 from ..pool import ModelPool, ModelSpec, dump_pool
 from . import null
 from .resnet import RESNETS, build_resnet

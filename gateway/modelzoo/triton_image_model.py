@@ -4,7 +4,7 @@ Copied as ``model.py`` into ``image/1`` by ``carbon-gateway build-models --image
 ``triton.image_model: image`` the gateway sends ``/v1/classify`` uploads here as they arrived (input
 ``IMAGE``, BYTES) and names the model its policy chose in the request's parameters (``model``,
 ``version``, ``input``, ``output``, and its pixel limit ``max_pixels``). This model decodes and
-preprocesses with the gateway's own code (``gateway.imaging``, so the same pixels and top-5), then
+preprocesses with the gateway's own code (``gateway.imagenet.decode``, so the same pixels and top-5), then
 calls that model through Triton's business-logic scripting (BLS), one call per model for everything
 the dynamic batcher handed over, so the ResNet's own batcher still sees batches.
 
@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from gateway.imaging import image_error_message, image_to_tensor
+from gateway.imagenet.decode import image_error_message, image_to_tensor
 
 
 class BadParameters(ValueError):

@@ -1,4 +1,4 @@
-"""Serving: the transport-free core that the HTTP layer (``gateway.api``) delegates to.
+"""Serving: the transport-free core that the HTTP layer (``gateway.rest``) delegates to.
 
 - ``service``: ``GatewayService``: decide, fall back to a ready model, infer, charge energy and CO2;
 - ``backend``: ``InferenceBackend``, what the service needs of an inference server (Triton, or the
@@ -12,6 +12,6 @@
 - ``runtime``: builds all of it from the settings and runs its background work.
 
 Imports: the domain packages (``policy``, ``carbon``, ``energy``), ``gateway.pool``, ``gateway.errors``,
-``gateway.telemetry``; never FastAPI, uvicorn or prometheus_client (metrics go through the
+``gateway.metrics.sink``; never FastAPI, uvicorn or prometheus_client (metrics go through the
 ``MetricsSink`` the service is given), and never ``gateway.triton`` (the backend is handed in).
 """

@@ -7,22 +7,13 @@ tritonserver. Errors are ``gateway.errors.TritonError`` and its subclasses, what
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+__all__ = ["EncodedImage", "Inference", "InferenceBackend", "TensorSignature"]
+
 from ..arrays import Float32Array, OutputArray
-
-
-@dataclass(frozen=True)
-class TensorSignature:
-    """A model's one input and one output, as its server configures them."""
-
-    input_name: str
-    input_datatype: str
-    input_dims: tuple[int, ...]  # without the batch dimension
-    output_name: str
-    max_batch_size: int
-    parameters: dict[str, str] = field(default_factory=dict)
+from ..protocol.signature import TensorSignature
 
 
 @dataclass(frozen=True)
@@ -58,7 +49,7 @@ class InferenceBackend(Protocol):
         ...
 
     async def infer_image(self, name: str, image: EncodedImage, version: str = "") -> Inference:
-        """Decode and preprocess ``image`` as ``gateway.imaging`` does, then run it through a model.
+        """Decode and preprocess ``image`` as ``gateway.imagenet.decode`` does, then run it through a model.
 
         Raises ``ImageError`` for a bad upload, ``TritonError`` otherwise.
         """

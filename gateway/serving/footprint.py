@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from ..telemetry import MetricsSink
+from ..metrics.sink import MetricsSink
 
 
 class Footprint:

@@ -2,19 +2,19 @@
 
 The pool's models are described as their backend describes them, under their pool names. ``auto``, the
 model the gateway chooses per request, is described by the signature every pool model shares: a pool
-whose models' inputs or outputs differ is refused (``shared_io``), at start and on reload.
+whose models' inputs or outputs differ is refused (``shared_signature``), at start and on reload.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .. import __version__
 from ..errors import ConfigError, TritonError, UnknownModel
 from ..pool import ModelPool, ModelSpec
+from ..protocol.signature import TensorSignature
 from .backend import InferenceBackend
 
 T = TypeVar("T")
@@ -29,32 +29,7 @@ def server_metadata() -> dict[str, Any]:
     return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
 
 
-@dataclass(frozen=True)
-class SharedIO:
-    """The inputs and outputs (KServe v2 metadata entries) that every model of a pool has alike."""
-
-    inputs: list[dict[str, Any]]
-    outputs: list[dict[str, Any]]
-
-    @property
-    def input_name(self) -> str:
-        return str(self.inputs[0]["name"])
-
-    @property
-    def input_datatype(self) -> str:
-        return str(self.inputs[0]["datatype"])
-
-    @property
-    def input_dims(self) -> tuple[int, ...]:
-        """The input's shape without the batch dimension."""
-        return tuple(int(d) for d in self.inputs[0]["shape"][1:])
-
-    @property
-    def output_name(self) -> str:
-        return str(self.outputs[0]["name"])
-
-
-async def shared_io(backend: InferenceBackend, pool: ModelPool) -> SharedIO:
+async def shared_signature(backend: InferenceBackend, pool: ModelPool) -> TensorSignature:
     """The pool's common signature, from the models the backend can describe now (a model that is down does not
     stop the others); ``ConfigError`` naming the models that differ, ``TritonError`` if none answers."""
     described = await asyncio.gather(*(backend.model_metadata(m.backend_name, m.triton_version) for m in pool.models),
@@ -70,7 +45,7 @@ async def shared_io(backend: InferenceBackend, pool: ModelPool) -> SharedIO:
     if len(inputs) != 1 or len(outputs) != 1:
         raise ConfigError(f"pool {pool.name!r}: the gateway serves models of one input and one output, "
                           f"{first!r} has {len(inputs)} and {len(outputs)}")
-    return SharedIO(inputs, outputs)
+    return TensorSignature.from_metadata(inputs, outputs)
 
 
 def _some_answered(results: list[T | BaseException]) -> list[T]:
@@ -107,9 +82,9 @@ async def model_metadata(backend: InferenceBackend, pool: ModelPool, name: str,
                          version: str | None = None) -> dict[str, Any]:
     spec = resolve(pool, name, version)
     if spec is None:
-        io = await shared_io(backend, pool)
+        inputs, outputs = (await shared_signature(backend, pool)).metadata()
         return {"name": AUTO_MODEL, "versions": [AUTO_VERSION], "platform": SERVER_NAME,
-                "inputs": io.inputs, "outputs": io.outputs}
+                "inputs": inputs, "outputs": outputs}
     return {**await backend.model_metadata(spec.backend_name, _version(spec, version)), "name": name}
 
 

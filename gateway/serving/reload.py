@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import ConfigError, ReloadRejected, TritonError
 from ..policy import PolicySettings, make_policy
 from ..pool import ModelPool, load_pool
-from .metadata import shared_io
+from .metadata import shared_signature
 from .service import GatewayService, Selector
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class PoolReloader:
         loaded = await self._load(added) if self.explicit else []
         await self._check_ready(pool)
         try:
-            await shared_io(self.service.backend, pool)
+            await shared_signature(self.service.backend, pool)
         except (ConfigError, TritonError) as exc:
             raise ReloadRejected(str(exc)) from exc
         policy.inherit(self.service.policy)  # no await from here to the swap: nothing is observed in between

@@ -22,13 +22,14 @@ from pydantic import BaseModel
 from ..carbon import CarbonMonitor, make_monitor
 from ..energy import EnergyAccountant, MeterOptions, SpanListener, SpanRecorder, SpanReporter, make_counter
 from ..errors import ReloadRejected
-from ..labels import load_labels
+from ..imagenet.labels import load_labels
 from ..policy import POLICIES, SelectionPolicy, make_policy
 from ..pool import ModelPool, load_pool
 from ..settings import GatewaySettings
-from ..telemetry import MetricsSink, NullSink
+from ..metrics.sink import MetricsSink, NullSink
 from .backend import InferenceBackend
 from .cpu import CpuPool
+from .dataplane import DataPlane
 from .footprint import Footprint
 from .planner import Planner
 from .reload import PoolReloader
@@ -130,9 +131,10 @@ def build_service(settings: GatewaySettings, backend: InferenceBackend, shared: 
 
 @dataclass
 class Runtime:
-    """The running service and what keeps it current: pool reloads, plans."""
+    """The running service, the data plane in front of it, and what keeps it current: pool reloads, plans."""
 
     service: GatewayService
+    plane: DataPlane
     reloader: PoolReloader
 
 
@@ -181,7 +183,8 @@ async def running(settings: GatewaySettings, backend: InferenceBackend, shared: 
         tasks.add(asyncio.create_task(planner.run_forever(settings.carbon.poll_interval_s), name="plan"))
     _on_sighup(reloader, tasks)
     try:
-        yield Runtime(service, reloader)
+        yield Runtime(service, DataPlane(service, max_in_flight=settings.limits.max_in_flight,
+                                         max_batch=settings.limits.max_batch), reloader)
     finally:
         try:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)

@@ -1,6 +1,6 @@
 """The gateway's core: choose a model for the carbon intensity now, run it on the backend, account for it.
 
-Framework-free: the HTTP layer (``gateway.api``) and tests drive it directly, and metrics leave it only
+Framework-free: the HTTP layer (``gateway.rest``) and tests drive it directly, and metrics leave it only
 through the ``MetricsSink`` it is given.
 """
 
@@ -16,15 +16,15 @@ import numpy as np
 from ..arrays import Float32Array, OutputArray
 from ..carbon import CarbonMonitor, CarbonState
 from ..energy import EnergyReading, SpanRecorder, co2_grams, estimate
-from ..errors import ModelNotReady, NoEligibleModel, UnknownModel
-from ..imaging import image_to_tensor
+from ..errors import ModelNotReady, NoEligibleModel
+from ..imagenet.decode import image_to_tensor
 from ..policy import Constraints, SelectionPolicy
 from ..pool import ModelPool, ModelSpec
-from ..telemetry import GatewaySnapshot, MetricsSink, NullSink
-from .backend import EncodedImage, Inference, InferenceBackend
+from ..metrics.sink import GatewaySnapshot, MetricsSink, NullSink
+from .backend import EncodedImage, Inference, InferenceBackend, TensorSignature
 from .cpu import CpuPool
-from .metadata import SharedIO, shared_io
-from .predictions import Prediction, top_k
+from .metadata import shared_signature
+from ..imagenet.predictions import Prediction, top_k
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +47,16 @@ class Decision:
 
 @dataclass(frozen=True)
 class Outcome:
+    """Everything a front door answers with: no door asks the core anything more after ``run``."""
+
     decision: Decision
     outputs: OutputArray
     model_version: str  # as the backend ran it
     energy: EnergyReading
     co2_g: float | None  # None when the intensity is not in gCO2/kWh (WattTime's percentile)
     compute_seconds: float
+    selected_by: str  # client (pinned), the policy's name, or fallback:<policy>
+    weights: str  # what the model's configuration says it was built with ("unknown" if it does not say)
 
 
 def stand_in(pool: ModelPool, failed: set[str], chosen: ModelSpec, constraints: Constraints | None) -> ModelSpec | None:
@@ -83,7 +87,7 @@ class GatewayService:
         self.receipt_timeout_s = receipt_timeout_s
         self.in_flight: dict[str, int] = {}
         self.served = 0  # images inferred since start, for the request rate
-        self._io: tuple[Selector, SharedIO] | None = None
+        self._io: tuple[Selector, TensorSignature] | None = None
 
     @property
     def pool(self) -> ModelPool:
@@ -98,11 +102,11 @@ class GatewayService:
         previous, self.selector = self.selector, selector
         return previous
 
-    async def shared_io(self) -> SharedIO:
+    async def shared_signature(self) -> TensorSignature:
         """The inputs and outputs every model of the current pool has (read once per pool)."""
         selector = self.selector
         if self._io is None or self._io[0] is not selector:
-            self._io = (selector, await shared_io(self.backend, selector.pool))
+            self._io = (selector, await shared_signature(self.backend, selector.pool))
         return self._io[1]
 
     @property
@@ -125,25 +129,28 @@ class GatewayService:
             profiled_joules={spec.name: spec.energy_mj / 1000.0 for spec in self.pool.models},
             meter=self.meter_name, measured=self.recorder is not None)
 
-    def selected_by(self, decision: Decision) -> str:
+    @staticmethod
+    def selected_by(decision: Decision, policy: SelectionPolicy) -> str:
         """Who chose the model: ``client`` (pinned), the policy, or ``fallback:<policy>`` (a stand-in served)."""
         if decision.pinned:
             return "client"
-        return f"fallback:{self.policy.name}" if decision.fallback_from else self.policy.name
+        return f"fallback:{policy.name}" if decision.fallback_from else policy.name
+
+    def weights(self, model: ModelSpec) -> str:
+        """The weights the model's configuration names, as read when it was first called."""
+        signature = self.backend.cached_signature(model.backend_name, model.triton_version)
+        return signature.parameters.get("weights", "unknown") if signature else "unknown"
 
     def publish_state(self) -> None:
         self.sink.snapshot(self.snapshot())
 
-    def decide(self, model_name: str | None = None, constraints: Constraints | None = None,
+    def decide(self, pinned: ModelSpec | None = None, constraints: Constraints | None = None,
                selector: Selector | None = None) -> Decision:
-        """Pick the model for a request now; a named model is honoured if it is in the pool."""
+        """Pick the model for a request now; a pinned one (a model of ``selector``'s pool) is honoured."""
         selector = selector or self.selector
         state = self.carbon.state
-        if model_name is not None:
-            spec = selector.pool.get(model_name)
-            if spec is None:
-                raise UnknownModel(f"model {model_name!r} is not in the pool; known: {sorted(selector.pool.by_name)}")
-            return Decision(spec, state, pinned=True)
+        if pinned is not None:
+            return Decision(pinned, state, pinned=True)
         selector.policy.advance(time.time())
         try:
             return Decision(selector.policy.select(state.intensity, state.window, constraints), state, pinned=False)
@@ -151,19 +158,21 @@ class GatewayService:
             raise NoEligibleModel(f"{exc}; the pool offers accuracies "
                                   f"{sorted(round(100 - m.error_rate, 3) for m in selector.pool.models)} %") from exc
 
-    async def run(self, batch: Float32Array | EncodedImage, model_name: str | None = None,
+    async def run(self, batch: Float32Array | EncodedImage, pinned: ModelSpec | None = None,
                   constraints: Constraints | None = None, receipt: bool = False,
-                  version: str | None = None) -> Outcome:
+                  version: str | None = None, selector: Selector | None = None) -> Outcome:
         """Infer a batch (N, ...), or one upload the backend decodes, on the chosen model; account its energy
         and CO2.
 
-        If the policy's model is not ready, the nearest ready model in energy serves the request instead
-        and the outcome says so (``decision.fallback_from``); a pinned model does not fall back. With
+        ``pinned``: the model of ``selector``'s pool (the current one by default) the client named, at
+        ``version``; otherwise the policy chooses. If the policy's model is not ready, the nearest ready model
+        in energy serves the request instead and the outcome says so (``decision.fallback_from``); a pinned
+        model does not fall back. With
         ``receipt`` and a meter, the outcome carries the request's measured energy, which takes waiting
         for its last sampling window to close (the estimate after ``receipt_timeout_s``).
         """
-        selector = self.selector
-        decision = self.decide(model_name, constraints, selector)
+        selector = selector or self.selector
+        decision = self.decide(pinned, constraints, selector)
         failed: set[str] = set()
         while True:
             try:
@@ -193,7 +202,8 @@ class GatewayService:
         # The current policy, which a pool reload during the inference may have replaced: it keeps the account.
         self.selector.policy.observe(decision.carbon.intensity, model, items)
         self.served += items
-        return Outcome(decision, inference.outputs, inference.model_version, energy, co2, compute_seconds)
+        return Outcome(decision, inference.outputs, inference.model_version, energy, co2, compute_seconds,
+                       self.selected_by(decision, selector.policy), self.weights(model))
 
     async def _infer(self, decision: Decision, batch: Float32Array | EncodedImage, receipt: bool,
                      version: str | None = None) -> tuple[Inference, float, int | None]:

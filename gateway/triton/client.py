@@ -18,8 +18,9 @@ from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
 from ..arrays import Float32Array, OutputArray
 from ..errors import ImageModelNotReady, InvalidTensor, ModelNotReady, TritonError, TritonUnavailable, UnknownVersion
-from ..imaging import image_error_from
-from ..serving.backend import EncodedImage, Inference, TensorSignature
+from ..imagenet.decode import image_error_from
+from ..protocol.signature import TensorSignature
+from ..serving.backend import EncodedImage, Inference
 from .shm import Region, SharedInputs, sweep_orphans
 
 logger = logging.getLogger(__name__)
@@ -230,6 +231,8 @@ class TritonClient:
                 input_datatype=first_input["data_type"].removeprefix("TYPE_"),
                 input_dims=tuple(int(d) for d in first_input["dims"]),
                 output_name=first_output["name"],
+                output_datatype=first_output["data_type"].removeprefix("TYPE_"),
+                output_dims=tuple(int(d) for d in first_output["dims"]),
                 max_batch_size=int(config.get("max_batch_size", 0)),
                 parameters={k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()},
             )

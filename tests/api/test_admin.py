@@ -2,7 +2,7 @@
 
 import pytest
 
-from gateway.api.routes import FailedAttempts
+from gateway.rest.routes import FailedAttempts
 from gateway.errors import TooManyAttempts
 
 from ..conftest import ManualClock

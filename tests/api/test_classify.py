@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from gateway.imaging import image_to_tensor
+from gateway.imagenet.decode import image_to_tensor
 from gateway.triton import TritonClient
 
 from ..conftest import IMAGES

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from gateway.api.app import create_app
+from gateway.server import GatewayServer
 from tests.support.backend import FakeBackend
 
 from ..conftest import POOL_MODELS, settings_for
@@ -17,22 +17,24 @@ async def test_the_docs_load_without_the_internet(make_fake_gateway):
     assert all(asset.status_code == 200 and len(asset.content) > 10_000 for asset in assets)
 
 
-def test_inference_routes_are_matched_first(fake_repository: Path):
+async def test_inference_routes_are_matched_first(fake_repository: Path):
     """Routes are tried in order, and every inference request pays for each one tried before its own."""
-    from gateway.api import routes, v2
+    from gateway.rest import routes, v2
 
     assert [r.path for r in routes.inference.routes] == ["/v1/classify"]
     assert [r.path for r in v2.inference.routes] == ["/v2/models/{model_name}/infer",
                                                      "/v2/models/{model_name}/versions/{version}/infer"]
-    app = create_app(settings_for(fake_repository), FakeBackend(POOL_MODELS))
+    async with GatewayServer(settings_for(fake_repository), FakeBackend(POOL_MODELS)) as server:
+        app = server.app
     # The app's own /openapi.json, then the inference routes, then the rest.
     included = [getattr(r, "original_router", None) for r in app.router.routes]
     assert included[1:5] == [routes.inference, v2.inference, v2.router, routes.router]
 
 
-def test_the_inference_routes_declare_their_path_parameters_and_no_other(fake_repository: Path):
+async def test_the_inference_routes_declare_their_path_parameters_and_no_other(fake_repository: Path):
     """The handler reads the path itself (it is cheaper than FastAPI's parameters), so OpenAPI is told by hand."""
-    spec = create_app(settings_for(fake_repository), FakeBackend(POOL_MODELS)).openapi()
+    async with GatewayServer(settings_for(fake_repository), FakeBackend(POOL_MODELS)) as server:
+        spec = server.app.openapi()
     for path, names in (("/v2/models/{model_name}/infer", ["model_name"]),
                         ("/v2/models/{model_name}/versions/{version}/infer", ["model_name", "version"])):
         parameters = spec["paths"][path]["post"]["parameters"]

@@ -1,4 +1,4 @@
-"""How the gateway's HTTP protocol reads a request body off the connection (``gateway.api.protocol``)."""
+"""How the gateway's HTTP protocol reads a request body off the connection (``gateway.rest.httptools``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from gateway.api.protocol import LimitedHttpToolsProtocol
+from gateway.rest.httptools import LimitedHttpToolsProtocol
 
 
 class RecordingTransport(asyncio.Transport):

@@ -74,7 +74,7 @@ async def test_a_percentile_signal_selects_but_claims_no_grams(make_fake_gateway
             return None
 
     async with make_fake_gateway() as client:
-        service = client._transport.app.state.service
+        service = client._transport.app.state.runtime.service
         configured = service.carbon
         async with CarbonMonitor(MarginalIndex(), c_low=0.0, c_high=100.0) as marginal:
             service.carbon = marginal

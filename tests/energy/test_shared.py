@@ -11,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.prometheus import PrometheusSink
+from gateway.metrics.prometheus import PrometheusSink
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.energy import EnergyAccountant, SpanListener, SpanReporter

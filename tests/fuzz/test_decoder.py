@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from gateway.imaging import CROP, ImageError, decode_image, image_to_tensor
+from gateway.imagenet.decode import CROP, ImageError, decode_image, image_to_tensor
 
 from ..conftest import IMAGES, encode, png
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from gateway.api.kserve import decode_request
+from gateway.protocol.codec import decode_request
 from gateway.errors import RequestError
 from tests.support.tensors import binary_infer_request
 

@@ -26,23 +26,23 @@ async def test_auto_is_described_by_the_signature_the_pool_shares():
     described = await metadata.model_metadata(FakeBackend(POOL_MODELS), POOL, "auto")
     assert described["name"] == "auto" and described["versions"] == ["1"]
     assert described["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 3, 224, 224]}]
-    io = await metadata.shared_io(FakeBackend(POOL_MODELS), POOL)
+    io = await metadata.shared_signature(FakeBackend(POOL_MODELS), POOL)
     assert (io.input_name, io.input_datatype, io.input_dims, io.output_name) == ("input", "FP32", (3, 224, 224),
                                                                                  "logits")
 
 
 async def test_a_pool_whose_models_differ_is_refused_naming_them():
     with pytest.raises(ConfigError, match=r"\['resnet50'\] have other inputs or outputs"):
-        await metadata.shared_io(OddOneOut(POOL_MODELS), POOL)
+        await metadata.shared_signature(OddOneOut(POOL_MODELS), POOL)
 
 
 async def test_a_model_that_is_down_does_not_hide_the_signature_but_all_down_is_an_error():
     backend = FakeBackend(POOL_MODELS)
     backend.not_ready = {"resnet18", "resnet34"}
-    assert (await metadata.shared_io(backend, POOL)).input_dims == (3, 224, 224)
+    assert (await metadata.shared_signature(backend, POOL)).input_dims == (3, 224, 224)
     backend.not_ready = set(POOL_MODELS)
     with pytest.raises(TritonError):
-        await metadata.shared_io(backend, POOL)
+        await metadata.shared_signature(backend, POOL)
 
 
 async def test_names_and_versions_resolve_or_are_unknown():

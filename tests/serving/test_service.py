@@ -22,8 +22,9 @@ from gateway.serving.health import readiness, weights
 import gateway.serving.service as service_module
 from gateway.serving.planner import Planner
 from gateway.serving.runtime import running
+from gateway.serving.dataplane import DataPlane
 from gateway.serving.service import GatewayService
-from gateway.telemetry import GatewaySnapshot
+from gateway.metrics.sink import GatewaySnapshot
 from tests.support.backend import FakeBackend
 
 from ..conftest import IMAGES, POOL_MODELS, settings_for
@@ -84,9 +85,9 @@ async def test_a_pinned_model_does_not_fall_back_and_an_unknown_one_is_refused(m
     backend.not_ready = {"resnet101"}
     gateway = service(monitor, backend)
     with pytest.raises(ModelNotReady):
-        await gateway.run(BATCH, model_name="resnet101")
+        await gateway.run(BATCH, gateway.pool.by_name["resnet101"])
     with pytest.raises(UnknownModel, match="vgg16"):
-        await gateway.run(BATCH, model_name="vgg16")
+        DataPlane(gateway, max_in_flight=4, max_batch=8).target("vgg16")
     assert backend.calls == []
 
 

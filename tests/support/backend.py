@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 
 from gateway.errors import InvalidTensor, ModelNotReady, TritonError, TritonUnavailable, UnknownVersion
-from gateway.imaging import image_to_tensor
-from gateway.serving.backend import EncodedImage, Inference, TensorSignature
+from gateway.imagenet.decode import image_to_tensor
+from gateway.protocol.signature import TensorSignature
+from gateway.serving.backend import EncodedImage, Inference
 
 CLASSES = 1000
 INPUT_DIMS = (3, 224, 224)
@@ -85,7 +86,8 @@ class FakeBackend:
 
     def _signature(self) -> TensorSignature:
         return TensorSignature(input_name="input", input_datatype="FP32", input_dims=INPUT_DIMS, output_name="logits",
-                               max_batch_size=8, parameters={"weights": self.weights})
+                               output_datatype="FP32", output_dims=(CLASSES,), max_batch_size=8,
+                               parameters={"weights": self.weights})
 
     def cached_signature(self, name: str, version: str = "") -> TensorSignature | None:
         return self._signature() if name in self._seen else None

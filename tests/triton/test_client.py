@@ -1,14 +1,15 @@
 """The Triton client's hand-written ``ModelInferRequest``: what protobuf itself reads back, and what Triton answers."""
 
+import dataclasses
 import numpy as np
 import pytest
 from google.protobuf.internal.encoder import _VarintBytes
 from tritonclient.grpc import service_pb2
 
-from gateway.serving.backend import TensorSignature
+from gateway.protocol.signature import RESNET
 from gateway.triton.client import _varint, decode_infer_response, encode_infer_request
 
-SIGNATURE = TensorSignature("input", "FP32", (3, 224, 224), "logits", 8, {})
+SIGNATURE = dataclasses.replace(RESNET, max_batch_size=8)
 
 
 @pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 602_112, 4_816_896, 2**35 + 7])

@@ -1,6 +1,7 @@
 """Triton's ``image`` model (``triton.image_model``): uploads decoded inside Triton answer as the gateway's own
 decoding does, bad ones get the gateway's errors, and a batch of them reaches each model it names."""
 
+import dataclasses
 import asyncio
 
 import numpy as np
@@ -8,8 +9,9 @@ import pytest
 from tritonclient.grpc import service_pb2
 
 from gateway.errors import EmptyImage, ImageError, ImageModelNotReady, ImageTooLarge, ModelNotReady, UnsupportedImage
-from gateway.imaging import image_to_tensor
-from gateway.serving.backend import EncodedImage, TensorSignature
+from gateway.imagenet.decode import image_to_tensor
+from gateway.protocol.signature import RESNET
+from gateway.serving.backend import EncodedImage
 from gateway.triton import TritonClient
 from gateway.triton.client import encode_image_request
 
@@ -20,7 +22,7 @@ LIMIT = 40_000_000
 
 
 def test_the_request_carries_the_upload_as_one_bytes_element_and_names_the_model():
-    signature = TensorSignature("input", "FP32", (3, 224, 224), "logits", 8, {})
+    signature = dataclasses.replace(RESNET, max_batch_size=8)
     upload = IMAGES[0].read_bytes()
     request = service_pb2.ModelInferRequest.FromString(
         encode_image_request("image", "logits", "resnet50", "2", signature, EncodedImage(upload, 1234)))

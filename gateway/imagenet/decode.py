@@ -11,8 +11,8 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .arrays import Float32Array
-from .errors import EmptyImage, ImageError, ImageTooLarge, UnsupportedImage
+from ..arrays import Float32Array
+from ..errors import EmptyImage, ImageError, ImageTooLarge, UnsupportedImage
 
 __all__ = ["ImageError", "decode_image", "image_error_from", "image_error_message", "image_to_tensor", "preprocess"]
 

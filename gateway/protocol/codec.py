@@ -20,25 +20,7 @@ import simdjson
 
 from ..arrays import Float32Array, OutputArray
 from ..errors import InvalidJson, InvalidTensorRequest
-from ..serving.metadata import SharedIO
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """The one input and one output a request must address: the model's (for ``auto``, the pool's)."""
-
-    input_name: str = "input"
-    datatype: str = "FP32"
-    dims: tuple[int, ...] = (3, 224, 224)  # without the batch dimension
-    output_name: str = "logits"
-
-
-RESNET = TensorSpec()
-
-
-def tensor_spec(io: SharedIO) -> TensorSpec:
-    """What requests to a pool with the shared signature ``io`` must address."""
-    return TensorSpec(io.input_name, io.input_datatype, io.input_dims, io.output_name)
+from .signature import RESNET, TensorSignature
 
 
 @dataclass(frozen=True)
@@ -49,7 +31,7 @@ class TensorRequest:
 
 
 def decode_request(body: bytes, max_batch: int, header_length: str | None = None,
-                   expected: TensorSpec = RESNET) -> TensorRequest:
+                   expected: TensorSignature = RESNET) -> TensorRequest:
     """Parse and check a request against ``expected``; raises ``InvalidJson`` or ``InvalidTensorRequest`` (400)
     saying what is wrong."""
     offset = _json_length(body, header_length)
@@ -144,7 +126,7 @@ def _single_input(payload: Any) -> dict[str, Any]:
     return spec
 
 
-def check_input(spec: dict[str, Any], max_batch: int, expected: TensorSpec) -> list[int]:
+def check_input(spec: dict[str, Any], max_batch: int, expected: TensorSignature) -> list[int]:
     """The input's shape, once its name, datatype and shape are what ``expected`` says (else 400)."""
     shape, datatype, parameters = spec.get("shape"), spec.get("datatype"), spec.get("parameters") or {}
     if (not isinstance(spec.get("name"), str) or not isinstance(datatype, str) or not isinstance(shape, list)
@@ -154,11 +136,11 @@ def check_input(spec: dict[str, Any], max_batch: int, expected: TensorSpec) -> l
     if spec["name"] != expected.input_name:
         raise InvalidTensorRequest(f"inputs[0]: the model has no input {spec['name'][:40]!r}; its input is "
                                    f"{expected.input_name!r}")
-    if datatype != expected.datatype:
-        raise InvalidTensorRequest(f"datatype {datatype[:40]} is not supported; send {expected.datatype}")
-    if (len(shape) != len(expected.dims) + 1 or tuple(shape[1:]) != expected.dims
+    if datatype != expected.input_datatype:
+        raise InvalidTensorRequest(f"datatype {datatype[:40]} is not supported; send {expected.input_datatype}")
+    if (len(shape) != len(expected.input_dims) + 1 or tuple(shape[1:]) != expected.input_dims
             or not 1 <= shape[0] <= max_batch):
-        dims = ", ".join(str(d) for d in expected.dims)
+        dims = ", ".join(str(d) for d in expected.input_dims)
         raise InvalidTensorRequest(f"shape {shape[:8]} is not [N, {dims}] with 1 <= N <= {max_batch}")
     return shape
 

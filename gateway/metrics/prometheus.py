@@ -19,7 +19,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry,
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from .telemetry import GatewaySnapshot
+from .sink import GatewaySnapshot
 
 PREFIX = "carbon_gateway"
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))

@@ -15,7 +15,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 #: How uvicorn's ``http`` setting names this protocol (a worker process imports it by name).
-IMPORT_PATH = "gateway.api.protocol:LimitedHttpToolsProtocol"
+IMPORT_PATH = "gateway.rest.httptools:LimitedHttpToolsProtocol"
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):

@@ -18,10 +18,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..carbon import CarbonState
 from ..errors import AdminDisabled, InvalidMultipart, MissingFile, TooManyAttempts, Unauthorized, UnsupportedMediaType
-from ..prometheus import PrometheusSink
+from ..metrics.prometheus import PrometheusSink
 from ..serving import health
-from ..serving.service import Decision, GatewayService, Outcome
+from ..serving.service import GatewayService, Outcome
 from . import options
+from .context import outcome_headers, plane_of, runtime_of
 from .middleware import body_of
 from .schemas import (CarbonOut, ClassifyResponse, EnergyOut, ErrorResponse, HealthResponse, ModelChoice, ModelStatus,
                       PredictionOut, ReadyResponse, ReloadOut)
@@ -37,13 +38,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse} for status in (400, 404, 413, 415, 422, 503)}
 
 
-def service_of(request: Request) -> GatewayService:
-    service: GatewayService = request.app.state.service
-    return service
-
-
 async def get_service(request: Request) -> GatewayService:
-    return service_of(request)
+    return runtime_of(request).service
 
 
 async def get_sink(request: Request) -> PrometheusSink:
@@ -59,34 +55,12 @@ def _carbon_out(state: CarbonState) -> CarbonOut:
                      stale=state.stale, source_up=state.source_up, last_error=state.last_error)
 
 
-def _weights(service: GatewayService, decision: Decision) -> str:
-    signature = service.backend.cached_signature(decision.model.backend_name, decision.model.triton_version)
-    return signature.parameters.get("weights", "unknown") if signature else "unknown"
-
-
-def _model_choice(service: GatewayService, decision: Decision) -> ModelChoice:
-    spec = decision.model
-    return ModelChoice(name=spec.name, triton_name=spec.backend_name, weights=_weights(service, decision),
-                       expected_error_rate=spec.error_rate, error_metric=service.pool.error_metric,
-                       energy_mj_per_inference=spec.energy_mj,
-                       selected_by=service.selected_by(decision), fallback_from=decision.fallback_from)
-
-
-def _decision_headers(service: GatewayService, outcome: Outcome, elapsed_s: float) -> dict[str, str]:
-    decision = outcome.decision
-    return {
-        "X-Model": decision.model.name,
-        "X-Model-Weights": _weights(service, decision),
-        "X-Selected-By": service.selected_by(decision),
-        "X-Carbon-Intensity": f"{decision.carbon.intensity:.3f}",
-        "X-Carbon-Source": decision.carbon.reading.source,
-        "X-Expected-Error-Rate": f"{decision.model.error_rate:.3f}",
-        "X-Energy-Joules": f"{outcome.energy.joules:.6g}",
-        "X-Energy-Source": outcome.energy.source,
-        "Server-Timing": f"triton;dur={outcome.compute_seconds * 1e3:.2f}, total;dur={elapsed_s * 1e3:.2f}",
-        **({"X-CO2-Grams": f"{outcome.co2_g:.6g}"} if outcome.co2_g is not None else {}),
-        **({"X-Fallback-From": decision.fallback_from} if decision.fallback_from else {}),
-    }
+def _model_choice(outcome: Outcome, error_metric: str) -> ModelChoice:
+    spec = outcome.decision.model
+    return ModelChoice(name=spec.name, triton_name=spec.backend_name, weights=outcome.weights,
+                       expected_error_rate=spec.error_rate, error_metric=error_metric,
+                       energy_mj_per_inference=spec.energy_mj, selected_by=outcome.selected_by,
+                       fallback_from=outcome.decision.fallback_from)
 
 
 async def _image_bytes(request: Request) -> bytes:
@@ -124,12 +98,12 @@ async def classify(request: Request) -> RawResponse:
     started = time.perf_counter()
     query = options.read(options.ClassifyQuery, request.query_params, "query")
     constraints = options.read(options.HeaderOptions, request.headers, "header").constraints
-    service = service_of(request)
-    outcome, predictions = await service.classify(await _image_bytes(request), query.top_k, constraints,
-                                                  query.receipt)
+    plane = plane_of(request)
+    outcome, predictions = await plane.classify(await _image_bytes(request), query.top_k, constraints,
+                                                query.receipt)
     elapsed = time.perf_counter() - started
     body = ClassifyResponse(
-        model=_model_choice(service, outcome.decision),
+        model=_model_choice(outcome, plane.service.pool.error_metric),
         predictions=[PredictionOut(index=p.index, label=p.label, score=p.score) for p in predictions],
         carbon=_carbon_out(outcome.decision.carbon),
         energy=EnergyOut(joules=outcome.energy.joules, source=outcome.energy.source,
@@ -137,7 +111,7 @@ async def classify(request: Request) -> RawResponse:
         latency_ms=round(elapsed * 1e3, 3),
     )
     return RawResponse(body.model_dump_json(), media_type="application/json",
-                       headers=_decision_headers(service, outcome, elapsed))
+                       headers=outcome_headers(outcome, elapsed))
 
 
 @router.get("/healthz", response_model=HealthResponse, summary="Liveness: the process answers")
@@ -234,5 +208,5 @@ async def require_admin(request: Request, authorization: str | None = Header(Non
              responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
              summary="Reload the pool file now (admin); a bad file is refused and the running pool stays")
 async def reload_pool(request: Request) -> ReloadOut:
-    result = await request.app.state.reloader.reload("admin")
+    result = await runtime_of(request).reloader.reload("admin")
     return ReloadOut(**dataclasses.asdict(result))

@@ -1,25 +1,26 @@
 """The gateway's one pure ASGI middleware: request IDs, request metrics, backpressure, body-size limit.
 
 One layer rather than four: each wrapping layer costs every request a call and a closure, and at GPU
-speed the gateway's own CPU per request is what limits it (docs/performance.md).
+speed the gateway's own CPU per request is what limits it (docs/performance.md). The in-flight limit and
+the request metrics are the data plane's (``gateway.serving.dataplane``), shared with the gRPC door.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
+from collections.abc import Callable
 
 import orjson
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import ClientClosedRequest, GatewayError, Overloaded, PayloadTooLarge, RequestTimeout, ShuttingDown
-from ..telemetry import MetricsSink
+from ..serving.dataplane import DataPlane
 from .errors import error_body
 
-logger = logging.getLogger("gateway.api")
+logger = logging.getLogger("gateway.rest")
 
 CLOSE = ((b"connection", b"close"),)  # the rest of a refused body is not read: the connection cannot be reused
 
@@ -43,36 +44,23 @@ def _route(path: str) -> str | None:
     return None
 
 
-def _outcome(status: int) -> str:
-    if status < 400:
-        return "success"
-    if status == 429:
-        return "throttled"
-    if status == 499:
-        return "disconnected"
-    if status == 503:
-        return "unavailable"
-    return "rejected" if status < 500 else "error"
-
-
 class GatewayMiddleware:
     """Every response carries ``X-Request-ID`` (the client's, or a new one); inference requests are counted
     and timed by route, model and outcome, errors included; bodies over ``max_bytes`` get 413, whether the
     ``Content-Length`` says so up front or a chunked body grows past it.
 
     An inference request's body is read here, within ``body_timeout_s`` (408 after), before the request
-    takes one of the ``max_in_flight`` slots (429 when none is free): a client trickling its body holds a
+    takes one of the data plane's slots (429 when none is free): a client trickling its body holds a
     connection, never a slot. The app then receives the body as one message.
+
+    ``plane``: the process's data plane, once the server has started it.
     """
 
-    def __init__(self, app: ASGIApp, sink: MetricsSink, max_bytes: int, max_in_flight: int,
-                 body_timeout_s: float = 10.0):
+    def __init__(self, app: ASGIApp, plane: Callable[[], DataPlane], max_bytes: int, body_timeout_s: float = 10.0):
         self.app = app
-        self.sink = sink
+        self.plane = plane
         self.max_bytes = max_bytes
-        self.max_in_flight = max_in_flight
         self.body_timeout_s = body_timeout_s
-        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,47 +75,62 @@ class GatewayMiddleware:
                 declared = value
         request_id = request_id or uuid.uuid4().hex.encode()
         path, route = scope["path"], _route(scope["path"])
-        started = time.perf_counter()
-        status, model, responded = 500, "none", False
+        if route is None:
+            await self._other(scope, receive, send, request_id, declared)
+            return
+        plane = self.plane()
+        with plane.track(route) as record:
+            responded = False
+
+            async def send_with_id(message: Message) -> None:
+                nonlocal responded
+                if message["type"] == "http.response.start":
+                    responded, record.status = True, message["status"]
+                    headers = message.get("headers", ())
+                    record.model = next((v.decode() for k, v in headers if k == b"x-model"), "none")
+                    message["headers"] = [*headers, (b"x-request-id", request_id)]
+                await send(message)
+
+            try:
+                if await self._refused(path, declared, send_with_id):
+                    return
+                body, receive = await self._read_body(receive)
+                with plane.admit():
+                    scope[BODY] = body
+                    await self.app(scope, _replaying(body, receive), send_with_id)
+            except ClientClosedRequest as exc:
+                record.status = exc.status  # nobody to answer
+                logger.info("%s %s -> %d %s: %s", scope["method"], path, exc.status, exc.code, exc)
+            except asyncio.CancelledError:
+                # uvicorn cancels what is still running once the shutdown deadline has passed: the request is
+                # over. It gets a 503 if it can still be told, and one line in the log rather than a traceback.
+                record.status = ShuttingDown.status
+                await self._answer(scope, send_with_id, ShuttingDown("cancelled, the gateway is shutting down"),
+                                   responded)
+            except (PayloadTooLarge, RequestTimeout, Overloaded) as exc:
+                record.status = exc.status
+                await self._answer(scope, send_with_id, exc, responded)
+
+    async def _other(self, scope: Scope, receive: Receive, send: Send, request_id: bytes,
+                     declared: bytes | None) -> None:
+        """Any route but inference: a request ID, the body limits, nothing counted or admitted."""
+        responded = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, model, responded
+            nonlocal responded
             if message["type"] == "http.response.start":
-                responded, status = True, message["status"]
-                headers = message.get("headers", ())
-                if route is not None:
-                    model = next((v.decode() for k, v in headers if k == b"x-model"), "none")
-                message["headers"] = [*headers, (b"x-request-id", request_id)]
+                responded = True
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
             await send(message)
 
         try:
-            if await self._refused(path, declared, send_with_id):
+            if await self._refused(scope["path"], declared, send_with_id):
                 return
-            if route is None:
-                await self._stream(scope, receive, send_with_id, declared is None)
-                return
-            body, receive = await self._read_body(receive)
-            if self.in_flight >= self.max_in_flight:
-                raise Overloaded(f"{self.in_flight} requests in flight, the limit is {self.max_in_flight}; retry later")
-            self.in_flight += 1
-            scope[BODY] = body
-            try:
-                await self.app(scope, _replaying(body, receive), send_with_id)
-            finally:
-                self.in_flight -= 1
-        except ClientClosedRequest as exc:
-            status = exc.status  # nobody to answer
-            logger.info("%s %s -> %d %s: %s", scope["method"], path, exc.status, exc.code, exc)
+            await self._stream(scope, receive, send_with_id, declared is None)
         except asyncio.CancelledError:
-            # uvicorn cancels what is still running once the shutdown deadline has passed: the request is over.
-            # It gets a 503 if it can still be told, and one line in the log rather than a traceback.
-            status = ShuttingDown.status
             await self._answer(scope, send_with_id, ShuttingDown("cancelled, the gateway is shutting down"), responded)
-        except (PayloadTooLarge, RequestTimeout, Overloaded) as exc:
+        except PayloadTooLarge as exc:
             await self._answer(scope, send_with_id, exc, responded)
-        finally:
-            if route is not None:
-                self.sink.request(route, model, _outcome(status), time.perf_counter() - started)
 
     @staticmethod
     async def _answer(scope: Scope, send: Send, exc: GatewayError, responded: bool) -> None:

@@ -3,7 +3,7 @@
 Health, server and model metadata, model readiness and configuration, the repository index, statistics,
 and inference, each also in its ``/versions/{version}`` form. ``auto`` is a model too: the one the
 gateway chooses per request, described by the signature its pool shares. Errors are the protocol's
-``{"error": message}``, with the gateway's code beside it (``gateway.api.errors``).
+``{"error": message}``, with the gateway's code beside it (``gateway.rest.errors``).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from fastapi.responses import Response as RawResponse
 
-from ..serving import health, metadata
+from ..protocol.codec import decode_request, encode_response
+from ..serving.dataplane import response_parameters
 from . import options
-from .kserve import decode_request, encode_response, tensor_spec
+from .context import outcome_headers, plane_of
 from .middleware import body_of
-from .routes import _decision_headers, service_of
 from .schemas import InferResponse, TensorInput
 
 router = APIRouter(prefix="/v2", tags=["KServe v2"])
@@ -48,29 +48,23 @@ async def infer(request: Request) -> RawResponse:
     version: str | None = request.path_params.get("version")
     receipt = options.read(options.InferQuery, request.query_params, "query").receipt
     constraints = options.read(options.HeaderOptions, request.headers, "header").constraints
-    service = service_of(request)
-    pinned = metadata.resolve(service.pool, model_name, version)
-    expected = tensor_spec(await service.shared_io())
+    plane = plane_of(request)
+    target = plane.target(model_name, version)
+    expected = await plane.signature()
     body = await body_of(request)
     header_length = request.headers.get("inference-header-content-length")
-    max_batch = request.app.state.settings.limits.max_batch
     if header_length is None and len(body) > 65536:  # parsing a large JSON tensor takes ms: not on the event loop
-        tensor = await service.cpu.run(decode_request, body, max_batch, None, expected)
+        tensor = await plane.service.cpu.run(decode_request, body, plane.max_batch, None, expected)
     else:
-        tensor = decode_request(body, max_batch, header_length, expected)
-    outcome = await service.run(tensor.batch, None if pinned is None else pinned.name, constraints, receipt,
-                                version=version)
-    decision = outcome.decision
+        tensor = decode_request(body, plane.max_batch, header_length, expected)
+    outcome = await plane.infer(target, tensor.batch, constraints, receipt)
     header: dict[str, Any] = {
-        "model_name": decision.model.name,
+        "model_name": outcome.decision.model.name,
         "model_version": outcome.model_version,
         **({"id": tensor.id} if tensor.id is not None else {}),
-        "parameters": {"carbon_intensity": decision.carbon.intensity, "expected_error_rate": decision.model.error_rate,
-                       "energy_joules": outcome.energy.joules, "energy_source": outcome.energy.source,
-                       "energy_measured": outcome.energy.measured,
-                       "co2_grams": outcome.co2_g, "selected_by": service.selected_by(decision)},
+        "parameters": response_parameters(outcome),
     }
-    headers = _decision_headers(service, outcome, time.perf_counter() - started)
+    headers = outcome_headers(outcome, time.perf_counter() - started)
     content, extra = encode_response(header, outcome.outputs, tensor.binary_output, expected.output_name)
     media_type = "application/octet-stream" if tensor.binary_output else "application/json"
     return RawResponse(content, media_type=media_type, headers={**headers, **extra})
@@ -103,8 +97,8 @@ for path, summary, parameters in (
 
 
 @router.get("", summary="Server metadata")
-async def server_metadata() -> JSONResponse:
-    return JSONResponse(metadata.server_metadata())
+async def server_metadata(request: Request) -> JSONResponse:
+    return JSONResponse(plane_of(request).server_metadata())
 
 
 @router.get("/health/live", summary="Server liveness: the gateway answers", responses={200: {"description": "live"}})
@@ -115,41 +109,34 @@ async def live() -> JSONResponse:
 @router.get("/health/ready", summary="Server readiness: the backend answers and every pool model is ready",
             responses={200: {"description": "ready"}, 400: {"description": "not ready"}})
 async def ready(request: Request) -> JSONResponse:
-    service = service_of(request)
-    return _state("ready", await health.server_ready(service.backend, service.pool), "the server")
+    return _state("ready", await plane_of(request).server_ready(), "the server")
 
 
 async def _metadata(request: Request, model_name: str, version: str | None = None) -> JSONResponse:
-    service = service_of(request)
-    return JSONResponse(await metadata.model_metadata(service.backend, service.pool, model_name, version))
+    return JSONResponse(await plane_of(request).model_metadata(model_name, version))
 
 
 async def _ready(request: Request, model_name: str, version: str | None = None) -> JSONResponse:
-    service = service_of(request)
-    return _state("ready", await metadata.model_ready(service.backend, service.pool, model_name, version),
+    return _state("ready", await plane_of(request).model_ready(model_name, version),
                   f"model {model_name!r}" + (f" version {version}" if version else ""), name=model_name)
 
 
 async def _config(request: Request, model_name: str, version: str | None = None) -> JSONResponse:
-    service = service_of(request)
-    return JSONResponse(await metadata.model_config(service.backend, service.pool, model_name, version))
+    return JSONResponse(await plane_of(request).model_config(model_name, version))
 
 
 async def _statistics(request: Request, model_name: str, version: str | None = None) -> JSONResponse:
-    service = service_of(request)
-    return JSONResponse(await metadata.model_statistics(service.backend, service.pool, model_name, version))
+    return JSONResponse(await plane_of(request).model_statistics(model_name, version))
 
 
 @router.get("/models/stats", summary="Statistics of every pool model (Triton's statistics extension)")
 async def all_statistics(request: Request) -> JSONResponse:
-    service = service_of(request)
-    return JSONResponse(await metadata.model_statistics(service.backend, service.pool))
+    return JSONResponse(await plane_of(request).model_statistics())
 
 
 @router.post("/repository/index", summary="The pool's models and `auto`, with their state (Triton's extension)")
 async def repository_index(request: Request) -> JSONResponse:
-    service = service_of(request)
-    return JSONResponse(await metadata.repository_index(service.backend, service.pool))
+    return JSONResponse(await plane_of(request).repository_index())
 
 
 for suffix, handler, summary in (("", _metadata, "Model metadata"), ("/ready", _ready, "Model readiness"),

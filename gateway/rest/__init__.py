@@ -1,20 +1,19 @@
-"""The HTTP layer: FastAPI over the transport-free core in ``gateway.serving``.
+"""The HTTP front door: FastAPI over the transport-free core in ``gateway.serving``.
 
 - ``app``: ``create_app``, the application and its middleware stack;
 - ``routes``: the gateway's own endpoints (classification, health, models, metrics, admin);
 - ``v2``: the Open Inference Protocol (KServe v2) over HTTP, as Triton speaks it: health, metadata,
   readiness, configuration, repository index, statistics and inference, for every pool model and ``auto``;
-- ``grpc_server``: the same protocol over gRPC (``inference.GRPCInferenceService``), the cheapest way in;
-- ``kserve``: the KServe v2 tensor codec (JSON and the binary extension) and its input checks;
 - ``options``: the inference routes' per-request options (headers, query);
 - ``schemas``: the request and response bodies (pydantic);
 - ``middleware``: pure ASGI layers (body-size limit, concurrency limit, request IDs, request metrics);
 - ``errors``: the one handler that turns every ``GatewayError`` into its status and JSON body (the
   protocol's ``{"error": message}`` shape under ``/v2``);
-- ``server``: running it under uvicorn, one process or several workers, with a local Triton if needed;
-  ``/docs`` serves Swagger UI from the swagger-ui-bundle package, so it works offline.
+- ``httptools``: uvicorn's httptools protocol with limits on a request head's size and time.
 
-Imports anything below it; nothing in the core imports this package.
+``/docs`` serves Swagger UI from the swagger-ui-bundle package, so it works offline. A peer of
+``gateway.grpc``: both call ``gateway.serving``'s data plane and neither imports the other; the KServe v2
+tensor codec is ``gateway.protocol``'s. Nothing in the core imports this package.
 """
 
 from .app import create_app

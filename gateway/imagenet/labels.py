@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import LabelsError
+from ..errors import LabelsError
 
 __all__ = ["LabelsError", "load_labels", "torchvision_labels"]
 

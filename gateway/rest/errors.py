@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect
 
 from ..errors import ClientClosedRequest, GatewayError
 
-logger = logging.getLogger("gateway.api")
+logger = logging.getLogger("gateway.rest")
 
 
 def error_body(path: str, code: str, detail: str) -> dict[str, str]:

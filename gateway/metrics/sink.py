@@ -1,7 +1,7 @@
 """The one way metrics leave the core: a ``MetricsSink`` that the service, the energy accountant and the
 reloader are given (as client_python's collectors are given a ``registry=``).
 
-The core calls the sink with what happened, in its own terms; ``gateway.prometheus.PrometheusSink``
+The core calls the sink with what happened, in its own terms; ``gateway.metrics.prometheus.PrometheusSink``
 turns that into Prometheus series, and ``NullSink`` (the default) drops it. Nothing in the core imports
 prometheus_client.
 """
