@@ -13,7 +13,6 @@ import grpc
 import numpy as np
 import tritonclient.grpc.aio as grpcaio
 from tritonclient.grpc import service_pb2
-from tritonclient.grpc._utils import get_error_grpc
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
 from ..arrays import Float32Array, OutputArray
@@ -37,17 +36,26 @@ CHANNEL_ARGS = [
 ]
 
 
-def _classify(exc: InferenceServerException, model: str | None = None) -> TritonError:
-    status = str(exc.status() or "")
-    message = exc.message() or str(exc)
-    if "UNAVAILABLE" in status or "DEADLINE_EXCEEDED" in status or "CANCELLED" in status:
+def _status(exc: InferenceServerException | grpc.aio.AioRpcError) -> tuple[grpc.StatusCode | None, str]:
+    """The gRPC status code and message of a failed call, whichever client made it."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code(), exc.details() or ""
+    name = str(exc.status() or "").removeprefix("StatusCode.")  # tritonclient writes the code as text
+    return getattr(grpc.StatusCode, name, None), exc.message() or str(exc)
+
+
+def _classify(exc: InferenceServerException | grpc.aio.AioRpcError, model: str | None = None) -> TritonError:
+    """The gateway's error for a failed call, by its status code.
+
+    NOT_FOUND is what Triton answers for a model it does not have loaded, and also for a version it does not
+    have of a loaded model: ``TritonClient._not_found`` tells the two apart where a version was asked for.
+    """
+    code, message = _status(exc)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
         return TritonUnavailable(f"Triton is unreachable: {message}")
-    lowered = message.lower()
-    if "version" in lowered and "is not found" in lowered:
-        return UnknownVersion(f"model {model!r}: {message}")
-    if "NOT_FOUND" in status or "unknown model" in lowered or "not ready" in lowered or "unavailable" in lowered:
+    if code == grpc.StatusCode.NOT_FOUND:
         return ModelNotReady(f"model {model!r} is not ready in Triton: {message}")
-    if "INVALID_ARG" in status:
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidTensor(message)
     return TritonError(f"Triton error: {message}")
 
@@ -223,7 +231,7 @@ class TritonClient:
             try:
                 response = await self._client.get_model_config(name, version, as_json=True, client_timeout=5.0)
             except InferenceServerException as exc:
-                raise _classify(exc, name) from exc
+                raise await self._classified(exc, name, version) from exc
             config = response["config"]
             first_input, first_output = config["input"][0], config["output"][0]
             self._signatures[key] = TensorSignature(
@@ -279,7 +287,7 @@ class TritonClient:
                     return decode_infer_response(response)
                 except grpc.aio.AioRpcError as exc:
                     if "shared memory" not in (exc.details() or "").lower():
-                        raise self._failed(exc, name) from exc
+                        raise await self._failed(exc, name, version) from exc
                     shared.forgotten()  # and send this one as bytes
                 finally:
                     shared.release(slot)
@@ -287,7 +295,7 @@ class TritonClient:
             response = await self._model_infer(encode_infer_request(name, version, signature, batch),
                                                timeout=self.request_timeout_s)
         except grpc.aio.AioRpcError as exc:
-            raise self._failed(exc, name) from exc
+            raise await self._failed(exc, name, version) from exc
         return decode_infer_response(response)
 
     async def infer_image(self, name: str, image: EncodedImage, version: str = "") -> Inference:
@@ -305,7 +313,7 @@ class TritonClient:
                 self._signatures.pop((image_model, ""), None)
                 raise self._image_model_missing(exc.details() or "") from exc
             refused = exc.code() == grpc.StatusCode.INVALID_ARGUMENT and image_error_from(exc.details() or "")
-            raise (refused or self._failed(exc, name)) from exc
+            raise (refused or await self._failed(exc, name, version)) from exc
         inference = decode_infer_response(response)
         # The response's version is the image model's; which version of ``name`` ran, BLS does not say.
         return Inference(inference.outputs, version)
@@ -322,10 +330,17 @@ class TritonClient:
         logger.warning("%s", error)
         return error
 
-    @staticmethod
-    def _failed(exc: grpc.aio.AioRpcError, name: str) -> TritonError:
-        error = _classify(get_error_grpc(exc), name)
+    async def _failed(self, exc: grpc.aio.AioRpcError, name: str, version: str) -> TritonError:
+        error = await self._classified(exc, name, version)
         logger.warning("triton infer on %s failed: %s", name, error)
+        return error
+
+    async def _classified(self, exc: InferenceServerException | grpc.aio.AioRpcError, name: str,
+                          version: str) -> TritonError:
+        """``_classify``, and for NOT_FOUND on an explicit version of a model that is ready: ``UnknownVersion``."""
+        error = _classify(exc, name)
+        if isinstance(error, ModelNotReady) and version and await self.model_ready(name):
+            return UnknownVersion(f"model {name!r}: {_status(exc)[1]}")
         return error
 
     async def model_metadata(self, name: str, version: str = "") -> dict[str, Any]:
@@ -343,6 +358,6 @@ class TritonClient:
         try:
             found = await ask(name, version, as_json=True, client_timeout=5.0)
         except InferenceServerException as exc:
-            raise _classify(exc, name) from exc
+            raise await self._classified(exc, name, version) from exc
         described: dict[str, Any] = _numbers(found)
         return described
