@@ -20,7 +20,7 @@ from gateway.carbon.trace import load_trace
 from gateway.modelzoo.build import PAPER_POOL
 from gateway.offline.replay import Replay, ReplayConfig, run_study, trailing_window
 from gateway.offline.workload import build_workload, load_request_trace, weekly_profile
-from gateway.policy import PolicySettings
+from gateway.policy import policy_settings
 from gateway.pool import load_pool
 
 CLI = Path(sys.executable).with_name("carbon-gateway")
@@ -64,7 +64,7 @@ def breakdown(shared: Path) -> None:
     replay = Replay(load_pool(PAPER_POOL), workload)
     window = timed("trailing 24 h window", lambda: trailing_window(workload, 24))
     timed("interpolation, all periods at once", lambda: replay.static(
-        "i", PolicySettings(name="interpolation"), window))
+        "i", policy_settings(name="interpolation"), window))
     target = config.target_settings()
     timed("error-target, one causal pass (no forecast)", lambda: replay.causal("e", target, "none"))
     timed("error-target, one causal pass (48 h forecast)", lambda: replay.causal("e", target, "perfect"))

@@ -102,7 +102,7 @@ def profile(
     output: Annotated[Optional[Path], typer.Option(help="Pool file to write; default: update --pool in place.")] = None,
     requests: Annotated[int, typer.Option(min=1, help="Timed inferences per model.")] = 50,
     warmup: Annotated[int, typer.Option(min=0)] = 5,
-    meter: Annotated[str, typer.Option(help="auto | estimate (none) | " + " | ".join(METERS))] = "auto",
+    meter: Annotated[str, typer.Option(help=" | ".join(METERS) + " (none: estimate)")] = "auto",
     triton_metrics_url: Annotated[Optional[str], typer.Option(help="meter=triton: Triton's /metrics URL.")] = None,
     cpu_watts_per_core: Annotated[float, typer.Option(help="meter=cpu-time: watts per busy core.")] = 5.0,
     idle_power_w: Annotated[float, typer.Option(help="Subtract this idle power (W) from the energy.")] = 0.0,

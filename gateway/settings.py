@@ -1,22 +1,29 @@
 """Gateway configuration: defaults < environment (``CARBON_GATEWAY_*``) < config file < CLI flags.
 
-Each extension point owns its section (``carbon``, ``energy``, ``policy``), whose choices come from its
-registry; this module composes them with the sections of the server itself (``triton``, ``limits``).
+Each extension point's section (``carbon``, ``energy``, ``policy``) is a discriminated union over its
+registry, whose entries are the plugins' own options models; this module composes them with the sections
+of the server itself (``triton``, ``limits``). pydantic-settings reads and merges the sources.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
+from .carbon import PROVIDERS, StaticOptions
 from .carbon.settings import CarbonSettings
+from .energy import METERS
+from .energy.options import AutoOptions
 from .energy.settings import EnergySettings
 from .errors import ConfigError
+from .policy import POLICIES, ErrorTargetOptions
 from .policy.settings import PolicySettings
-from .yamlfile import load_mapping
 
 __all__ = ["CarbonSettings", "ConfigError", "EnergySettings", "GatewaySettings", "LimitSettings", "PolicySettings",
            "TritonSettings", "load_settings"]
@@ -93,9 +100,9 @@ class GatewaySettings(BaseSettings):
                                       "exits at once.")
     watch_pool: bool = Field(default=True, description="Reload the pool when its file changes.")
     triton: TritonSettings = TritonSettings()
-    carbon: CarbonSettings = CarbonSettings()
-    policy: PolicySettings = PolicySettings()
-    energy: EnergySettings = EnergySettings()
+    carbon: CarbonSettings = Field(default_factory=StaticOptions)
+    policy: PolicySettings = Field(default_factory=ErrorTargetOptions)
+    energy: EnergySettings = Field(default_factory=AutoOptions)
     limits: LimitSettings = LimitSettings()
 
     @field_validator("admin_token")
@@ -106,6 +113,18 @@ class GatewaySettings(BaseSettings):
                              "unset it to disable the admin API")
         return token
 
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Defaults < environment (``CARBON_GATEWAY_*``) < config file < overrides (the constructor's arguments)."""
+        config_file = _CONFIG_FILE.get()
+        if config_file is None:
+            return init_settings, env_settings
+        return init_settings, YamlConfigSettingsSource(settings_cls, yaml_file=config_file), env_settings
+
     @property
     def resolved_pool_file(self) -> Path:
         return self.pool_file or self.triton.model_repository / "pool.yaml"
@@ -115,35 +134,44 @@ class GatewaySettings(BaseSettings):
         return self.labels_file or self.triton.model_repository / "labels.txt"
 
 
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+#: The sections that are unions over a registry, and the key that picks their member.
+_CHOSEN_BY: dict[str, tuple[str, Mapping[str, type[BaseModel]]]] = {
+    "policy": ("name", POLICIES), "carbon": ("source", PROVIDERS), "energy": ("meter", METERS)}
+
+
+def _problem(loc: tuple[int | str, ...], message: str) -> str:
+    """``section.field: message``; in a union section pydantic puts the member's name in the path, which is not
+    where the setting is: it goes after the message (``carbon.trace_path: Field required (carbon.source=trace)``)."""
+    parts = [str(part) for part in loc]
+    if len(parts) >= 2 and parts[0] in _CHOSEN_BY:
+        key, registry = _CHOSEN_BY[parts[0]]
+        if parts[1] in registry:
+            chosen = f"{parts[0]}.{key}={parts.pop(1)}"
+            return f"{'.'.join(parts)}: {message} ({chosen})" if len(parts) > 1 else f"{parts[0]}: {message}"
+    return f"{'.'.join(parts) or 'settings'}: {message}"
+
+
+#: The YAML file ``load_settings`` reads, for ``GatewaySettings.settings_customise_sources``.
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("carbon_gateway_config_file", default=None)
 
 
 def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> GatewaySettings:
-    """Settings from the environment, a YAML config file and explicit overrides, validated as one.
+    """Settings from the environment, a YAML config file and explicit overrides (the CLI's flags), validated as
+    one by pydantic-settings, which merges the sources section by section.
 
     Raises ``ConfigError`` naming each bad setting.
     """
-    values: dict[str, Any] = {}
-    if config_file is not None:
-        values = load_mapping(config_file, "config file", ConfigError, empty_ok=True)
-    values = _deep_merge(values, overrides or {})
+    if config_file is not None and not Path(config_file).is_file():
+        raise ConfigError(f"cannot read config file {config_file}: no such file")
+    token = _CONFIG_FILE.set(config_file)
     try:
-        return _with_env(values)
+        return GatewaySettings(**(overrides or {}))
     except ValidationError as exc:
-        problems = "\n".join(
-            f"  - {'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "\n".join(f"  - {_problem(err['loc'], err['msg'])}" for err in exc.errors())
         raise ConfigError(f"invalid configuration:\n{problems}") from exc
-
-
-def _with_env(values: dict[str, Any]) -> GatewaySettings:
-    # Environment first, then the file and flags on top, merged per section rather than replaced.
-    env_only = GatewaySettings().model_dump(exclude_unset=True)
-    return GatewaySettings.model_validate(_deep_merge(env_only, values))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {config_file} is not valid YAML: {exc}") from exc
+    except (TypeError, ValueError) as exc:  # the YAML source's answer to a file that is not a mapping
+        raise ConfigError(f"config file {config_file} must hold a mapping ({exc})") from exc
+    finally:
+        _CONFIG_FILE.reset(token)

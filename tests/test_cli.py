@@ -49,11 +49,11 @@ def test_serve_embedded_default_starts_and_stops_its_own_triton(model_repository
 
 
 @pytest.mark.parametrize("config, message", [
-    ("carbon:\n  source: trace\n", "carbon.source=trace needs carbon.trace_path"),
+    ("carbon:\n  source: trace\n", "carbon.trace_path: Field required (carbon.source=trace)"),
     ("port: [\n", "not valid YAML"),
     ("policy:\n  name: fixed\n  model: vgg16\n", "not in the pool"),
     ("pool_file: /nonexistent/pool.yaml\n", "cannot read pool file"),
-    ("energy:\n  meter: triton\n", "energy.meter=triton needs energy.triton_metrics_url"),
+    ("energy:\n  meter: triton\n", "energy.triton_metrics_url: Field required (energy.meter=triton)"),
 ])
 def test_broken_config_exits_with_a_message_not_a_traceback(tmp_path, model_repository, config, message):
     path = tmp_path / "gateway.yaml"

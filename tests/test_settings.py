@@ -27,9 +27,9 @@ def test_file_overrides_environment_and_flags_override_file(tmp_path, monkeypatc
 
 @pytest.mark.parametrize("text, message", [
     ("port: eighty\n", "port: Input should be a valid integer"),
-    ("carbon:\n  source: trace\n", "carbon.source=trace needs carbon.trace_path"),
+    ("carbon:\n  source: trace\n", "carbon.trace_path: Field required (carbon.source=trace)"),
     ("carbon:\n  c_low: 300\n  c_high: 100\n", "must be above carbon.c_low"),
-    ("carbon:\n  intensty: 5\n", "carbon.intensty: Extra inputs are not permitted"),
+    ("carbon:\n  intensty: 5\n", "carbon.intensty: Extra inputs are not permitted (carbon.source=static)"),
     ("pue: 0.5\n", "pue"),
     ("- a list\n", "must hold a mapping"),
     ("carbon: [\n", "not valid YAML"),
@@ -49,7 +49,8 @@ def test_missing_config_file(tmp_path):
 
 def test_secrets_stay_out_of_reprs_and_dumps():
     settings = load_settings(None, {"admin_token": "hunter2-hunter2-hunter2",
-                                    "carbon": {"electricitymaps": {"auth_token": "em-key"}}})
+                                    "carbon": {"source": "electricitymaps",
+                                               "electricitymaps": {"zone": "GB", "auth_token": "em-key"}}})
     assert settings.admin_token.get_secret_value() == "hunter2-hunter2-hunter2"
     for text in (repr(settings), str(settings), settings.model_dump_json()):
         assert "hunter2" not in text and "em-key" not in text

@@ -8,9 +8,11 @@ One module per provider, each a small class implementing ``CarbonSource``:
 * ``electricitymaps``: Electricity Maps v3 (latest, history, forecast);
 * ``watttime``: WattTime v3 signal index (marginal emissions, as a 0-100 percentile).
 
-``registry`` names them for the configuration (a new provider is one module plus one line there),
-``settings`` is the ``carbon`` section, ``monitor`` keeps the current value, ``_http`` is the HTTP
-client the providers share (retries, ``Retry-After``).
+Each provider's module also holds its options model (``options.CarbonSourceOptions`` plus its own
+fields), which builds its source. ``registry`` names them for the configuration (a new provider is one
+module plus one line there), ``settings`` is the ``carbon`` section (a discriminated union over the
+registry), ``monitor`` keeps the current value, ``_http`` is the HTTP client the providers share
+(retries, ``Retry-After``). Configuration flows one way: settings -> registry -> providers.
 
 Imports: httpx, pydantic, numpy, ``gateway.errors`` and ``gateway.policy.window``; never serving,
 HTTP serving or metrics.
@@ -18,17 +20,19 @@ HTTP serving or metrics.
 
 from ._http import HttpSettings
 from .base import GRAMS_PER_KWH, CarbonReading, CarbonSource, CarbonSourceError
-from .electricitymaps import ElectricityMapsConfig, ElectricityMapsSource
+from .electricitymaps import ElectricityMapsConfig, ElectricityMapsOptions, ElectricityMapsSource
 from .monitor import CarbonMonitor, CarbonState
-from .registry import PROVIDERS, make_source
+from .options import CarbonSourceOptions
+from .registry import DEFAULT_PROVIDER, PROVIDERS
 from .settings import CarbonSettings, make_monitor
-from .static import StaticSource
-from .trace import TraceReplaySource, load_trace
-from .uk import UkCarbonIntensityConfig, UkCarbonIntensitySource
-from .watttime import WattTimeConfig, WattTimeSource
+from .static import StaticOptions, StaticSource
+from .trace import TraceOptions, TraceReplaySource, load_trace
+from .uk import UkCarbonIntensityConfig, UkCarbonIntensitySource, UkOptions
+from .watttime import WattTimeConfig, WattTimeOptions, WattTimeSource
 
 
 __all__ = [
+    "DEFAULT_PROVIDER",
     "GRAMS_PER_KWH",
     "PROVIDERS",
     "CarbonMonitor",
@@ -36,17 +40,22 @@ __all__ = [
     "CarbonSettings",
     "CarbonSource",
     "CarbonSourceError",
+    "CarbonSourceOptions",
     "CarbonState",
     "ElectricityMapsConfig",
+    "ElectricityMapsOptions",
     "ElectricityMapsSource",
     "HttpSettings",
+    "StaticOptions",
     "StaticSource",
+    "TraceOptions",
     "TraceReplaySource",
     "UkCarbonIntensityConfig",
     "UkCarbonIntensitySource",
+    "UkOptions",
     "WattTimeConfig",
+    "WattTimeOptions",
     "WattTimeSource",
     "load_trace",
     "make_monitor",
-    "make_source",
 ]

@@ -14,14 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from .base import CarbonReading, CarbonSourceError
 from ._http import HttpSettings, JsonHttpClient, parse_payload
+from .options import CarbonSourceOptions
 
 
 class ElectricityMapsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     base_url: str = "https://api.electricitymap.org"
-    zone: str | None = Field(default=None, description="Zone key, e.g. `GB`, `DE`, `US-CAL-CISO`.")
-    auth_token: SecretStr | None = None
+    zone: str = Field(min_length=1, description="Zone key, e.g. `GB`, `DE`, `US-CAL-CISO`.")
+    auth_token: SecretStr
     emission_factor_type: Literal["lifecycle", "direct"] | None = Field(
         default=None, description="Unset: the API's default (lifecycle).")
 
@@ -53,8 +54,6 @@ class ElectricityMapsSource:
     name = "electricitymaps"
 
     def __init__(self, config: ElectricityMapsConfig, *, http: HttpSettings | None = None):
-        if not config.zone or config.auth_token is None:
-            raise ValueError("electricitymaps needs a zone and an auth_token")
         self.config = config
         self._http = JsonHttpClient(config.base_url, http or HttpSettings(), provider=self.name,
                                     headers={"auth-token": config.auth_token.get_secret_value()})
@@ -64,7 +63,7 @@ class ElectricityMapsSource:
 
     @property
     def _params(self) -> dict[str, str]:
-        params = {"zone": self.config.zone or ""}
+        params = {"zone": self.config.zone}
         if self.config.emission_factor_type is not None:
             params["emissionFactorType"] = self.config.emission_factor_type
         return params
@@ -101,3 +100,13 @@ class ElectricityMapsSource:
         readings = [self._reading(p.carbonIntensity, p.datetime, forecast) for p in points
                     if p.carbonIntensity is not None]
         return sorted(readings, key=lambda r: r.timestamp)
+
+
+class ElectricityMapsOptions(CarbonSourceOptions):
+    """``carbon.source: electricitymaps``, configured in ``carbon.electricitymaps``."""
+
+    source: Literal["electricitymaps"] = "electricitymaps"
+    electricitymaps: ElectricityMapsConfig
+
+    def build(self) -> ElectricityMapsSource:
+        return ElectricityMapsSource(self.electricitymaps, http=self.http)

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 from datetime import datetime, UTC
+from typing import Literal
+
+from pydantic import Field
 
 from .base import CarbonReading
+from .options import CarbonSourceOptions
 
 
 class StaticSource:
@@ -26,3 +30,13 @@ class StaticSource:
 
     async def aclose(self) -> None:
         return None
+
+
+class StaticOptions(CarbonSourceOptions):
+    """``carbon.source: static``: one value, always."""
+
+    source: Literal["static"] = "static"
+    intensity: float = Field(default=250.0, ge=0, description="gCO2/kWh.")
+
+    def build(self) -> StaticSource:
+        return StaticSource(self.intensity)

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime, UTC
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from ..arrays import FloatArray
 from .base import CarbonReading, CarbonSourceError
+from .options import CarbonSourceOptions
 
 
 @dataclass(frozen=True)
@@ -198,3 +200,18 @@ class TraceReplaySource:
 
     async def aclose(self) -> None:
         return None
+
+
+class TraceOptions(CarbonSourceOptions):
+    """``carbon.source: trace``: a recorded trace replayed as live, optionally faster than real time."""
+
+    source: Literal["trace"] = "trace"
+    trace_path: Path = Field(description="A .csv or .json file.")
+    time_column: str = "Time"
+    value_column: str = "Carbon Intensity"
+    speedup: float = Field(default=1.0, gt=0, description="Trace seconds per wall second.")
+    start: datetime | None = Field(default=None, description="Where in the trace to begin.")
+
+    def build(self) -> TraceReplaySource:
+        trace = load_trace(self.trace_path, self.time_column, self.value_column)
+        return TraceReplaySource(trace, speedup=self.speedup, start=self.start, history_hours=self.window_hours)

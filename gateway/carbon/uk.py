@@ -9,11 +9,13 @@ National values come from ``/intensity``: ``actual`` when the period has been me
 from __future__ import annotations
 
 from datetime import datetime, timedelta, UTC
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .base import CarbonReading, CarbonSourceError
 from ._http import HttpSettings, JsonHttpClient, parse_payload
+from .options import CarbonSourceOptions
 
 
 class UkCarbonIntensityConfig(BaseModel):
@@ -117,3 +119,13 @@ class UkCarbonIntensitySource:
     def _readings(self, periods: list[_Period]) -> list[CarbonReading]:
         readings = (self._reading(period) for period in periods)
         return sorted((r for r in readings if r is not None), key=lambda r: r.timestamp)
+
+
+class UkOptions(CarbonSourceOptions):
+    """``carbon.source: uk``, configured in ``carbon.uk``: the GB Carbon Intensity API."""
+
+    source: Literal["uk"] = "uk"
+    uk: UkCarbonIntensityConfig = Field(default_factory=UkCarbonIntensityConfig)
+
+    def build(self) -> UkCarbonIntensitySource:
+        return UkCarbonIntensitySource(self.uk, http=self.http)

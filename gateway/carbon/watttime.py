@@ -16,12 +16,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from .base import CarbonReading, CarbonSourceError
 from ._http import HttpSettings, HttpStatusError, JsonHttpClient, parse_payload
+from .options import CarbonSourceOptions
 
 TOKEN_LIFETIME_S = 25 * 60  # WattTime's tokens last 30 minutes; renew a little early
 
@@ -30,9 +32,9 @@ class WattTimeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     base_url: str = "https://api.watttime.org"
-    username: str | None = None
-    password: SecretStr | None = None
-    region: str | None = Field(default=None, description="Balancing area, e.g. `CAISO_NORTH`.")
+    username: str = Field(min_length=1)
+    password: SecretStr
+    region: str = Field(min_length=1, description="Balancing area, e.g. `CAISO_NORTH`.")
     signal_type: str = "co2_moer"
 
 
@@ -63,8 +65,6 @@ class WattTimeSource:
 
     def __init__(self, config: WattTimeConfig, *, http: HttpSettings | None = None,
                  clock: Callable[[], float] = time.monotonic):
-        if not (config.username and config.password is not None and config.region):
-            raise ValueError("watttime needs a username, a password and a region")
         self.config = config
         self._http = JsonHttpClient(config.base_url, http or HttpSettings(), provider=self.name)
         self._clock = clock
@@ -102,8 +102,19 @@ class WattTimeSource:
 
     async def _auth_header(self) -> dict[str, str]:
         if self._token is None or self._clock() - self._token_at > TOKEN_LIFETIME_S:
-            assert self.config.username and self.config.password is not None
             auth = httpx.BasicAuth(self.config.username, self.config.password.get_secret_value())
             login = parse_payload(_Token, await self._http.get_json("/login", auth=auth), self.name, "/login")
             self._token, self._token_at = login.token, self._clock()
         return {"Authorization": f"Bearer {self._token}"}
+
+
+class WattTimeOptions(CarbonSourceOptions):
+    """``carbon.source: watttime``, configured in ``carbon.watttime``: a 0-100 index, never grams."""
+
+    percentile = True
+
+    source: Literal["watttime"] = "watttime"
+    watttime: WattTimeConfig
+
+    def build(self) -> WattTimeSource:
+        return WattTimeSource(self.watttime, http=self.http)

@@ -23,9 +23,10 @@ process of the machine.
 
 
 Modules: ``base`` (readings, the CO2 formula, the ``EnergyCounter`` and ``SpanRecorder`` protocols),
-``meters`` (the counters), ``registry`` (meter name -> counter; the settings read their choices from
-it), ``accounting`` (the accountant), ``shared`` (the workers' reporters and the parent's listener) and
-``settings`` (the ``energy`` section of the configuration).
+``meters`` (the counters), ``options`` (each meter's options model, which makes its counter),
+``registry`` (meter name -> options), ``accounting`` (the accountant), ``shared`` (the workers' reporters
+and the parent's listener) and ``settings`` (the ``energy`` section: a discriminated union over the
+registry). Configuration flows one way: settings -> registry -> options -> meters.
 
 Imports: ``gateway.pool``, ``gateway.errors``, ``gateway.metrics.sink``; never serving, HTTP or
 prometheus_client (metrics go through the ``MetricsSink`` the accountant is given).
@@ -35,19 +36,22 @@ from .accounting import EnergyAccountant, Span, WindowSplit, split_window
 from ..errors import MeterError
 from .base import JOULES_PER_KWH, EnergyCounter, EnergyReading, SpanRecorder, co2_grams, estimate
 from .meters import NvmlEnergyCounter, ProcessCpuEnergyCounter, TritonMetricsEnergyCounter
-from .registry import METERS, MeterOptions, make_counter
-from .settings import EnergySettings
+from .options import EnergyOptions, MeterContext
+from .registry import DEFAULT_METER, METERS
+from .settings import EnergySettings, energy_settings, make_counter
 from .shared import SpanListener, SpanReporter
 
 __all__ = [
+    "DEFAULT_METER",
     "JOULES_PER_KWH",
     "METERS",
     "EnergyAccountant",
     "EnergyCounter",
+    "EnergyOptions",
     "EnergyReading",
     "EnergySettings",
+    "MeterContext",
     "MeterError",
-    "MeterOptions",
     "NvmlEnergyCounter",
     "ProcessCpuEnergyCounter",
     "Span",
@@ -57,6 +61,7 @@ __all__ = [
     "TritonMetricsEnergyCounter",
     "WindowSplit",
     "co2_grams",
+    "energy_settings",
     "estimate",
     "make_counter",
     "split_window",

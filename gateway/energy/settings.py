@@ -1,28 +1,42 @@
-"""The ``energy`` section of the configuration."""
+"""The ``energy`` section of the configuration: one registered meter's options, told apart by ``meter``.
+
+A pydantic discriminated union over ``registry.METERS``; a section that names none is ``auto``'s.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
-from ..choices import one_of
-from .registry import choices
+from pydantic import Discriminator, Tag, TypeAdapter
+
+from .base import EnergyCounter
+from .options import EnergyOptions, MeterContext
+from .registry import DEFAULT_METER, METERS
 
 
-class EnergySettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def _named(value: Any) -> str:
+    name = value.get("meter", DEFAULT_METER) if isinstance(value, dict) else getattr(value, "meter", None)
+    return str(name)
 
-    meter: str = Field(default="auto", description="auto: NVML when a GPU is visible, else the pool's estimates; "
-                       "estimate; or a meter of ``gateway.energy.registry``: nvml, triton.")
-    sample_interval_s: float = Field(default=0.1, gt=0, description="How often the energy counter is read.")
-    idle_power_w: float = Field(default=0.0, ge=0, description="Power charged as idle before attributing.")
-    triton_metrics_url: str | None = Field(default=None, description="meter=triton: Triton's /metrics URL.")
-    gateway_watts_per_core: float = Field(default=10.0, ge=0, description="Power of one busy core of the "
-                                          "gateway's host: its own CPU seconds x this are exported as its "
-                                          "estimated energy (carbon_gateway_own_energy_joules_total).")
-    receipt_timeout_s: float = Field(default=2.0, gt=0, description="How long a request asking for its measured "
-                                     "energy (?energy=measured) waits for it before answering with the estimate.")
 
-    @field_validator("meter")
-    @classmethod
-    def _registered(cls, meter: str) -> str:
-        return one_of(meter, choices(), "energy meter")
+if TYPE_CHECKING:
+    EnergySettings = EnergyOptions
+else:
+    EnergySettings = Annotated[
+        Union[tuple(Annotated[options, Tag(name)] for name, options in METERS.items())],  # noqa: UP007
+        Discriminator(_named, custom_error_type="unknown_energy_meter",
+                      custom_error_message=f"unknown energy meter; choose one of {', '.join(METERS)}"),
+    ]
+
+_ADAPTER: TypeAdapter[EnergyOptions] = TypeAdapter(EnergySettings)
+
+
+def energy_settings(**values: Any) -> EnergyOptions:
+    """The options of the meter ``values`` name (``auto`` by default), validated as the settings do."""
+    return _ADAPTER.validate_python(values)
+
+
+def make_counter(meter: str | EnergyOptions, context: MeterContext = MeterContext()) -> EnergyCounter | None:
+    """The counter of ``meter`` (a name, or its options); None: the pool's estimates. Raises ``MeterError``."""
+    options = energy_settings(meter=meter) if isinstance(meter, str) else meter
+    return options.counter(context)

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from ..energy import EnergyCounter, MeterOptions, make_counter
+from ..energy import EnergyCounter, EnergyOptions, MeterContext, energy_settings
+from ..energy.options import CpuTimeOptions
 from ..pool import ModelPool, ModelSpec
 from ..serving.backend import InferenceBackend
 from ..triton import TritonClient
@@ -96,13 +97,13 @@ class ProfileRun(BaseModel):
 
 
 async def profile_pool(pool: ModelPool, *, triton_url: str | None, repository: Path, triton_config: str = "cpu",
-                       meter: str = "auto", meter_options: MeterOptions | None = None, requests: int = 50,
+                       meter: EnergyOptions | None = None, requests: int = 50,
                        warmup: int = 5, idle_power_w: float = 0.0,
                        progress: Progress = lambda model, total: lambda: None) -> ProfileRun:
     """Profile every model of ``pool`` on the Triton at ``triton_url`` (else a local one on ``repository``).
 
-    ``meter``: a name of ``gateway.energy.registry``, ``auto`` (NVML, else the local Triton's CPU time) or
-    ``estimate`` (energy not measured). Raises ``MeterError`` or ``TritonError``.
+    ``meter``: a meter's options (``gateway.energy.registry``); ``auto`` (the default) measures with NVML, else
+    the local Triton's CPU time; ``estimate`` measures nothing. Raises ``MeterError`` or ``TritonError``.
     """
     local: LocalTritonServer | None = None
     if triton_url is None:
@@ -110,14 +111,14 @@ async def profile_pool(pool: ModelPool, *, triton_url: str | None, repository: P
                                          [m.backend_name for m in pool.models])
     counter: EnergyCounter | None = None
     try:
-        options = meter_options or MeterOptions()
+        meter = meter or energy_settings()
+        context = MeterContext()
         if local is not None:
             assert local.process is not None  # start_local_triton started it
-            options = MeterOptions(triton_metrics_url=options.triton_metrics_url, triton_pid=local.process.pid,
-                                   cpu_watts_per_core=options.cpu_watts_per_core)
-        counter = make_counter(meter, options)
-        if counter is None and meter == "auto" and local is not None:
-            counter = make_counter("cpu-time", options)
+            context = MeterContext(triton_pid=local.process.pid)
+        counter = meter.counter(context)
+        if counter is None and meter.meter == "auto" and local is not None:
+            counter = CpuTimeOptions().counter(context)
         url = local.grpc_url if local is not None else triton_url
         assert url is not None
         client = TritonClient(url)
@@ -171,7 +172,8 @@ def write_profile(pool_file: Path, *, output: Path | None, triton_url: str | Non
 
     pool = load_pool(pool_file)
     console = Console()
-    options = MeterOptions(triton_metrics_url=triton_metrics_url, cpu_watts_per_core=cpu_watts_per_core)
+    options = energy_settings(meter=meter, **({"triton_metrics_url": triton_metrics_url} if meter == "triton" else {}),
+                              **({"cpu_watts_per_core": cpu_watts_per_core} if meter == "cpu-time" else {}))
     with Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
              console=console) as bar:
         def progress(model: str, total: int) -> Callable[[], None]:
@@ -179,7 +181,7 @@ def write_profile(pool_file: Path, *, output: Path | None, triton_url: str | Non
             return lambda: bar.advance(task)
 
         run = asyncio.run(profile_pool(pool, triton_url=triton_url, repository=repository,
-                                       triton_config=triton_config, meter=meter, meter_options=options,
+                                       triton_config=triton_config, meter=options,
                                        requests=requests, warmup=warmup, idle_power_w=idle_power_w,
                                        progress=progress))
     table = Table(title=f"Pool {pool.name}: energy and latency per inference (batch 1)")

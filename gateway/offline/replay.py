@@ -31,7 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..arrays import FloatArray
 from ..carbon.trace import load_trace
-from ..policy import CarbonPricePolicy, CarbonWindow, ErrorTargetPolicy, PolicySettings, make_policy
+from ..policy import (CarbonPricePolicy, CarbonWindow, ErrorTargetOptions, FixedOptions,
+                      InterpolationOptions, OnlineBudgetOptions, PolicyOptions, make_policy)
 from ..policy.budget import Allocation, grams_per_mj
 from ..policy.error_target import Period
 from ..pool import ModelPool, load_pool
@@ -72,9 +73,9 @@ class ReplayConfig(BaseModel):
     budget_period_hours: float = Field(default=24.0, gt=0, description="online-budget: budget period.")
     by_month: bool = Field(default=False, description="Also score every calendar month on its own.")
 
-    def target_settings(self) -> PolicySettings:
-        return PolicySettings(name="error-target", target_error=self.target_error, target_model=self.target_model,
-                              target_period=self.target_period)
+    def target_settings(self) -> ErrorTargetOptions:
+        return ErrorTargetOptions(target_error=self.target_error, target_model=self.target_model,
+                                  target_period=self.target_period)
 
 
 # --- what the policies see ----------------------------------------------------------------------------
@@ -165,14 +166,14 @@ class Replay:
         shares[np.arange(len(shares)), np.fromiter(columns, dtype=np.intp, count=len(shares))] = 1.0
         return shares
 
-    def static(self, label: str, settings: PolicySettings, window: CarbonWindow) -> Run:
+    def static(self, label: str, settings: PolicyOptions, window: CarbonWindow) -> Run:
         """A policy without budget state, all periods at once (in time order, for hysteresis)."""
         policy = make_policy(self.pool, settings, pue=self.pue)
         chosen = policy.select_indices(self.workload.intensities, window)
         columns = np.array([self._column[spec.name] for spec in policy.candidates])
         return Run(label, self._one_hot(columns[chosen]), _parameters(settings))
 
-    def causal(self, label: str, settings: PolicySettings, forecast: Forecast = "none",
+    def causal(self, label: str, settings: PolicyOptions, forecast: Forecast = "none",
                forecast_hours: float = 48.0) -> Run:
         """A planning policy in one pass through the lead-in and the range, driven as the live gateway
         drives it: each period it plans (with the forecast a provider would give), serves the period's
@@ -249,9 +250,9 @@ def with_efficiency(result: Outcome, baseline: Outcome) -> Outcome:
                                      "efficiency": gain / extra if extra > 0 else None})
 
 
-def _parameters(settings: PolicySettings) -> dict[str, float]:
-    values = {"price": settings.price, "hysteresis": settings.hysteresis or None, "budget_g": settings.budget_g,
-              "target_error": settings.target_error}
+def _parameters(settings: PolicyOptions) -> dict[str, float]:
+    values = {"price": getattr(settings, "price", None), "hysteresis": settings.hysteresis or None,
+              "budget_g": getattr(settings, "budget_g", None), "target_error": getattr(settings, "target_error", None)}
     return {k: float(v) for k, v in values.items() if v is not None}
 
 
@@ -309,7 +310,7 @@ def run_study(config: ReplayConfig) -> Study:
     if config.baseline not in pool.by_name:
         raise ValueError(f"baseline {config.baseline!r} is not in the pool {sorted(pool.by_name)}")
     target = config.target_settings()
-    target_error = ErrorTargetPolicy.from_settings(pool, target).target_error
+    target_error = target.build(pool).target_error
     trace = load_trace(config.carbon_trace, config.time_column, config.value_column)
     requests = load_request_trace(config.requests, config.request_time_column, config.request_count_column)
     workload = build_workload(trace, weekly_profile(requests), config.total_requests, config.start, config.end,
@@ -320,19 +321,19 @@ def run_study(config: ReplayConfig) -> Study:
     runs: dict[str, Run] = {}
     for spec in pool.by_energy:
         runs[f"fixed:{spec.name}"] = replay.static(f"fixed:{spec.name}",
-                                                   PolicySettings(name="fixed", model=spec.name), window)
-    interpolation = PolicySettings(name="interpolation")
+                                                   FixedOptions(model=spec.name), window)
+    interpolation = InterpolationOptions()
     runs["interpolation"] = replay.static("interpolation", interpolation, window)
     runs["interpolation (hindsight window)"] = replay.static("interpolation (hindsight window)", interpolation,
                                                              trailing_window(workload, 0))
     if config.hysteresis > 0:
         runs["interpolation+hysteresis"] = replay.static(
-            "interpolation+hysteresis", PolicySettings(name="interpolation", hysteresis=config.hysteresis), window)
+            "interpolation+hysteresis", InterpolationOptions(hysteresis=config.hysteresis), window)
     for forecast in config.forecasts:
         label = f"error-target ({_forecast_label(forecast, config.forecast_hours)})"
         runs[label] = replay.causal(label, target, forecast, config.forecast_hours)
     if config.budget_g is not None:
-        budget = PolicySettings(name="online-budget", budget_g=config.budget_g, period_hours=config.budget_period_hours)
+        budget = OnlineBudgetOptions(budget_g=config.budget_g, period_hours=config.budget_period_hours)
         for forecast in config.forecasts:
             label = f"online-budget ({_forecast_label(forecast, config.forecast_hours)})"
             runs[label] = replay.causal(label, budget, forecast, config.forecast_hours)

@@ -24,35 +24,45 @@ are never candidates), per-request ``Constraints`` (a minimum accuracy, a latenc
 hysteresis against flapping.
 
 Modules: ``window`` (the C_low/C_high window), ``base`` (the ``SelectionPolicy`` protocol, constraints,
-the shared machinery), one module per policy, ``budget`` (the exact CO2/error allocation solver),
-``settings`` (the ``policy`` section of the configuration) and ``registry`` (name -> policy class;
-the settings read their choices from it, so a new policy is one module plus one registry line).
+the shared machinery, ``PolicyOptions``), one module per policy with its options model, ``budget`` (the
+exact CO2/error allocation solver), ``registry`` (name -> options model) and ``settings`` (the ``policy``
+section: a discriminated union over the registry). Configuration flows one way: settings read the
+registry, the registry the policies; no policy knows the settings, so a new policy is one module plus one
+registry line.
 
 Imports: numpy, pydantic, ``gateway.pool`` and ``gateway.errors`` only; never the carbon sources,
 serving, HTTP or metrics.
 """
 
-from .base import Constraints, PolicyBase, SelectionPolicy
-from .carbon_price import CarbonPricePolicy
-from .error_target import ErrorTargetPolicy
-from .fixed import FixedPolicy
-from .interpolation import InterpolationPolicy
-from .online_budget import OnlineBudgetPolicy
-from .registry import POLICIES, make_policy
-from .settings import PolicySettings
+from .base import Constraints, PolicyBase, PolicyOptions, SelectionPolicy
+from .carbon_price import CarbonPriceOptions, CarbonPricePolicy
+from .error_target import ErrorTargetOptions, ErrorTargetPolicy
+from .fixed import FixedOptions, FixedPolicy
+from .interpolation import InterpolationOptions, InterpolationPolicy
+from .online_budget import OnlineBudgetOptions, OnlineBudgetPolicy
+from .registry import DEFAULT_POLICY, POLICIES, make_policy
+from .settings import PolicySettings, policy_settings
 from .window import CarbonWindow
 
 __all__ = [
+    "DEFAULT_POLICY",
     "POLICIES",
+    "CarbonPriceOptions",
     "CarbonPricePolicy",
     "CarbonWindow",
     "Constraints",
+    "ErrorTargetOptions",
     "ErrorTargetPolicy",
+    "FixedOptions",
     "FixedPolicy",
+    "InterpolationOptions",
     "InterpolationPolicy",
+    "OnlineBudgetOptions",
     "OnlineBudgetPolicy",
     "PolicyBase",
+    "PolicyOptions",
     "PolicySettings",
     "SelectionPolicy",
     "make_policy",
+    "policy_settings",
 ]

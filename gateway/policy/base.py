@@ -4,7 +4,7 @@ machinery the policies share (candidates, latency SLO, constraints, hysteresis).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeAlias, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -14,9 +14,6 @@ from ..arrays import FloatArray, IndexArray
 from ..errors import ConfigError, NoEligibleModel
 from ..pool import ModelPool, ModelSpec
 from .window import CarbonWindow
-
-if TYPE_CHECKING:
-    from .settings import PolicySettings
 
 #: A forecast: (epoch s, gCO2/kWh) points, as pairs or as an (n, 2) array (trace replay's slices).
 ForecastPoints: TypeAlias = Sequence[tuple[float, float]] | FloatArray
@@ -93,6 +90,27 @@ class SelectionPolicy(Protocol):
         ...
 
 
+class PolicyOptions(BaseModel):
+    """The options every policy takes; each policy's own model (beside it) adds ``name`` and its parameters,
+    and builds the policy (``build``). The ``policy`` section of the settings is one of them, by ``name``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    max_latency_ms: float | None = Field(default=None, gt=0, description="Latency SLO: models slower than this "
+                                         "are never chosen (models without latency_ms stay eligible).")
+    hysteresis: float = Field(default=0.0, ge=0, description="gCO2/kWh the intensity must move past a switching "
+                              "point before the chosen model changes (0: off).")
+
+    def build(self, pool: ModelPool, *, pue: float = 1.0) -> SelectionPolicy:
+        """The policy these options describe, for ``pool``; ``ConfigError`` when the pool cannot satisfy them."""
+        raise NotImplementedError
+
+    def common(self) -> dict[str, Any]:
+        """The keyword arguments of ``PolicyBase``."""
+        return {"max_latency_ms": self.max_latency_ms, "hysteresis": self.hysteresis}
+
+
 class PolicyBase:
     """Shared machinery: candidates, the latency SLO, per-request constraints and hysteresis.
 
@@ -102,8 +120,6 @@ class PolicyBase:
 
     name: ClassVar[str] = "base"
     needs_planning: ClassVar[bool] = False
-    #: Settings fields this policy cannot do without (``PolicySettings`` checks them).
-    requires: ClassVar[tuple[str, ...]] = ()
     #: Drop a model whose energy equals a more accurate one's (it can never be the better choice).
     _dedupe_equal_energy = True
 
@@ -121,15 +137,6 @@ class PolicyBase:
         self._energy_list = [float(e) for e in self._energies]
         self._errors = np.array([s.error_rate for s in self._candidates], dtype=np.float64)
         self._last: int | None = None
-
-    @classmethod
-    def from_settings(cls, pool: ModelPool, settings: PolicySettings, *, pue: float = 1.0) -> PolicyBase:
-        """The policy the ``policy`` settings describe, for ``pool``."""
-        return cls(pool, **cls.common_options(settings))
-
-    @staticmethod
-    def common_options(settings: PolicySettings) -> dict[str, Any]:
-        return {"max_latency_ms": settings.max_latency_ms, "hysteresis": settings.hysteresis}
 
     @property
     def candidates(self) -> tuple[ModelSpec, ...]:

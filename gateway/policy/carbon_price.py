@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, Literal
 
 import numpy.typing as npt
+from pydantic import Field
 
 from ..arrays import FloatArray, IndexArray
 from ..errors import ConfigError
 from ..pool import ModelPool, ModelSpec
-from .base import PolicyBase
+from .base import PolicyBase, PolicyOptions
 from .budget import MJ_PER_KWH, Allocation, choose_on_hull, hull_slopes, lower_hull
 from .window import CarbonWindow
-
-if TYPE_CHECKING:
-    from .settings import PolicySettings
-
 
 class CarbonPricePolicy(PolicyBase):
     """Serve the model minimising ``error_rate + price * grams of CO2`` for each request.
@@ -27,7 +24,6 @@ class CarbonPricePolicy(PolicyBase):
     """
 
     name = "carbon-price"
-    requires: ClassVar[tuple[str, ...]] = ("price",)
 
     def __init__(self, pool: ModelPool, price: float, *, pue: float = 1.0, **options: Any):
         super().__init__(pool, **options)
@@ -38,11 +34,6 @@ class CarbonPricePolicy(PolicyBase):
         self._hull = lower_hull(self._energies, self._errors)
         self._slopes = hull_slopes(self._energies[self._hull], self._errors[self._hull])
         self._slope_list = [float(slope) for slope in self._slopes]
-
-    @classmethod
-    def from_settings(cls, pool: ModelPool, settings: PolicySettings, *, pue: float = 1.0) -> CarbonPricePolicy:
-        assert settings.price is not None  # PolicySettings checks ``requires``
-        return cls(pool, settings.price, pue=pue, **cls.common_options(settings))
 
     @property
     def hull(self) -> tuple[ModelSpec, ...]:
@@ -62,3 +53,13 @@ class CarbonPricePolicy(PolicyBase):
         marginal = (self.price * self.pue / MJ_PER_KWH) * intensity
         return int(self._hull[sum(1 for slope in self._slope_list if slope > marginal)])
 
+
+class CarbonPriceOptions(PolicyOptions):
+    """``carbon-price``: the least ``error + price * grams`` per request."""
+
+    name: Literal["carbon-price"] = "carbon-price"
+    price: float = Field(ge=0, description="Error-rate points (%) one request trades for one gram of CO2; "
+                         "`carbon-gateway replay` prints the price that meets a budget on a past trace.")
+
+    def build(self, pool: ModelPool, *, pue: float = 1.0) -> CarbonPricePolicy:
+        return CarbonPricePolicy(pool, self.price, pue=pue, **self.common())

@@ -21,18 +21,17 @@ from __future__ import annotations
 import math
 from collections import deque
 from datetime import datetime, timedelta, UTC
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from ..arrays import FloatArray
 from ..errors import ConfigError
 from ..pool import ModelPool, ModelSpec
-from .base import ForecastPoints, SelectionPolicy
+from .base import ForecastPoints, PolicyOptions, SelectionPolicy
 from .carbon_price import CarbonPricePolicy
 
-if TYPE_CHECKING:
-    from .settings import PolicySettings
 
 Period = Literal["day", "week", "month"]
 
@@ -111,7 +110,6 @@ class ErrorTargetPolicy(CarbonPricePolicy):
 
     name = "error-target"
     needs_planning = True
-    requires = ()
 
     def __init__(self, pool: ModelPool, target_error: float | None = None, *, target_model: str | None = None,
                  period: Period = "month", history_hours: float = 336.0, settle_hours: float = 96.0,
@@ -138,12 +136,6 @@ class ErrorTargetPolicy(CarbonPricePolicy):
         self.settle_s = settle_hours * 3600.0
         self._unplanned = 0.0  # requests served since the last plan
         self._last_plan: tuple[float, float] | None = None  # (time, intensity)
-
-    @classmethod
-    def from_settings(cls, pool: ModelPool, settings: PolicySettings, *, pue: float = 1.0) -> ErrorTargetPolicy:
-        return cls(pool, settings.target_error, target_model=settings.target_model, period=settings.target_period,
-                   history_hours=settings.history_hours, settle_hours=settings.settle_hours, pue=pue,
-                   **cls.common_options(settings))
 
     @property
     def mean_error(self) -> float | None:
@@ -216,3 +208,25 @@ class ErrorTargetPolicy(CarbonPricePolicy):
         scale = rest / observed_s
         profile_counts = seen_requests * scale if observed_requests > 0 else seen_s * scale * rate
         return np.concatenate([values, seen_intensity]), np.concatenate([durations * rate, profile_counts])
+
+
+class ErrorTargetOptions(PolicyOptions):
+    """``error-target`` (the default): a mean error rate met over each calendar period at the least CO2."""
+
+    name: Literal["error-target"] = "error-target"
+    target_error: float | None = Field(default=None, ge=0, le=100, description="The mean error rate (%) to meet "
+                                       "over each target_period.")
+    target_model: str | None = Field(default=None, description="Be as accurate on average as this model. Default "
+                                     "(neither given): the pool's second most accurate model.")
+    target_period: Period = Field(default="month", description="The UTC calendar period over which the mean "
+                                  "error is met.")
+    history_hours: float = Field(default=336.0, gt=0, description="Observed hours (intensity, requests) that "
+                                 "predict the rest of the period beyond the provider's forecast.")
+    settle_hours: float = Field(default=96.0, ge=0, description="An error debt or credit is paid back over the "
+                                "rest of the period, but over at least this many hours of expected requests, so "
+                                "the last days of a period do not swing between extremes.")
+
+    def build(self, pool: ModelPool, *, pue: float = 1.0) -> ErrorTargetPolicy:
+        return ErrorTargetPolicy(pool, self.target_error, target_model=self.target_model, period=self.target_period,
+                                 history_hours=self.history_hours, settle_hours=self.settle_hours, pue=pue,
+                                 **self.common())

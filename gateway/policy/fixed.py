@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from ..arrays import FloatArray, IndexArray
 from ..errors import ConfigError
 from ..pool import ModelPool
-from .base import PolicyBase
+from .base import PolicyBase, PolicyOptions
 from .window import CarbonWindow
-
-if TYPE_CHECKING:
-    from .settings import PolicySettings
 
 
 class FixedPolicy(PolicyBase):
     """Always the same model: the baselines of the paper's evaluation."""
 
     name = "fixed"
-    requires = ("model",)
     _dedupe_equal_energy = False
 
     def __init__(self, pool: ModelPool, model: str, **options: Any):
@@ -32,14 +29,18 @@ class FixedPolicy(PolicyBase):
         self.model = model
         self._index = names.index(model)
 
-    @classmethod
-    def from_settings(cls, pool: ModelPool, settings: PolicySettings, *, pue: float = 1.0) -> FixedPolicy:
-        assert settings.model is not None  # PolicySettings checks ``requires``
-        return cls(pool, settings.model, **cls.common_options(settings))
-
     def choose(self, intensities: FloatArray, window: CarbonWindow) -> IndexArray:
         return np.full(np.shape(intensities), self._index, dtype=np.intp)
 
     def _choose_one(self, intensity: float, low: float, high: float) -> int:
         return self._index
 
+
+class FixedOptions(PolicyOptions):
+    """``fixed``: always ``model``."""
+
+    name: Literal["fixed"] = "fixed"
+    model: str = Field(description="The model that serves every request.")
+
+    def build(self, pool: ModelPool, *, pue: float = 1.0) -> FixedPolicy:
+        return FixedPolicy(pool, self.model, **self.common())

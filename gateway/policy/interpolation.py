@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import bisect
 
 import numpy as np
 import numpy.typing as npt
 
 from ..arrays import FloatArray, IndexArray
-from .base import PolicyBase
+from ..pool import ModelPool
+from .base import PolicyBase, PolicyOptions
 from .window import CarbonWindow
 
 
@@ -55,3 +58,11 @@ class InterpolationPolicy(PolicyBase):
         lower = max(upper - 1, 0)
         return lower if target - energies[lower] <= energies[upper] - target else upper
 
+
+class InterpolationOptions(PolicyOptions):
+    """``interpolation``: the paper's heuristic, mirrored as the paper intends."""
+
+    name: Literal["interpolation"] = "interpolation"
+
+    def build(self, pool: ModelPool, *, pue: float = 1.0) -> InterpolationPolicy:
+        return InterpolationPolicy(pool, **self.common())

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import Field
 
 from ..errors import ConfigError
 from ..pool import ModelPool, ModelSpec
 from .budget import grams_per_mj
-from .base import ForecastPoints, SelectionPolicy
+from .base import ForecastPoints, PolicyOptions, SelectionPolicy
 from .carbon_price import CarbonPricePolicy
-
-if TYPE_CHECKING:
-    from .settings import PolicySettings
-
 
 class OnlineBudgetPolicy(CarbonPricePolicy):
     """A CO2 budget per period, met online from the past and a forecast.
@@ -39,7 +36,6 @@ class OnlineBudgetPolicy(CarbonPricePolicy):
 
     name = "online-budget"
     needs_planning = True
-    requires = ("budget_g",)
 
     def __init__(self, pool: ModelPool, budget_g: float, *, period_hours: float = 24.0, pue: float = 1.0,
                  **options: Any):
@@ -58,12 +54,6 @@ class OnlineBudgetPolicy(CarbonPricePolicy):
     def period_end(self, now: float) -> float:
         """Epoch seconds at which the budget period holding ``now`` ends."""
         return (math.floor(now / self.period_s) + 1) * self.period_s
-
-    @classmethod
-    def from_settings(cls, pool: ModelPool, settings: PolicySettings, *, pue: float = 1.0) -> OnlineBudgetPolicy:
-        assert settings.budget_g is not None  # PolicySettings checks ``requires``
-        return cls(pool, settings.budget_g, period_hours=settings.period_hours, pue=pue,
-                   **cls.common_options(settings))
 
     def enter_period(self, now: float) -> bool:
         """Enter the budget period holding ``now``; True (and the budget renewed) if it is a new one."""
@@ -114,3 +104,14 @@ class OnlineBudgetPolicy(CarbonPricePolicy):
             self.price = math.inf
         return grams
 
+
+class OnlineBudgetOptions(PolicyOptions):
+    """``online-budget``: a CO2 budget per period, its price re-solved online."""
+
+    name: Literal["online-budget"] = "online-budget"
+    budget_g: float = Field(gt=0, description="Grams of CO2 per budget period.")
+    period_hours: float = Field(default=24.0, gt=0, description="The budget renews every this many hours, "
+                                "counted from the Unix epoch (24: at UTC midnight).")
+
+    def build(self, pool: ModelPool, *, pue: float = 1.0) -> OnlineBudgetPolicy:
+        return OnlineBudgetPolicy(pool, self.budget_g, period_hours=self.period_hours, pue=pue, **self.common())

@@ -1,54 +1,36 @@
-"""The ``policy`` section of the configuration."""
+"""The ``policy`` section of the configuration: the options of one registered policy, told apart by ``name``.
+
+A pydantic discriminated union over ``registry.POLICIES``, so a policy added there is configurable by name;
+a section that names none is ``error-target``'s.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Discriminator, Tag, TypeAdapter
 
-from ..choices import one_of
-from .registry import POLICIES
+from .base import PolicyOptions
+from .registry import DEFAULT_POLICY, POLICIES
 
 
-class PolicySettings(BaseModel):
-    """Which selection policy serves requests, and its parameters (the ``policy`` section of the settings)."""
+def _named(value: Any) -> str:
+    name = value.get("name", DEFAULT_POLICY) if isinstance(value, dict) else getattr(value, "name", DEFAULT_POLICY)
+    return str(name)
 
-    model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(default="error-target", description="One of the policies of ``gateway.policy.registry``: "
-                      "error-target, interpolation, fixed, carbon-price, online-budget.")
-    model: str | None = Field(default=None, description="fixed: the model.")
-    price: float | None = Field(default=None, ge=0, description="carbon-price: error-rate points (%) one request "
-                                "trades for one gram of CO2; `carbon-gateway replay` prints the price that "
-                                "meets a budget on a past trace.")
-    budget_g: float | None = Field(default=None, gt=0, description="online-budget: grams of CO2 per budget period.")
-    period_hours: float = Field(default=24.0, gt=0, description="online-budget: the budget renews every this many "
-                                "hours, counted from the Unix epoch (24: at UTC midnight).")
-    target_error: float | None = Field(default=None, ge=0, le=100, description="error-target: the mean error rate "
-                                       "(%) to meet over each target_period.")
-    target_model: str | None = Field(default=None, description="error-target: be as accurate on average as this "
-                                     "model. Default (neither given): the pool's second most accurate model.")
-    target_period: Literal["day", "week", "month"] = Field(default="month", description="error-target: the UTC "
-                                                           "calendar period over which the mean error is met.")
-    history_hours: float = Field(default=336.0, gt=0, description="error-target: observed hours (intensity, "
-                                 "requests) that predict the rest of the period beyond the provider's forecast.")
-    settle_hours: float = Field(default=96.0, ge=0, description="error-target: an error debt or credit is paid "
-                                "back over the rest of the period, but over at least this many hours of expected "
-                                "requests, so the last days of a period do not swing between extremes.")
-    max_latency_ms: float | None = Field(default=None, gt=0, description="Latency SLO: models slower than this "
-                                         "are never chosen (models without latency_ms stay eligible).")
-    hysteresis: float = Field(default=0.0, ge=0, description="gCO2/kWh the intensity must move past a switching "
-                              "point before the chosen model changes (0: off).")
+if TYPE_CHECKING:
+    PolicySettings = PolicyOptions
+else:
+    PolicySettings = Annotated[
+        Union[tuple(Annotated[options, Tag(name)] for name, options in POLICIES.items())],  # noqa: UP007
+        Discriminator(_named, custom_error_type="unknown_policy",
+                      custom_error_message=f"unknown policy; choose one of {', '.join(POLICIES)}"),
+    ]
 
-    @field_validator("name")
-    @classmethod
-    def _registered(cls, name: str) -> str:
-        return one_of(name, POLICIES, "policy")
+_ADAPTER: TypeAdapter[PolicyOptions] = TypeAdapter(PolicySettings)
 
-    @model_validator(mode="after")
-    def _parameters_given(self) -> PolicySettings:
-        for needed in POLICIES[self.name].requires:
-            if getattr(self, needed) is None:
-                raise ValueError(f"policy {self.name} needs policy.{needed}")
-        return self
 
+def policy_settings(**values: Any) -> PolicyOptions:
+    """The options of the policy ``values`` name (``error-target`` by default), validated as the settings do."""
+    return _ADAPTER.validate_python(values)

@@ -20,10 +20,10 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from ..carbon import CarbonMonitor, make_monitor
-from ..energy import EnergyAccountant, MeterOptions, SpanListener, SpanRecorder, SpanReporter, make_counter
+from ..energy import EnergyAccountant, SpanListener, SpanRecorder, SpanReporter
 from ..errors import ReloadRejected
 from ..imagenet.labels import load_labels
-from ..policy import POLICIES, SelectionPolicy, make_policy
+from ..policy import SelectionPolicy, make_policy
 from ..pool import ModelPool, load_pool
 from ..settings import GatewaySettings
 from ..metrics.sink import MetricsSink, NullSink
@@ -55,19 +55,15 @@ def load_parts(settings: GatewaySettings) -> Parts:
                  labels=load_labels(settings.resolved_labels_file), monitor=make_monitor(settings.carbon))
 
 
-def meter_options(settings: GatewaySettings) -> MeterOptions:
-    return MeterOptions(triton_metrics_url=settings.energy.triton_metrics_url)
-
-
 def check_meter(settings: GatewaySettings) -> None:
     """Raise ``MeterError`` now, before anything starts, if the configured meter cannot be had."""
-    counter = make_counter(settings.energy.meter, meter_options(settings))
+    counter = settings.energy.counter()
     if counter is not None:
         counter.close()
 
 
 def make_accountant(settings: GatewaySettings, sink: MetricsSink) -> EnergyAccountant | None:
-    counter = make_counter(settings.energy.meter, meter_options(settings))
+    counter = settings.energy.counter()
     if counter is None:
         return None
     return EnergyAccountant(counter, interval_s=settings.energy.sample_interval_s,
@@ -177,7 +173,7 @@ async def running(settings: GatewaySettings, backend: InferenceBackend, shared: 
         tasks.add(asyncio.create_task(reloader.watch(), name="pool-watch"))
     footprint = Footprint(service.sink, settings.energy.gateway_watts_per_core)
     tasks.add(asyncio.create_task(footprint.run_forever(), name="footprint"))
-    if POLICIES[settings.policy.name].needs_planning:  # reloads keep the policy settings
+    if service.policy.needs_planning:  # reloads keep the policy settings, so the policy's kind
         planner = Planner(service)
         planner.plan(0.0)  # here, not in the task: a fresh policy must not serve a request unplanned
         tasks.add(asyncio.create_task(planner.run_forever(settings.carbon.poll_interval_s), name="plan"))

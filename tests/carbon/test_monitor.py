@@ -141,7 +141,8 @@ def test_providers_are_chosen_by_config(server):
         "base_url": server.url, "username": "u", "password": "p", "region": "CAISO_NORTH"}}})
     monitor = make_monitor(wt.carbon)
     assert isinstance(monitor.source, WattTimeSource) and (monitor.c_low, monitor.c_high) == (0, 100)
-    with pytest.raises(ConfigError, match=r"needs carbon\.electricitymaps\.zone and \.auth_token"):
+    with pytest.raises(ConfigError, match=r"carbon\.electricitymaps\.auth_token: Field required \(carbon\.source="
+                                          r"electricitymaps\)"):
         load_settings(None, {"carbon": {"source": "electricitymaps", "electricitymaps": {"zone": "GB"}}})
     with pytest.raises(ConfigError, match="region_id"):
         load_settings(None, {"carbon": {"source": "uk", "uk": {"region_id": 40}}})

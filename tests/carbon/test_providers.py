@@ -241,9 +241,10 @@ def test_retry_after_forms_and_backoff_bounds():
 async def test_secrets_stay_out_of_reprs_errors_and_logs(server, em, wt, caplog):
     from gateway.settings import load_settings
 
-    settings = load_settings(None, {"carbon": {
-        "source": "watttime", "watttime": {"username": "alice", "password": PASSWORD, "region": "CAISO_NORTH"},
-        "electricitymaps": {"zone": "GB", "auth_token": TOKEN}}})
+    settings = [load_settings(None, {"carbon": {
+        "source": "watttime", "watttime": {"username": "alice", "password": PASSWORD, "region": "CAISO_NORTH"}}}),
+        load_settings(None, {"carbon": {"source": "electricitymaps",
+                                        "electricitymaps": {"zone": "GB", "auth_token": TOKEN}}})]
     server.route("/login", Reply(403, {"error": "bad credentials"}))
     server.route("/v3/carbon-intensity/latest", Reply(500, ""))
     caplog.set_level(logging.DEBUG)
@@ -252,7 +253,8 @@ async def test_secrets_stay_out_of_reprs_errors_and_logs(server, em, wt, caplog)
         with pytest.raises(CarbonSourceError) as caught:
             await source.current()
         errors.append(str(caught.value))
-    text = " ".join([repr(settings), str(settings.model_dump()), repr(em), repr(wt), caplog.text, *errors])
+    text = " ".join([*map(repr, settings), *(str(s.model_dump()) for s in settings), repr(em), repr(wt),
+                     caplog.text, *errors])
     assert "HTTP 403" in text and "HTTP 500" in text
     assert TOKEN not in text and PASSWORD not in text
     assert base64.b64encode(f"alice:{PASSWORD}".encode()).decode() not in text

@@ -152,10 +152,10 @@ async def test_monitor_window_from_the_trace_forecast(gb):
 
 def test_a_sped_up_replay_is_polled_as_often_as_it_changes(shared_data):
     from gateway.carbon import make_monitor
-    from gateway.settings import CarbonSettings
+    from gateway.carbon import TraceOptions
 
-    fast = make_monitor(CarbonSettings(source="trace", trace_path=shared_data / "carbon" / "gb_2020_entsoe.csv",
+    fast = make_monitor(TraceOptions(trace_path=shared_data / "carbon" / "gb_2020_entsoe.csv",
                                        speedup=360.0))
     assert fast.poll_interval == pytest.approx(1800.0 / 360.0)  # half-hour steps: 5 s of wall time
-    slow = make_monitor(CarbonSettings(source="trace", trace_path=shared_data / "carbon" / "gb_2020_entsoe.csv"))
+    slow = make_monitor(TraceOptions(trace_path=shared_data / "carbon" / "gb_2020_entsoe.csv"))
     assert slow.poll_interval == 60.0  # real time: the configured poll interval

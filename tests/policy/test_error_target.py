@@ -7,7 +7,7 @@ import pytest
 
 from gateway.errors import ConfigError
 from gateway.modelzoo.build import PAPER_POOL
-from gateway.policy import CarbonPricePolicy, CarbonWindow, ErrorTargetPolicy, PolicySettings, make_policy
+from gateway.policy import CarbonPricePolicy, CarbonWindow, ErrorTargetPolicy, policy_settings, make_policy
 from gateway.policy.error_target import History, default_target, period_bounds
 from gateway.pool import load_pool
 
@@ -83,7 +83,7 @@ def test_the_default_target_is_the_second_most_accurate_model():
     pool = load_pool(PAPER_POOL)
     assert default_target(pool).name == "resnet101"
     assert ErrorTargetPolicy(pool).target_error == pool.by_name["resnet101"].error_rate
-    assert make_policy(pool, PolicySettings(name="error-target", target_error=7.0)).target_error == 7.0
+    assert make_policy(pool, policy_settings(name="error-target", target_error=7.0)).target_error == 7.0
 
 
 @pytest.mark.parametrize("options, message", [
@@ -100,7 +100,7 @@ def test_it_is_the_default_policy(monkeypatch):
     monkeypatch.delenv("CARBON_GATEWAY_POLICY__NAME", raising=False)
     from gateway.settings import load_settings
 
-    assert PolicySettings().name == "error-target"
+    assert policy_settings().name == "error-target"
     assert load_settings(None, {}).policy.name == "error-target"
 
 

@@ -7,7 +7,7 @@ from gateway.modelzoo.build import PAPER_POOL
 from pydantic import ValidationError
 
 from gateway.policy import (CarbonPricePolicy, CarbonWindow, Constraints, FixedPolicy, InterpolationPolicy,
-                               OnlineBudgetPolicy, PolicySettings, make_policy)
+                               OnlineBudgetPolicy, policy_settings, make_policy)
 from gateway.errors import NoEligibleModel
 
 WINDOW = CarbonWindow(low=100.0, high=300.0)
@@ -103,9 +103,9 @@ def test_fixed_policy_ignores_intensity(paper):
 
 def test_make_policy_rejects_unknown_names():
     with pytest.raises(ValidationError, match="greedy"):
-        PolicySettings(name="greedy")
+        policy_settings(name="greedy")
     with pytest.raises(ValueError, match="not in the pool"):
-        make_policy(load_pool(PAPER_POOL), PolicySettings(name="fixed", model="vgg16"))
+        make_policy(load_pool(PAPER_POOL), policy_settings(name="fixed", model="vgg16"))
 
 
 # --- budget policies, constraints, hysteresis --------------------------------------------------------
@@ -275,21 +275,24 @@ def test_hysteresis_stops_flapping_around_a_switch_point():
 
 def test_make_policy_builds_every_policy_from_settings():
     pool_ = paper_pool()
-    built = {name: make_policy(pool_, PolicySettings(name=name, model="resnet50", price=1e4, budget_g=10.0))
-             for name in ("interpolation", "fixed", "carbon-price", "online-budget")}
+    parameters = {"interpolation": {}, "fixed": {"model": "resnet50"}, "carbon-price": {"price": 1e4},
+                  "online-budget": {"budget_g": 10.0}}
+    built = {name: make_policy(pool_, policy_settings(name=name, **values)) for name, values in parameters.items()}
     assert {name: type(p).__name__ for name, p in built.items()} == {
         "interpolation": "InterpolationPolicy", "fixed": "FixedPolicy",
         "carbon-price": "CarbonPricePolicy", "online-budget": "OnlineBudgetPolicy"}
     assert all(p.name == name for name, p in built.items())
-    with pytest.raises(ValueError, match=r"needs policy\.price"):
-        PolicySettings(name="carbon-price")
+    with pytest.raises(ValueError, match=r"carbon-price\.price\s+Field required"):
+        policy_settings(name="carbon-price")
+    with pytest.raises(ValueError, match=r"fixed\.price\s+Extra inputs are not permitted"):
+        policy_settings(name="fixed", model="resnet50", price=1e4)  # another policy's option is a mistake
 
 
 @pytest.mark.parametrize("make", [
     lambda pool: InterpolationPolicy(pool),
-    lambda pool: make_policy(pool, PolicySettings(name="carbon-price", price=25600.0)),
-    lambda pool: make_policy(pool, PolicySettings(name="carbon-price", price=float("inf"))),
-    lambda pool: make_policy(pool, PolicySettings(name="fixed", model="resnet101")),
+    lambda pool: make_policy(pool, policy_settings(name="carbon-price", price=25600.0)),
+    lambda pool: make_policy(pool, policy_settings(name="carbon-price", price=float("inf"))),
+    lambda pool: make_policy(pool, policy_settings(name="fixed", model="resnet101")),
 ], ids=["interpolation", "carbon-price", "price-inf", "fixed"])
 def test_scalar_fast_path_equals_the_vectorised_policy(make):
     """``select`` (one request, pure Python) and ``select_indices`` (replay, numpy) are the same function."""
