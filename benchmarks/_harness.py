@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 PROJECT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT))  # the test harness (tests/support) is the benchmarks' too
-from tests.support.processes import GatewayProcess, running_triton  # noqa: E402
+sys.path.insert(0, str(PROJECT))  # the checkout's gateway package, installed or not
+from gateway.testing.processes import GatewayProcess, running_triton  # noqa: E402
 REPOSITORY = PROJECT / "model_repository"
 POOL_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 SHARED_DATA = Path(os.environ.get("CARBON_GATEWAY_SHARED_DATA", PROJECT.parent / "shared" / "data"))

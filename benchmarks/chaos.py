@@ -46,9 +46,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import PROJECT, REPOSITORY, SHARED_DATA, save_json
 
-from tests.support.http import HttpReply, LocalHttpServer
-from tests.support.processes import GatewayProcess, free_port
-from tests.support.tensors import binary_infer_request
+from gateway.testing.http import HttpReply, LocalHttpServer
+from gateway.testing.processes import GatewayProcess, free_port
+from gateway.testing.tensors import binary_infer_request
 
 TOKEN = "chaos-run-admin-token-0123456789"
 

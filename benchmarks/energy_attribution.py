@@ -36,8 +36,8 @@ from _harness import PROJECT, REPOSITORY, gateway_process, local_triton, save_js
 
 from gateway.energy import NvmlEnergyCounter
 from gateway.pool import load_pool
-from tests.support.http import MetricsEndpoint, SyntheticGpuEnergy
-from tests.support.tensors import binary_infer_request
+from gateway.testing.http import MetricsEndpoint, SyntheticGpuEnergy
+from gateway.testing.tensors import binary_infer_request
 
 
 class Reference:

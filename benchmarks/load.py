@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import PROJECT, SHARED_DATA, gateway_process, local_triton, stats, save_json, workdir
 
-from tests.support.tensors import binary_infer_request
+from gateway.testing.tensors import binary_infer_request
 
 
 def rss_bytes(pid: int) -> int:

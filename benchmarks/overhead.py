@@ -48,8 +48,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import PROJECT, REPOSITORY, SHARED_DATA, gateway_process, save_json, stats, workdir
 
-from tests.support.tensors import binary_infer_request
-from tests.support.processes import free_port, running_triton
+from gateway.testing.tensors import binary_infer_request
+from gateway.testing.processes import free_port, running_triton
 
 TARGETS = ("direct-grpc", "direct-shm", "grpc-auto", "tensor-bin", "tensor-auto", "tensor-json", "image",
            "image-triton", "healthz")

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import PoolError
-from .yamlfile import load_mapping
 
 __all__ = ["ModelPool", "ModelSpec", "PoolError", "dump_pool", "load_pool"]
 
@@ -66,9 +65,22 @@ class ModelPool(BaseModel):
         return self.by_name.get(name)
 
 
+def _load_mapping(path: Path, what: str, error: type[Exception]) -> dict[str, Any]:
+    """The mapping at the top of a YAML file; ``error(message)`` for unreadable, invalid or non-mapping files."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise error(f"{what} {path} is not valid YAML: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise error(f"{what} {path} must hold a mapping")
+    return loaded
+
+
 def load_pool(path: Path) -> ModelPool:
     """Read and validate a pool file, with messages that name the model and field at fault."""
-    raw = load_mapping(path, "pool file", PoolError)
+    raw = _load_mapping(path, "pool file", PoolError)
     try:
         return ModelPool.model_validate(raw)
     except ValidationError as exc:

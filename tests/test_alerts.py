@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from .conftest import PROJECT
+from tests.support.data import PROJECT
 
 ALERTS = PROJECT / "deploy" / "prometheus" / "alerts.yml"
 

@@ -10,7 +10,7 @@ from gateway.imagenet.labels import load_labels
 from gateway.modelzoo.build import BuildError, build_repository
 from gateway.pool import load_pool
 
-from .conftest import LABELS_FILE, POOL_MODELS
+from tests.support.data import LABELS_FILE, POOL_MODELS
 
 # torchvision's parameter counts: the architectures here must match them exactly.
 PARAMETERS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
@@ -93,7 +93,7 @@ def test_the_null_model_has_the_pools_signature_and_costs_nothing(tmp_path):
     from gateway.modelzoo.build import build_repository
     from gateway.pool import load_pool
 
-    from .conftest import LABELS_FILE
+    from tests.support.data import LABELS_FILE
 
     manifest = build_repository(tmp_path, ["null"], weights="random", labels_file=LABELS_FILE)
     assert manifest["models"]["null"]["weights"] == "null"
@@ -147,7 +147,7 @@ def test_the_cpu_models_onnxruntime_threads_do_not_spin(model_repository, monkey
 def test_the_image_model_is_written_only_when_asked_and_then_kept(tmp_path):
     from gateway.modelzoo.build import build_repository
 
-    from .conftest import LABELS_FILE
+    from tests.support.data import LABELS_FILE
 
     plain = build_repository(tmp_path, ["null"], weights="random", labels_file=LABELS_FILE)
     assert plain["image_model"] is None and not (tmp_path / "image").exists()  # the NGC container could not load it

@@ -12,10 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.processes import GatewayProcess
+from gateway.testing.processes import GatewayProcess
 from gateway.triton import TritonClient
 
-from .conftest import IMAGES, PROJECT, free_port
+from gateway.testing.processes import free_port
+from tests.support.data import IMAGES, LABELS_FILE, PROJECT
 
 CLI = [sys.executable, "-m", "gateway.cli"]
 
@@ -32,6 +33,7 @@ def test_serve_against_a_running_triton(triton, model_repository):
     assert "starting tritonserver" not in gateway.output()  # --triton: no local server
 
 
+@pytest.mark.integration  # starts a tritonserver of its own
 def test_serve_embedded_default_starts_and_stops_its_own_triton(model_repository, tmp_path):
     grpc = free_port()
     env = {"CARBON_GATEWAY_TRITON__GRPC_PORT": str(grpc), "CARBON_GATEWAY_TRITON__HTTP_PORT": str(free_port()),
@@ -77,7 +79,7 @@ def test_an_empty_or_short_admin_token_stops_serve(model_repository, token):
 def test_build_models_reports_its_weights(tmp_path):
     result = subprocess.run([*CLI, "build-models", "--output", str(tmp_path / "repo"), "--models", "resnet18",
                              "--weights", "random",
-                             "--labels", str(PROJECT.parent / "shared/data/imagenet_classes.txt")],
+                             "--labels", str(LABELS_FILE)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "built 1 models" in result.stdout and "random weights" in result.stdout
@@ -102,6 +104,7 @@ def test_sighup_reloads_the_pool(triton, model_repository, tmp_path):
     assert "pool reload (sighup)" in gateway.output()
 
 
+@pytest.mark.integration  # starts a tritonserver of its own
 def test_serve_fails_fast_when_the_pool_names_a_model_triton_lacks(model_repository, tmp_path):
     pool = tmp_path / "pool.yaml"
     pool.write_text("models: [{name: resnet18, energy_mj: 1, error_rate: 9}, "
@@ -135,6 +138,7 @@ def test_serve_refuses_an_image_model_the_remote_triton_lacks(triton, model_repo
     assert result.returncode == 2 and "['ghost'] the gateway serves from are not in the repository" in result.stderr
 
 
+@pytest.mark.integration  # starts a tritonserver of its own
 def test_serve_reports_models_triton_failed_to_load(model_repository, tmp_path):
     # The python-gpu flavour asks for GPU instances: on a machine without one Triton refuses every model.
     env = {**os.environ, "CARBON_GATEWAY_TRITON__MODEL_CONFIG_NAME": "python-gpu",
@@ -148,6 +152,7 @@ def test_serve_reports_models_triton_failed_to_load(model_repository, tmp_path):
     assert "Triton failed to load" in result.stderr and "no GPUs are available" in result.stderr
 
 
+@pytest.mark.integration  # starts a tritonserver of its own
 def test_embedded_triton_in_explicit_mode_loads_only_the_pool(model_repository, tmp_path):
     pool = tmp_path / "pool.yaml"
     pool.write_text("models: [{name: resnet18, energy_mj: 178, error_rate: 10.9}]\n")

@@ -18,10 +18,10 @@ import yaml
 
 from gateway.triton import TritonClient
 from tests.support import dashboard
-from tests.support.processes import GatewayProcess, running_triton
+from gateway.testing.processes import GatewayProcess, running_triton
 from tests.support.prometheus import query, running_prometheus, wait_for
 
-from .conftest import IMAGES
+from tests.support.data import IMAGES
 
 MODELS = ("resnet18", "resnet34")  # at 120 g/kWh in a 100..300 window the policy picks resnet34
 TOKEN = "dashboard-test-admin-token"

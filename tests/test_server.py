@@ -12,10 +12,11 @@ from tritonclient.utils import InferenceServerException
 
 from gateway.server import GatewayServer
 from tests.support.backend import FakeBackend
-from tests.support.processes import free_port
-from tests.support.tensors import binary_infer_request
+from gateway.testing.processes import free_port
+from gateway.testing.tensors import binary_infer_request
 
-from .conftest import POOL_MODELS, settings_for
+from tests.support.data import POOL_MODELS
+from tests.support.gateway import settings_for
 
 LIMIT = 4
 

@@ -43,7 +43,7 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
             if image_format == "JPEG":
                 # A large JPEG decodes at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling), several times cheaper,
                 # while its short side stays 3x the resize target. At 2x, torchvision's top-5 changed on
-                # some photos; at 3x it does not (tests/test_imaging.py).
+                # some photos; at 3x it does not (tests/imagenet/test_decode.py).
                 image.draft("RGB", (DRAFT_SHORT_SIDE, DRAFT_SHORT_SIDE))
             image.load()
     except ImageError:

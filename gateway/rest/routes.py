@@ -67,14 +67,15 @@ async def _image_bytes(request: Request) -> bytes:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         try:
-            form = await request.form(max_files=1, max_fields=4)
+            async with request.form(max_files=1, max_fields=4) as form:  # closes the parts' spooled files
+                upload = form.get("file")
+                if not isinstance(upload, UploadFile):
+                    raise MissingFile("multipart body has no file part named `file`; send the image as field "
+                                      "`file`")
+                return await upload.read()
         except StarletteHTTPException as exc:  # starlette's refusal of a malformed or overfull form
             raise InvalidMultipart(f"multipart body refused: {exc.detail}; send one part, the image as field "
                                    "`file`") from None
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise MissingFile("multipart body has no file part named `file`; send the image as field `file`")
-        return await upload.read()
     if content_type and not (content_type.startswith("image/") or content_type == "application/octet-stream"):
         raise UnsupportedMediaType(
             f"Content-Type {content_type!r} is not an image; send image/jpeg, image/png, image/webp, "

@@ -119,10 +119,10 @@ class LocalTritonServer:
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
             p for p in (str(root.parent / "nvidia_pytriton.libs"), env.get("LD_LIBRARY_PATH", "")) if p)
         env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
-        log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         logger.info("starting tritonserver on grpc :%d (repository %s)", self.grpc_port, self.model_repository)
-        self.process = subprocess.Popen(self.command(backends), env=env, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True, preexec_fn=_die_with_parent)
+        with open(self.log_file or os.devnull, "ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(self.command(backends), env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True, preexec_fn=_die_with_parent)
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None

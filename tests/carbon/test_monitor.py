@@ -11,8 +11,8 @@ from gateway.carbon import CarbonMonitor, UkCarbonIntensityConfig, UkCarbonInten
 from gateway.carbon import make_monitor
 from gateway.settings import ConfigError, load_settings
 
-from ..conftest import ManualClock
-from .conftest import FAST_HTTP, Reply
+from tests.support.clock import ManualClock
+from tests.support.providers import FAST_HTTP, Reply
 from .payloads import half_hour, uk_national, uk_period, uk_periods
 
 

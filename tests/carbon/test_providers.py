@@ -15,7 +15,7 @@ from gateway.carbon import (CarbonSourceError, ElectricityMapsConfig, Electricit
                             UkCarbonIntensitySource, WattTimeConfig, WattTimeSource)
 from gateway.carbon._http import HttpSettings, backoff_delay, parse_retry_after
 
-from .conftest import FAST_HTTP, Reply
+from tests.support.providers import FAST_HTTP, Reply
 from .payloads import em_point, uk_national, uk_period, uk_periods, uk_region, watttime_index
 
 NOON = datetime(2018, 1, 20, 12, 0, tzinfo=UTC)

@@ -5,7 +5,7 @@ import pytest
 
 from gateway.carbon import CarbonMonitor, CarbonSourceError, StaticSource, TraceReplaySource, load_trace
 
-from ..conftest import ManualClock
+from tests.support.clock import ManualClock
 
 
 @pytest.fixture(scope="module")

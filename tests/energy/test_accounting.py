@@ -8,7 +8,7 @@ import pytest
 from gateway.energy import EnergyAccountant, Span, co2_grams, estimate, split_window
 from gateway.pool import ModelSpec
 
-from ..conftest import ManualClock
+from tests.support.clock import ManualClock
 from .synthetic import BIG, SMALL, FlakyCounter, ScriptedCounter
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from gateway.energy import MeterError, NvmlEnergyCounter, TritonMetricsEnergyCounter, make_counter
-from tests.support.http import MetricsEndpoint
+from gateway.testing.http import MetricsEndpoint
 
 
 def nvml_available() -> bool:

@@ -15,10 +15,12 @@ from gateway.metrics.prometheus import PrometheusSink
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.energy import EnergyAccountant, SpanListener, SpanReporter
-from tests.support.processes import GatewayProcess
-from tests.support.http import MetricsEndpoint, SyntheticGpuEnergy
+from gateway.testing.processes import GatewayProcess
+from gateway.testing.http import MetricsEndpoint, SyntheticGpuEnergy
 
-from ..conftest import IMAGES, ManualClock, pids_that_served
+from tests.support.clock import ManualClock
+from tests.support.data import IMAGES
+from tests.support.gateway import pids_that_served
 from .synthetic import BIG, SMALL, ScriptedCounter
 
 

@@ -1,6 +1,7 @@
 """The carbon API down from the start: the gateway serves on the configured default and says so."""
 
-from ..conftest import IMAGES, free_port
+from gateway.testing.processes import free_port
+from tests.support.data import IMAGES
 
 
 async def test_gateway_serves_with_the_carbon_api_down(make_gateway):

@@ -7,9 +7,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.processes import GatewayProcess
+from gateway.testing.processes import GatewayProcess
 
-from ..conftest import IMAGES, PROJECT
+from tests.support.data import IMAGES, PROJECT
 
 pytestmark = pytest.mark.integration
 

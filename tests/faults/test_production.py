@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from tests.support.http import HttpReply, LocalHttpServer
-from tests.support.processes import GatewayProcess
+from gateway.testing.http import HttpReply, LocalHttpServer
+from gateway.testing.processes import GatewayProcess
 
-from ..conftest import IMAGES, PROJECT
+from tests.support.data import IMAGES, PROJECT
 
 pytestmark = pytest.mark.integration
 

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from tests.support.processes import GatewayProcess
+from gateway.testing.processes import GatewayProcess
 
-from ..conftest import PROJECT
+from tests.support.data import PROJECT
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,9 @@ import pytest
 
 from gateway.triton import LocalTritonServer
 
-from ..conftest import IMAGES, free_port, gateway_client, settings_for
+from gateway.testing.processes import free_port
+from tests.support.data import IMAGES
+from tests.support.gateway import gateway_client, settings_for
 
 JPEG = {"content-type": "image/jpeg"}
 

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from gateway.triton.server import TritonSupervisor
-from tests.support.processes import GatewayProcess, free_port
+from gateway.testing.processes import GatewayProcess, free_port
 
-from ..conftest import IMAGES
+from tests.support.data import IMAGES
 
 pytestmark = pytest.mark.integration
 

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.processes import GatewayProcess
+from gateway.testing.processes import GatewayProcess
 
-from ..conftest import PROJECT
+from tests.support.data import PROJECT
 
 
 @pytest.fixture(scope="session")

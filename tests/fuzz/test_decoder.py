@@ -16,7 +16,8 @@ from PIL import Image
 
 from gateway.imagenet.decode import CROP, ImageError, decode_image, image_to_tensor
 
-from ..conftest import IMAGES, encode, png
+from tests.support.data import IMAGES
+from tests.support.images import encode, png
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns on corrupt EXIF
 

@@ -1,5 +1,5 @@
 """Hostile uploads over real HTTP to a real gateway process: each gets its specific 4xx JSON answer or a
-200, quickly, and the gateway keeps serving. Cases not already in tests/api/test_errors.py."""
+200, quickly, and the gateway keeps serving. Cases not already in tests/rest/test_errors.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ..conftest import IMAGES, encode, png
+from tests.support.data import IMAGES
+from tests.support.images import encode, png
 
 pytestmark = pytest.mark.integration
 

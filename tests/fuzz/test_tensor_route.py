@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from gateway.protocol.codec import decode_request
 from gateway.errors import RequestError
-from tests.support.tensors import binary_infer_request
+from gateway.testing.tensors import binary_infer_request
 
 SHAPE = [1, 3, 224, 224]
 COUNT = 3 * 224 * 224

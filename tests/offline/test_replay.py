@@ -136,7 +136,7 @@ def test_cli_replay_writes_tables_and_plots(shared_data, tmp_path):
     assert result.exit_code == 0, result.output
     assert "error-target (48 h forecast)" in result.output and "regret" in result.output
     assert re.search(r"(?<![\w-])--\d", result.output) is None  # a sign is printed once
-    rows = list(csv.DictReader((out / "results.csv").open()))
+    rows = list(csv.DictReader((out / "results.csv").read_text().splitlines()))
     assert [r["policy"] for r in rows][:5] == ["fixed:resnet34", "fixed:resnet50", "fixed:resnet101",
                                                "fixed:resnet152", "interpolation"]
     assert {"interpolation+hysteresis", "online-budget (48 h forecast)"} <= {r["policy"] for r in rows}
@@ -145,7 +145,7 @@ def test_cli_replay_writes_tables_and_plots(shared_data, tmp_path):
     assert report["frontier"][0][1] == pytest.approx(5.954)  # the most accurate end: ResNet152 everywhere
     for name in ("timeline.png", "pareto.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(list(csv.reader((out / "periods.csv").open()))) == 73
+    assert len(list(csv.reader((out / "periods.csv").read_text().splitlines()))) == 73
 
 
 def test_cli_replay_takes_an_arrival_log_shorter_than_a_day(shared_data, tmp_path):

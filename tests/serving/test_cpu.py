@@ -14,7 +14,8 @@ from gateway.serving.runtime import build_service
 from gateway.settings import GatewaySettings
 from tests.support.backend import FakeBackend
 
-from ..conftest import POOL_MODELS, settings_for
+from tests.support.data import POOL_MODELS
+from tests.support.gateway import settings_for
 
 
 def test_by_default_one_thread_per_core_this_process_may_use():

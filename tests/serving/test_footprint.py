@@ -6,7 +6,7 @@ import pytest
 
 from gateway.serving.footprint import Footprint
 
-from ..conftest import ManualClock
+from tests.support.clock import ManualClock
 
 
 class Sink:

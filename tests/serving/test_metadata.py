@@ -7,7 +7,7 @@ from gateway.modelzoo.build import built_pool
 from gateway.serving import metadata
 from tests.support.backend import FakeBackend
 
-from ..conftest import POOL_MODELS
+from tests.support.data import POOL_MODELS
 
 POOL = built_pool(dict.fromkeys(POOL_MODELS, "random"))
 

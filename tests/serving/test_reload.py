@@ -9,10 +9,11 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.processes import running_triton
+from gateway.testing.processes import running_triton
 from gateway.triton import TritonClient
 
-from ..conftest import IMAGES, gateway_client, settings_for
+from tests.support.data import IMAGES
+from tests.support.gateway import gateway_client, settings_for
 
 TOKEN = "s3cret-admin-token"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}

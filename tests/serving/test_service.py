@@ -27,7 +27,8 @@ from gateway.serving.service import GatewayService
 from gateway.metrics.sink import GatewaySnapshot
 from tests.support.backend import FakeBackend
 
-from ..conftest import IMAGES, POOL_MODELS, settings_for
+from tests.support.data import IMAGES, POOL_MODELS
+from tests.support.gateway import settings_for
 
 POOL = built_pool(dict.fromkeys(POOL_MODELS, "random"))
 LABELS = tuple(f"class {i}" for i in range(1000))

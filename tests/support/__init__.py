@@ -1,9 +1,13 @@
-"""The project's test and benchmark harness (not shipped in the package).
+"""The tests' own harness (the processes, local servers and request writers they share with the benchmarks are
+``gateway.testing``'s).
 
-- ``processes``: free ports, a real local ``tritonserver``, ``carbon-gateway serve`` as a process;
-- ``http``: local HTTP servers that play the carbon providers and Triton's ``/metrics``; a synthetic GPU;
-- ``tensors``: KServe v2 binary requests as a client writes them;
-- ``kserve_sdk_client``: the KServe SDK against a gateway, in a process of its own;
+- ``data``: where the shared data is (``CARBON_GATEWAY_SHARED_DATA``, else ``../shared/data``), the pool's
+  models, the sample images;
+- ``gateway``: settings for a test and the gateway on an in-process ASGI client;
 - ``backend``: ``FakeBackend``, an in-process ``InferenceBackend`` for the service and API tests that do
-  not need what only a real Triton can show.
+  not need what only a real Triton can show;
+- ``images``: images written to order (any format, or a PNG whose header says anything);
+- ``clock``: a clock that moves only when a test says so;
+- ``kserve_sdk_client``: the KServe SDK against a gateway, in a process of its own;
+- ``prometheus``, ``dashboard``: a real Prometheus scraping the gateway, and the Grafana dashboard's queries.
 """

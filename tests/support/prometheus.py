@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .processes import free_port
+from gateway.testing.processes import free_port
 
 
 @contextmanager

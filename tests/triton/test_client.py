@@ -222,6 +222,8 @@ async def test_regions_of_a_killed_process_are_swept_by_the_next_one_to_register
         assert alive.shared.sent == 2  # its region still works
     finally:
         child.kill()
+        child.wait()
+        child.stdout.close()
         await alive.close()
         if newcomer is not None:
             await newcomer.close()

@@ -15,8 +15,8 @@ from gateway.serving.backend import EncodedImage
 from gateway.triton import TritonClient
 from gateway.triton.client import encode_image_request
 
-from ..api.test_errors import BAD_IMAGES
-from ..conftest import IMAGES, LABELS_FILE
+from tests.support.images import BAD_IMAGES
+from tests.support.data import IMAGES, LABELS_FILE
 
 LIMIT = 40_000_000
 

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from ..conftest import IMAGES
+from tests.support.data import IMAGES
 from datetime import UTC
 
 JPEG = {"content-type": "image/jpeg"}

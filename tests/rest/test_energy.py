@@ -3,9 +3,10 @@
 import pytest
 from prometheus_client import REGISTRY
 
-from tests.support.http import MetricsEndpoint, SyntheticGpuEnergy
+from gateway.testing.http import MetricsEndpoint, SyntheticGpuEnergy
 
-from ..conftest import IMAGES, free_port
+from gateway.testing.processes import free_port
+from tests.support.data import IMAGES
 
 
 async def test_one_worker_measures_in_process_and_responses_say_theirs_is_the_estimate(make_gateway):

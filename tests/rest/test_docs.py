@@ -5,7 +5,8 @@ from pathlib import Path
 from gateway.server import GatewayServer
 from tests.support.backend import FakeBackend
 
-from ..conftest import POOL_MODELS, settings_for
+from tests.support.data import POOL_MODELS
+from tests.support.gateway import settings_for
 
 
 async def test_the_docs_load_without_the_internet(make_fake_gateway):

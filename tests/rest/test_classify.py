@@ -8,7 +8,7 @@ import pytest
 from gateway.imagenet.decode import image_to_tensor
 from gateway.triton import TritonClient
 
-from ..conftest import IMAGES
+from tests.support.data import IMAGES
 
 BOUNDS = {"carbon__c_low": 100.0, "carbon__c_high": 300.0}
 

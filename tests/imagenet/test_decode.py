@@ -6,7 +6,8 @@ from PIL import Image
 
 from gateway.imagenet.decode import CROP, ImageError, decode_image, image_to_tensor, preprocess
 
-from .conftest import IMAGES, encode
+from tests.support.data import IMAGES
+from tests.support.images import encode
 
 LIMIT = 40_000_000
 

@@ -14,9 +14,9 @@ import tritonclient.grpc.aio as grpcaio
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.support.processes import GatewayProcess, free_port
+from gateway.testing.processes import GatewayProcess, free_port
 
-from ..conftest import POOL_MODELS, PROJECT
+from tests.support.data import POOL_MODELS, PROJECT
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,8 @@ import httpx
 from gateway.server import GatewayServer, WorkerBrief, _brief_file, worker_server
 from tests.support.backend import FakeBackend
 
-from ..conftest import POOL_MODELS, settings_for
+from tests.support.data import POOL_MODELS
+from tests.support.gateway import settings_for
 
 
 async def test_healthz_fails_when_the_gateway_cannot_recover(fake_repository):

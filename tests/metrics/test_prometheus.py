@@ -14,10 +14,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import dashboard
-from tests.support.processes import GatewayProcess
+from gateway.testing.processes import GatewayProcess
 from tests.support.prometheus import query, running_prometheus, wait_for
 
-from .conftest import IMAGES, PROJECT, pids_that_served
+from tests.support.data import IMAGES, PROJECT
+from tests.support.gateway import pids_that_served
 
 CLASSIFY_REQUESTS = 12
 
@@ -172,4 +173,5 @@ def test_serving_processes_are_the_main_process_and_its_children_that_write_metr
     finally:
         for process in (worker, triton):
             process.kill()
+            process.wait()
             process.wait()

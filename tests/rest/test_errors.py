@@ -1,31 +1,12 @@
 """Bad input gets a specific 4xx, Triton trouble a 503, and the gateway keeps serving (the HTTP layer on the
 in-process fake backend; an unreachable Triton through the real gRPC client)."""
 
-import io
-
 import pytest
-from PIL import Image
 
-from ..conftest import IMAGES, free_port, gateway_client, settings_for
-
-JPEG = {"content-type": "image/jpeg"}
-
-
-def gif() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(buffer, "GIF")
-    return buffer.getvalue()
-
-
-BAD_IMAGES = [
-    ({"content": b"", "headers": JPEG}, 400, "empty_body"),
-    ({"content": b"hello", "headers": JPEG}, 415, "unsupported_image"),
-    ({"content": gif(), "headers": {"content-type": "image/gif"}}, 415, "unsupported_image"),
-    ({"content": b"{}", "headers": {"content-type": "application/json"}}, 415, "unsupported_media_type"),
-    ({"content": IMAGES[0].read_bytes()[:5000], "headers": JPEG}, 422, "invalid_image"),
-    ({"files": {"note": (None, "no file here")}}, 400, "missing_file"),
-]
-
+from gateway.testing.processes import free_port
+from tests.support.data import IMAGES
+from tests.support.images import BAD_IMAGES, JPEG
+from tests.support.gateway import gateway_client, settings_for
 
 @pytest.mark.parametrize("image_model", [None, "image"], ids=["gateway-decodes", "backend-decodes"])
 @pytest.mark.parametrize("kwargs, status, code", BAD_IMAGES)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.triton import LocalTritonServer
+from ..triton import LocalTritonServer
 
 
 def free_port() -> int:
@@ -55,10 +55,20 @@ class GatewayProcess:
                         "--port", str(self.port), *args]
         self.cwd = cwd
         self.env = {**os.environ, **(env or {})}
-        self.log_file = log_file or Path(tempfile.mkstemp(prefix="carbon-gateway-", suffix=".log")[1])
+        if log_file is None:
+            descriptor, name = tempfile.mkstemp(prefix="carbon-gateway-", suffix=".log")
+            os.close(descriptor)
+            log_file = Path(name)
+        self.log_file = log_file
         self.ready_path = ready_path
         self.timeout_s = timeout_s
-        self.process: subprocess.Popen | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        if self._process is None:
+            raise RuntimeError("the gateway process was not started")
+        return self._process
 
     def __enter__(self) -> GatewayProcess:
         self.start()
@@ -74,8 +84,8 @@ class GatewayProcess:
 
     def start(self) -> None:
         with open(self.log_file, "ab") as log:
-            self.process = subprocess.Popen(self.command, cwd=self.cwd, env=self.env, stdout=log,
-                                            stderr=subprocess.STDOUT)
+            self._process = subprocess.Popen(self.command, cwd=self.cwd, env=self.env, stdout=log,
+                                             stderr=subprocess.STDOUT)
 
     def wait_ready(self) -> httpx.Response:
         deadline = time.monotonic() + self.timeout_s

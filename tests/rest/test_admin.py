@@ -5,7 +5,7 @@ import pytest
 from gateway.rest.routes import FailedAttempts
 from gateway.errors import TooManyAttempts
 
-from ..conftest import ManualClock
+from tests.support.clock import ManualClock
 
 TOKEN = "a-long-enough-admin-token"
 
