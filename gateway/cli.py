@@ -87,6 +87,8 @@ def serve(
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Before anything imports prometheus_client: it picks per-process or shared values at import.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="carbon-gateway-metrics-")
+    # Before grpc is imported: its core logs a line per connection a client ends oddly, at its default level.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     from .server import serve as run_server
 
     with _errors_fail():

@@ -14,6 +14,7 @@ mapping. The core raises these without knowing about HTTP; the status is just a 
     │   ├── AdminDisabled              403 admin_disabled
     │   ├── TooManyAttempts            429 too_many_attempts    failed admin attempts, for a while
     │   ├── UnknownModel               404 unknown_model
+    │   ├── InvalidVersion             400 invalid_version      a model version that is not a plain number
     │   ├── RequestTimeout             408 request_timeout      the body did not arrive in time
     │   ├── PayloadTooLarge            413 payload_too_large
     │   ├── Overloaded                 429 overloaded           every request slot is taken: retry shortly
@@ -99,6 +100,10 @@ class TooManyAttempts(RequestError):
 
 class UnknownModel(RequestError):
     code, status = "unknown_model", 404
+
+
+class InvalidVersion(RequestError):
+    code = "invalid_version"
 
 
 class RequestTimeout(RequestError):
@@ -245,3 +250,8 @@ class BuildError(ConfigError):
 
 class TritonServerError(ConfigError):
     code = "triton_server_failed"
+
+
+def shorten(text: str, limit: int = 64) -> str:
+    """``text`` as a message may quote what a client sent: at most ``limit`` characters, and how many were cut."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"

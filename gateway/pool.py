@@ -65,10 +65,19 @@ class ModelPool(BaseModel):
         return self.by_name.get(name)
 
 
+#: A pool file lists a handful of models: a larger file is a mistake (or an attack), refused unread.
+MAX_POOL_FILE_BYTES = 1 << 20
+
+
 def _load_mapping(path: Path, what: str, error: type[Exception]) -> dict[str, Any]:
-    """The mapping at the top of a YAML file; ``error(message)`` for unreadable, invalid or non-mapping files."""
+    """The mapping at the top of a YAML file; ``error(message)`` for unreadable, oversized, invalid or
+    non-mapping files."""
     try:
-        loaded = yaml.safe_load(Path(path).read_text())
+        with open(path, "rb") as file:
+            text = file.read(MAX_POOL_FILE_BYTES + 1)
+        if len(text) > MAX_POOL_FILE_BYTES:
+            raise error(f"{what} {path} is over {MAX_POOL_FILE_BYTES} bytes; a pool file lists a few models")
+        loaded = yaml.safe_load(text)
     except OSError as exc:
         raise error(f"cannot read {what} {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:

@@ -39,10 +39,11 @@ import grpc
 import uvicorn
 from pydantic import BaseModel, SecretStr
 
-from .errors import TritonError, TritonServerError
-from .grpc.servicer import InferenceServicer, start_server
+from .errors import GatewayError, TritonError, TritonServerError
+from .grpc.servicer import CONTROL_RPCS, InferenceServicer, ServerLimits, message_limit, start_server
 from .metrics.prometheus import PrometheusSink, process_sink
 from .pool import ModelPool
+from .protocol.signature import RESNET
 from .rest.app import create_app
 from .rest.httptools import LimitedHttpToolsProtocol
 from .serving.backend import InferenceBackend
@@ -95,10 +96,24 @@ class GatewayServer:
             self.app = create_app(settings, self._runtime, self.sink, self.alive)
             if settings.grpc_port is not None:
                 self.grpc = await start_server(InferenceServicer(self._runtime.plane), settings.host,
-                                               settings.grpc_port)
+                                               settings.grpc_port, await self._grpc_limits())
                 stack.push_async_callback(self.grpc.stop, 5)
             self._stack = stack.pop_all()
         return self
+
+    async def _grpc_limits(self) -> ServerLimits:
+        """The gRPC server's bounds, its message limit from the pool's signature (a ResNet's until Triton
+        answers: a pool of larger inputs needs Triton up when the gateway starts)."""
+        limits = self.settings.limits
+        try:
+            signature = await self.runtime.plane.signature()
+        except GatewayError as exc:
+            logger.warning("gRPC message limit from a ResNet's input: the pool's signature is unknown (%s)", exc)
+            signature = RESNET
+        return ServerLimits(max_message_bytes=message_limit(signature, limits.max_batch),
+                            max_concurrent_rpcs=limits.max_in_flight + CONTROL_RPCS,
+                            idle_s=limits.grpc_idle_s, max_age_s=limits.grpc_connection_age_s,
+                            grace_s=min(10.0, limits.grpc_connection_age_s))
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
                         traceback: TracebackType | None) -> None:
@@ -112,8 +127,9 @@ class GatewayServer:
         async with self:
             http = _HttpServer(uvicorn.Config(self.app, host=settings.host, port=settings.port,
                                               http=LimitedHttpToolsProtocol, log_level=settings.log_level,
-                                              access_log=False,
-                                              timeout_graceful_shutdown=settings.shutdown_timeout_s))
+                                              access_log=False, timeout_graceful_shutdown=settings.shutdown_timeout_s,
+                                              proxy_headers=bool(settings.forwarded_allow_ips),
+                                              forwarded_allow_ips=settings.forwarded_allow_ips or None))
             with _signals_stop(http, settings.shutdown_timeout_s):
                 await http.serve(sockets)
 

@@ -78,6 +78,11 @@ class LimitSettings(_Section):
                                     "within this many seconds of its first byte; slower ones get 408.")
     body_timeout_s: float = Field(default=10.0, gt=0, description="An inference request's body must arrive within "
                                   "this many seconds of its headers; slower ones get 408.")
+    grpc_idle_s: float = Field(default=60.0, gt=0, description="gRPC: a connection with no call for this long is "
+                               "closed.")
+    grpc_connection_age_s: float = Field(default=60.0, gt=0, description="gRPC: a connection is closed this long "
+                                         "after it opened (its calls get up to 10 s more), so a stalled call holds its "
+                                         "slot and memory for a bounded time; clients reconnect by themselves.")
 
 
 class GatewaySettings(BaseSettings):
@@ -93,6 +98,10 @@ class GatewaySettings(BaseSettings):
     labels_file: Path | None = Field(default=None, description="Class names; default: <model_repository>/labels.txt.")
     top_k: int = Field(default=5, ge=1, le=1000)
     pue: float = Field(default=1.0, ge=1.0, description="Power usage effectiveness applied to measured energy.")
+    forwarded_allow_ips: list[str] = Field(default=[], description="Proxies whose X-Forwarded-For and "
+                                           "X-Forwarded-Proto are believed (addresses or CIDR ranges; '*' for any). "
+                                           "Empty: none, so the client's address is the peer's, which a client "
+                                           "cannot forge.")
     admin_token: SecretStr | None = Field(default=None, description="Bearer token of the admin API, at least "
                                           f"{MIN_ADMIN_TOKEN} characters; unset: the admin API is disabled.")
     shutdown_timeout_s: int = Field(default=10, ge=1, description="On SIGTERM/SIGINT, how long requests in "

@@ -27,7 +27,7 @@ os.environ.setdefault("CARBON_GATEWAY_POLICY__NAME", SELECTOR_UNDER_TEST)
 
 #: Fixtures that start a real tritonserver: a test that uses one, directly or through another fixture, is an
 #: integration test, marked as such without saying so.
-TRITON_FIXTURES = frozenset({"triton", "own_triton", "small_triton"})
+TRITON_FIXTURES = frozenset({"triton", "own_triton", "small_triton", "explicit_triton"})
 
 
 def pytest_configure(config) -> None:

@@ -14,6 +14,7 @@ import tritonclient.grpc.aio as grpcaio
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from gateway.testing.tensors import binary_infer_request
 from gateway.testing.processes import GatewayProcess, free_port
 
 from tests.support.data import POOL_MODELS, PROJECT
@@ -192,6 +193,29 @@ def test_grpc_errors_have_the_right_status(gateway):
     with pytest.raises(InferenceServerException, match="min_accuracy") as caught:
         client.infer("auto", [good], parameters={"min_accuracy": "lots"})
     assert "INVALID_ARGUMENT" in caught.value.status()
+
+
+@pytest.mark.parametrize("version", ["1junk", "1" * 20, "-1", "1.0", "1" + "x" * 100_000])
+def test_a_version_that_is_not_a_plain_number_is_refused_by_both_doors(gateway, version):
+    """Triton reads ``"1<anything>"`` as version 1, so every distinct string used to be a new cache entry."""
+    good = grpcclient.InferInput("input", [1, 3, 224, 224], "FP32")
+    good.set_data_from_numpy(BATCH[:1])
+    with pytest.raises(InferenceServerException, match="is not a plain decimal number") as caught:
+        grpcclient.InferenceServerClient(gateway[1]).infer("resnet34", [good], model_version=version)
+    assert "INVALID_ARGUMENT" in caught.value.status() and len(caught.value.message()) < 300
+    if len(version) < 1000:  # a path that long is a 431 of its own (tests/faults/test_request_heads.py)
+        body, headers = binary_infer_request(BATCH[:1])
+        answer = httpx.post(f"http://{gateway[0]}/v2/models/resnet34/versions/{version}/infer", content=body,
+                            headers=headers)
+        assert (answer.status_code, answer.json()["code"]) == (400, "invalid_version")
+
+
+def test_a_huge_model_name_costs_one_short_error(gateway):
+    good = grpcclient.InferInput("input", [1, 3, 224, 224], "FP32")
+    good.set_data_from_numpy(BATCH[:1])
+    with pytest.raises(InferenceServerException, match="more characters") as caught:
+        grpcclient.InferenceServerClient(gateway[1]).infer("m" * 2_000_000, [good])
+    assert "NOT_FOUND" in caught.value.status() and len(caught.value.message()) < 300
 
 
 async def test_grpc_aio_client_and_constraints(gateway):

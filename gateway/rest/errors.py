@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from ..errors import ClientClosedRequest, GatewayError
+from ..errors import ClientClosedRequest, GatewayError, shorten
 
 logger = logging.getLogger("gateway.rest")
 
@@ -36,7 +36,7 @@ def error_response(request: Request, status: int, code: str, detail: str,
 
 def _log(request: Request, status: int, code: str, detail: str) -> None:
     level = logging.WARNING if status >= 500 else logging.INFO
-    logger.log(level, "%s %s -> %d %s: %s", request.method, request.url.path, status, code, detail)
+    logger.log(level, "%s %s -> %d %s: %s", request.method, shorten(request.url.path, 200), status, code, detail)
 
 
 async def _gateway_error(request: Request, exc: Exception) -> JSONResponse:

@@ -16,7 +16,8 @@ import orjson
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import ClientClosedRequest, GatewayError, Overloaded, PayloadTooLarge, RequestTimeout, ShuttingDown
+from ..errors import (ClientClosedRequest, GatewayError, Overloaded, PayloadTooLarge, RequestTimeout, ShuttingDown,
+                      shorten)
 from ..serving.dataplane import DataPlane
 from .errors import error_body
 
@@ -100,7 +101,7 @@ class GatewayMiddleware:
                     await self.app(scope, _replaying(body, receive), send_with_id)
             except ClientClosedRequest as exc:
                 record.status = exc.status  # nobody to answer
-                logger.info("%s %s -> %d %s: %s", scope["method"], path, exc.status, exc.code, exc)
+                logger.info("%s %s -> %d %s: %s", scope["method"], shorten(path, 200), exc.status, exc.code, exc)
             except asyncio.CancelledError:
                 # uvicorn cancels what is still running once the shutdown deadline has passed: the request is
                 # over. It gets a 503 if it can still be told, and one line in the log rather than a traceback.
@@ -137,7 +138,8 @@ class GatewayMiddleware:
         """A refusal from here, shaped and logged as the app's handler does it (unless the app answered)."""
         if responded:
             return
-        logger.info("%s %s -> %d %s: %s", scope["method"], scope["path"], exc.status, exc.code, exc.detail)
+        logger.info("%s %s -> %d %s: %s", scope["method"], shorten(scope["path"], 200), exc.status, exc.code,
+                    exc.detail)
         headers = tuple((name.lower().encode(), value.encode()) for name, value in exc.headers)
         await send_error(send, scope["path"], exc.status, exc.code, exc.detail, headers)
 

@@ -163,8 +163,9 @@ async def prometheus_metrics(service: GatewayService = Depends(get_service),
 
 
 class FailedAttempts:
-    """Failed admin attempts per client over the last ``window_s``: past ``limit`` of them, the client is refused
-    (429) until the oldest leaves the window, whatever it presents."""
+    """Failed admin attempts per client over the last ``window_s``: past ``limit`` of them, the client's failures
+    are answered 429 until the oldest leaves the window. Only failures are limited: the valid token is never
+    refused, so a client that guesses (or many behind one NAT) cannot lock the real admin out."""
 
     def __init__(self, limit: int = 5, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
         self.limit = limit
@@ -189,20 +190,21 @@ class FailedAttempts:
 
 
 async def require_admin(request: Request, authorization: str | None = Header(None)) -> None:
-    """Bearer-token check for the admin API, in constant time, rate-limited per client on failures; disabled
-    without a configured token."""
+    """Bearer-token check for the admin API, in constant time; failures are rate-limited per client (the peer's
+    address, or the one a configured proxy forwards: ``forwarded_allow_ips``); disabled without a token."""
     token = request.app.state.settings.admin_token
     if token is None:
         raise AdminDisabled("the admin API is disabled: set admin_token to enable it")
+    scheme, _, presented = (authorization or "").partition(" ")
+    if scheme.lower() == "bearer" and presented and hmac.compare_digest(presented.encode(),
+                                                                         token.get_secret_value().encode()):
+        return
     attempts: FailedAttempts = request.app.state.admin_attempts
     client = request.client.host if request.client else "unknown"
     attempts.check(client)
-    scheme, _, presented = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not presented or not hmac.compare_digest(presented.encode(),
-                                                                              token.get_secret_value().encode()):
-        attempts.fail(client)
-        logger.warning("failed admin attempt from %s", client)
-        raise Unauthorized("a valid `Authorization: Bearer <admin token>` header is required")
+    attempts.fail(client)
+    logger.warning("failed admin attempt from %s", client)
+    raise Unauthorized("a valid `Authorization: Bearer <admin token>` header is required")
 
 
 @router.post("/admin/reload-pool", response_model=ReloadOut, dependencies=[Depends(require_admin)],

@@ -8,11 +8,12 @@ whose models' inputs or outputs differ is refused (``shared_signature``), at sta
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Iterable
 from typing import Any, TypeVar
 
 from .. import __version__
-from ..errors import ConfigError, TritonError, UnknownModel
+from ..errors import ConfigError, InvalidVersion, TritonError, UnknownModel, shorten
 from ..pool import ModelPool, ModelSpec
 from ..protocol.signature import TensorSignature
 from .backend import InferenceBackend
@@ -62,15 +63,27 @@ async def _answered(calls: Iterable[Awaitable[T]]) -> list[T]:
     return _some_answered(await asyncio.gather(*calls, return_exceptions=True))
 
 
+#: The longest model name the gateway reads before refusing it; pool names are short.
+MAX_NAME_LENGTH = 256
+#: A version is a plain decimal number (Triton's are 64-bit): anything else is refused, not passed on.
+_VERSION = re.compile(r"[0-9]{1,19}")
+
+
 def resolve(pool: ModelPool, name: str, version: str | None) -> ModelSpec | None:
-    """The pool model a protocol request names (None: ``auto``); ``UnknownModel`` for anything else."""
+    """The pool model a protocol request names (None: ``auto``); ``InvalidVersion`` for a version that is not a
+    plain number (Triton would read ``"1abc"`` as 1), ``UnknownModel`` for any other name.
+
+    What the client sent is quoted shortened, so a huge name costs one short log line and error."""
+    if version and not _VERSION.fullmatch(version):
+        raise InvalidVersion(f"model version {shorten(version)!r} is not a plain decimal number")
     if name == AUTO_MODEL:
         if version not in (None, "", AUTO_VERSION):
             raise UnknownModel(f"model {AUTO_MODEL!r} has only version {AUTO_VERSION}, not {version!r}")
         return None
-    spec = pool.get(name)
+    spec = pool.get(name) if len(name) <= MAX_NAME_LENGTH else None
     if spec is None:
-        raise UnknownModel(f"model {name!r} is not in the pool; known: {sorted(pool.by_name)} and {AUTO_MODEL!r}")
+        raise UnknownModel(f"model {shorten(name)!r} is not in the pool; known: {sorted(pool.by_name)} and "
+                           f"{AUTO_MODEL!r}")
     return spec
 
 

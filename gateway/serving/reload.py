@@ -63,7 +63,8 @@ class PoolReloader:
 
     async def _reload(self) -> ReloadResult:
         try:
-            pool = load_pool(self.pool_file)
+            # Off the event loop: parsing YAML is CPU work that would stall every request meanwhile.
+            pool = await asyncio.to_thread(load_pool, self.pool_file)
             policy = make_policy(pool, self.policy_settings, pue=self.pue)
         except ConfigError as exc:
             raise ReloadRejected(str(exc)) from exc

@@ -15,7 +15,10 @@ A process killed outright (SIGKILL, the OOM killer) cannot unregister its region
 Their files go with multiprocessing's resource tracker, or stay in ``/dev/shm`` when it died too. So each
 process holds a lock on its regions' files while they live, and after registering its own (which shows that
 Triton's ``/dev/shm`` is this one), sweeps away the gateway regions Triton holds whose file is gone or whose
-lock nobody holds. The kernel drops a killed process's locks, whatever PID namespace it ran in.
+lock nobody holds. The kernel drops a killed process's locks, whatever PID namespace it ran in. A process
+that creates its regions also removes the region files nobody holds any more (its killed predecessors',
+when Triton died with them and holds nothing), except files younger than ``RECLAIM_AFTER_S``: a sibling
+worker starting at the same moment may not have locked its own yet.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import fcntl
 import logging
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.shared_memory import SharedMemory
@@ -38,6 +42,9 @@ Unregister = Callable[[str], Awaitable[None]]
 Registered = Callable[[], Awaitable[Iterable[str]]]
 
 PREFIX = "carbon-gateway-inputs-"
+#: Region files younger than this are left alone by ``reclaim_files``: their owner may be about to lock them.
+RECLAIM_AFTER_S = 30.0
+SHM_DIR = "/dev/shm"
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,7 @@ class SharedInputs:
     """
 
     def __init__(self, slots: int, region_bytes: int):
+        reclaim_files()
         prefix = f"{PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         self.region_bytes = region_bytes
         self._regions = [Region(f"{prefix}-{i}", _create(f"{prefix}-{i}", region_bytes)) for i in range(slots)]
@@ -153,6 +161,28 @@ async def sweep_orphans(registered: Registered, unregister: Unregister, ours: se
     return swept
 
 
+def reclaim_files(now: float | None = None) -> list[str]:
+    """Remove the region files of gateway processes that are gone (unlocked, and older than ``RECLAIM_AFTER_S``);
+    their names. Triton, if it still holds them, is told by ``sweep_orphans``."""
+    now = time.time() if now is None else now
+    removed: list[str] = []
+    try:
+        names = [name for name in os.listdir(SHM_DIR) if name.startswith(PREFIX)]
+    except OSError:
+        return removed
+    for name in names:
+        try:
+            if now - os.stat(_file(name)).st_mtime < RECLAIM_AFTER_S or not _orphaned(name):
+                continue
+            os.unlink(_file(name))
+        except OSError:  # gone meanwhile, or not ours to remove
+            continue
+        removed.append(name)
+    if removed:
+        logger.warning("removed %d shared-memory files of gateway processes that died", len(removed))
+    return removed
+
+
 def _hold(name: str) -> int:
     """Lock a region's file for as long as this process lives (or until the descriptor is closed)."""
     fd = os.open(_file(name), os.O_RDONLY)
@@ -186,4 +216,4 @@ def _create(name: str, size: int) -> SharedMemory:
 
 def _file(name: str) -> str:
     """Where POSIX shared memory ``name`` lives on Linux."""
-    return f"/dev/shm/{name}"
+    return f"{SHM_DIR}/{name}"

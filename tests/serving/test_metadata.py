@@ -2,7 +2,7 @@
 
 import pytest
 
-from gateway.errors import ConfigError, TritonError, UnknownModel
+from gateway.errors import InvalidVersion, ConfigError, TritonError, UnknownModel
 from gateway.modelzoo.build import built_pool
 from gateway.serving import metadata
 from tests.support.backend import FakeBackend
@@ -64,3 +64,19 @@ async def test_readiness_config_index_and_statistics():
     assert index["resnet18"] == "UNAVAILABLE" and index["resnet50"] == "READY" and index["auto"] == "READY"
     stats = await metadata.model_statistics(backend, POOL)
     assert [entry["name"] for entry in stats["model_stats"]] == [m for m in POOL_MODELS if m != "resnet18"]
+
+
+@pytest.mark.parametrize("version", ["1abc", "01x", " 1", "1" * 20, "-1", "1.0", "²"])
+def test_a_version_must_be_a_plain_decimal_number(version):
+    with pytest.raises(InvalidVersion, match="plain decimal"):
+        metadata.resolve(POOL, "resnet34", version)
+    assert metadata.resolve(POOL, "resnet34", "7").name == "resnet34"  # whether 7 exists is the backend's to say
+
+
+def test_what_the_client_sent_is_quoted_short():
+    with pytest.raises(UnknownModel) as caught:
+        metadata.resolve(POOL, "m" * 1_000_000, None)
+    assert len(str(caught.value)) < 300 and "more characters" in str(caught.value)
+    with pytest.raises(InvalidVersion) as caught:
+        metadata.resolve(POOL, "resnet34", "1" + "x" * 1_000_000)
+    assert len(str(caught.value)) < 300
