@@ -13,7 +13,7 @@ LABELS  := $(if $(wildcard $(SHARED)/imagenet_classes.txt),--labels $(SHARED)/im
 TRACE   := $(wildcard $(SHARED)/carbon/gb_2020_entsoe.csv)
 CARBON  := $(if $(TRACE),--carbon-trace $(TRACE) --speedup $(SPEEDUP),)
 
-.PHONY: setup models run test prometheus clean
+.PHONY: setup models run test debian clean
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -31,16 +31,20 @@ models: setup
 run: models
 	$(CLI) serve --port $(PORT) --grpc-port $(GRPC_PORT) $(CARBON)
 
-## The metrics tests scrape with a real Prometheus: Debian's package.
-prometheus:
-	@command -v prometheus >/dev/null || { \
-	  echo "installing Debian's prometheus package (needs root)"; \
-	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y --no-install-recommends prometheus >/dev/null || \
-	  { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update >/dev/null && \
-	    $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y --no-install-recommends prometheus >/dev/null; }; }
+## The tests' real parts from Debian, installed when missing (root or sudo): Prometheus (the metrics tests scrape
+## with it) and curl (tests/test_readme.py runs the README's commands). command:package pairs.
+DEBIAN  := prometheus:prometheus curl:curl
+SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
+debian:
+	@missing=""; for pair in $(DEBIAN); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian's$$missing (needs root)"; \
+	  $(SUDO) apt-get install -y --no-install-recommends $$missing >/dev/null || \
+	  { $(SUDO) apt-get update >/dev/null && $(SUDO) apt-get install -y --no-install-recommends $$missing >/dev/null; }; \
+	fi
 
 ## Set everything up, lint, and run the whole test suite (it builds the pool and starts a real tritonserver).
-test: setup prometheus
+test: setup debian
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports --no-cache

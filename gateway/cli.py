@@ -21,7 +21,7 @@ from .errors import GatewayError
 from .settings import load_settings
 
 app = typer.Typer(help="Carbon-intensity-aware inference gateway in front of Triton.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+                  pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)
 
 
 def _setup_logging(level: str) -> None:
@@ -64,15 +64,16 @@ def serve(
                                                   "without it a local CPU Triton is started.")] = None,
     repository: Annotated[Optional[Path], typer.Option(help="Model repository (local Triton, pool, labels).")] = None,
     pool: Annotated[Optional[Path], typer.Option(help="Pool file; default <repository>/pool.yaml.")] = None,
-    host: Annotated[Optional[str], typer.Option()] = None,
-    port: Annotated[Optional[int], typer.Option()] = None,
+    host: Annotated[Optional[str], typer.Option(help="Address to listen on (default 127.0.0.1; 0.0.0.0 for every "
+                                                "interface).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="HTTP port (default 8080).")] = None,
     grpc_port: Annotated[Optional[int], typer.Option(help="Also serve KServe v2 / Triton gRPC on this port.")] = None,
     carbon_intensity: Annotated[Optional[float], typer.Option(help="Static carbon intensity, gCO2/kWh.")] = None,
     carbon_trace: Annotated[Optional[Path], typer.Option(help="Replay this CSV trace as live intensity.")] = None,
     speedup: Annotated[Optional[float], typer.Option(help="Trace replay: trace seconds per wall second.")] = None,
     c_low: Annotated[Optional[float], typer.Option(help="Selector window low end, gCO2/kWh.")] = None,
     c_high: Annotated[Optional[float], typer.Option(help="Selector window high end, gCO2/kWh.")] = None,
-    log_level: Annotated[Optional[str], typer.Option()] = None,
+    log_level: Annotated[Optional[str], typer.Option(help="debug, info (the default), warning or error.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="uvicorn worker processes.")] = None,
 ) -> None:
     """Serve the gateway (starting a local CPU Triton unless --triton is given)."""
@@ -169,7 +170,7 @@ def replay(
     request_count_column: Annotated[str, typer.Option(help="Request trace: count column; '' for an arrival log "
                                                       "(one row per request).")] = "sum_req",
     total_requests: Annotated[float, typer.Option(help="Requests over the replayed range.")] = 100e6,
-    pue: Annotated[float, typer.Option()] = 1.0,
+    pue: Annotated[float, typer.Option(help="Power usage effectiveness the energy is multiplied by.")] = 1.0,
     window_hours: Annotated[float, typer.Option(
         help="Heuristic's trailing C_low/C_high window; 0: whole range.")] = 24.0,
     baseline: Annotated[str, typer.Option(help="Model the carbon-emission efficiency compares against.")] = "resnet50",

@@ -41,15 +41,16 @@ async def running_triton(repository: Path, models: Sequence[str], log_file: Path
 
 
 class GatewayProcess:
-    """``python -m gateway.cli serve --port <free> <args>``, its output in a log file.
+    """``python -m gateway.cli serve --port <port, default a free one> <args>``, its output in a log file.
 
     Use as a context manager: started and waited for (``ready_path`` answering 200) on entry,
     stopped with SIGTERM on exit; ``output()`` is what it printed.
     """
 
     def __init__(self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-                 log_file: Path | None = None, ready_path: str = "/readyz", timeout_s: float = 300.0):
-        self.port = free_port()
+                 log_file: Path | None = None, ready_path: str = "/readyz", timeout_s: float = 300.0,
+                 port: int | None = None):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = [sys.executable, "-m", "gateway.cli", "serve", "--host", "127.0.0.1",
                         "--port", str(self.port), *args]
