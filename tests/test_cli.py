@@ -171,3 +171,13 @@ def test_embedded_triton_in_explicit_mode_loads_only_the_pool(model_repository, 
         index = asyncio.run(states())
     assert index["resnet18"][0] == "READY"
     assert all(state != "READY" for name, (state, _) in index.items() if name != "resnet18")
+
+
+def test_help_is_whole_at_any_width_and_every_serve_option_says_what_it_is():
+    env = {**os.environ, "COLUMNS": "80"}
+    replay = subprocess.run([*CLI, "replay", "--help"], capture_output=True, text=True, timeout=60, env=env)
+    assert "--request-count-column" in replay.stdout and "…" not in replay.stdout
+    serve = subprocess.run([*CLI, "serve", "--help"], capture_output=True, text=True, timeout=60, env=env).stdout
+    for option in ("--host", "--port", "--log-level"):
+        described = serve[serve.index(option):].split("\n  --", 1)[0]
+        assert len(described.split()) > 2, f"{option} has no help: {described!r}"
