@@ -2,8 +2,9 @@
 
 Every exchange reads the file, adds the delta and writes it back under an exclusive ``flock`` on a sidecar
 lock file (``PATH.lock``), so the workers of a gateway never lose each other's counts. The new contents go to
-a temporary file in the same directory, are synced to disk and renamed over the old file: a crash leaves the
-previous state or the new one, never half of either, and readers (``load``) need no lock. All of it runs in a
+a temporary file in the same directory, are synced to disk and renamed over the old file (and the rename
+synced): a crash leaves the previous state or the new one, never half of either, and readers (``load``) need
+no lock. All of it runs in a
 worker thread, off the event loop.
 
 A file is only as shared as its filesystem: replicas on several hosts need ``redis://``. A network
@@ -203,3 +204,8 @@ class FileStore:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
             raise
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the rename itself, on disk
+        finally:
+            os.close(directory)

@@ -66,15 +66,17 @@ async def test_load_reads_the_account_and_every_bucket_since(store: PolicyStore)
     assert (await store.load("carbon-gateway", MONTH_END, since=NOW + 3600)) == StateSnapshot(period_start=MONTH_END)
 
 
-async def test_buckets_and_accounts_past_the_retention_are_dropped(store: PolicyStore):
+async def test_buckets_and_accounts_past_the_retention_are_dropped(store: PolicyStore, store_url: str):
     old_bucket = bucket_of(NOW - RETENTION_S - 86400)
     old_start, old_end = NOW - RETENTION_S - 60 * 86400, NOW - RETENTION_S - 30 * 86400
     await store.exchange(delta(period_start=old_start, period_end=old_end, served=9))
     await store.exchange(delta(intensity={old_bucket: 100.0}, requests={old_bucket: 1}))
-    await store.exchange(delta(served=1, intensity={BUCKET: 100.0}, requests={BUCKET: 1}))  # prunes (Redis: hourly)
-    if store.name == "redis":  # each process prunes at most hourly: this one just did, with the old bucket absent
-        store._pruned_at = -1e18  # type: ignore[attr-defined]
-        await store.exchange(delta(served=1))
+    # Another process's first exchange prunes (Redis: then hourly; the file: every time).
+    other = make_store(StateSettings(url=store_url))
+    try:
+        await other.exchange(delta(served=1, intensity={BUCKET: 100.0}, requests={BUCKET: 1}))
+    finally:
+        await other.close()
     loaded = await store.load("carbon-gateway", old_start, since=0)
     assert loaded.served == 0  # that account's period ended more than 35 days ago
     recent = await store.load("carbon-gateway", MONTH_START, since=0)
