@@ -32,8 +32,9 @@ run: models
 	$(CLI) serve --port $(PORT) --grpc-port $(GRPC_PORT) $(CARBON)
 
 ## The tests' real parts from Debian, installed when missing (root or sudo): Prometheus (the metrics tests scrape
-## with it) and curl (tests/test_readme.py runs the README's commands). command:package pairs.
-DEBIAN  := prometheus:prometheus curl:curl
+## with it), curl (tests/test_readme.py runs the README's commands) and redis-server (the policy-state store's
+## tests run against it). command:package pairs.
+DEBIAN  := prometheus:prometheus curl:curl redis-server:redis-server
 SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
 debian:
 	@missing=""; for pair in $(DEBIAN); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \

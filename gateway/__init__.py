@@ -7,6 +7,7 @@ intensity now, runs it on Triton, and accounts its energy and CO2. The packages,
 - ``carbon``: where the carbon intensity comes from, kept fresh in the background;
 - ``energy``: energy meters and per-request attribution;
 - ``serving``: the transport-free core that combines them for each request, behind one data plane;
+- ``state``: the policy's account and observed history, kept for every process of a deployment (a file, Redis);
 - ``protocol``: the Open Inference Protocol without a transport: the tensor signature and codec;
 - ``rest`` and ``grpc``: the two front doors, peers that each convert and call the data plane;
 - ``server``: one process's runtime and both doors around it, one process or several workers;
@@ -19,7 +20,8 @@ intensity now, runs it on Triton, and accounts its energy and CO2. The packages,
 Beside them, what every package shares: ``errors`` (the one error tree), ``settings``, ``pool``,
 ``arrays``, ``cli``. The import rules are checked by import-linter (``.importlinter``): the core never
 imports a front door or prometheus_client, the front doors never import each other, policies know
-nothing of sources, meters or serving, and no package imports in a cycle.
+nothing of sources, meters, serving or where their state is kept, the state store is storage alone, and no
+package imports in a cycle.
 """
 
 __version__ = "0.1.0"

@@ -33,6 +33,7 @@ mapping. The core raises these without knowing about HTTP; the status is just a 
     │   └── ImageModelNotReady         503 image_model_not_ready triton.image_model names no model Triton has
     ├── CarbonSourceError              502 carbon_source_error  a provider gave no usable value
     ├── MeterError                     503 meter_error          the energy meter cannot be read
+    ├── StateStoreError                503 state_store_unavailable the policy's shared state cannot be read or written
     ├── ReloadRejected                 422 pool_rejected        a new pool was refused; the old one serves
     ├── ShuttingDown                   503 shutting_down        the drain's deadline passed with the request running
     └── ConfigError                    500 invalid_config       configuration that cannot be used
@@ -212,6 +213,16 @@ class CarbonSourceError(GatewayError):
 
 class MeterError(GatewayError):
     code, status = "meter_error", 503
+
+
+class StateStoreError(GatewayError):
+    """The store of the policy's fleet-wide state (``gateway.state``) failed: down, timed out, unreadable.
+
+    The message names the store (never its credentials) and what went wrong.
+    """
+
+    code, status = "state_store_unavailable", 503
+    headers = RETRY_AFTER
 
 
 class ShuttingDown(GatewayError):

@@ -2,7 +2,8 @@
 
 Each extension point's section (``carbon``, ``energy``, ``policy``) is a discriminated union over its
 registry, whose entries are the plugins' own options models; this module composes them with the sections
-of the server itself (``triton``, ``limits``). pydantic-settings reads and merges the sources.
+of the server itself (``triton``, ``limits``) and the policy's store (``state``). pydantic-settings reads and
+merges the sources.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from .energy.settings import EnergySettings
 from .errors import ConfigError
 from .policy import POLICIES, ErrorTargetOptions
 from .policy.settings import PolicySettings
+from .state.settings import StateSettings
 
 __all__ = ["CarbonSettings", "ConfigError", "EnergySettings", "GatewaySettings", "LimitSettings", "PolicySettings",
-           "TritonSettings", "load_settings"]
+           "StateSettings", "TritonSettings", "load_settings"]
 
 
 DEFAULT_REPOSITORY = Path("model_repository")
@@ -113,6 +115,7 @@ class GatewaySettings(BaseSettings):
     policy: PolicySettings = Field(default_factory=ErrorTargetOptions)
     energy: EnergySettings = Field(default_factory=AutoOptions)
     limits: LimitSettings = LimitSettings()
+    state: StateSettings = StateSettings()
 
     @field_validator("admin_token")
     @classmethod

@@ -2,7 +2,8 @@
 
 Static checks that the pieces point at each other: compose services, ports and mounts; the
 Prometheus targets; the Grafana provisioning and dashboard; the Kubernetes manifests (labels,
-ports, probes, HPA, kustomizations, the gateway ConfigMap loaded through the gateway's own settings).
+ports, probes, HPA, kustomizations, the gateway ConfigMap loaded through the gateway's own settings,
+the Redis that keeps the policy's state and the gateways pointed at it).
 `docker compose config` and `kubectl kustomize` run when those tools are present, and kubernetes-validate
 checks what each overlay renders against the API schemas. tests/test_deploy_hardening.py checks the
 hardening (Pod Security, budgets, scraping, the PrometheusRule, the torch pin).
@@ -34,6 +35,7 @@ K8S = DEPLOY / "k8s"
 
 GATEWAY_PORT = 8080
 TRITON_HTTP, TRITON_GRPC, TRITON_METRICS = 8000, 8001, 8002
+REDIS_PORT = 6379
 DATASOURCE_UID = "prometheus"
 
 
@@ -87,9 +89,9 @@ def test_docker_compose_config_validates():
     assert result.returncode == 0, result.stderr
 
 
-def test_compose_has_the_five_services_and_triton_gets_a_gpu(compose):
+def test_compose_has_the_six_services_and_triton_gets_a_gpu(compose):
     services = compose["services"]
-    assert {"models", "triton", "gateway", "prometheus", "grafana"} <= set(services)
+    assert {"models", "triton", "gateway", "redis", "prometheus", "grafana"} <= set(services)
     devices = services["triton"]["deploy"]["resources"]["reservations"]["devices"]
     assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices), devices
     assert services["triton"]["image"].startswith("nvcr.io/nvidia/tritonserver:")
@@ -154,6 +156,26 @@ def test_compose_wiring(compose, monkeypatch):
     assert anonymous or "GF_SECURITY_ADMIN_PASSWORD" in env
     if anonymous:
         assert env.get("GF_AUTH_ANONYMOUS_ORG_ROLE") == "Viewer"
+
+
+def test_compose_keeps_the_policy_state_in_a_durable_redis(compose, monkeypatch):
+    services = compose["services"]
+    redis, gateway = services["redis"], services["gateway"]
+    assert redis["image"].split(":")[0] == "redis"
+    command = redis["command"]
+    assert command[0] == "redis-server" and command[command.index("--appendonly") + 1] == "yes"
+    (volume,) = redis["volumes"]
+    name, target = volume.split(":")[:2]
+    assert target == "/data" and name in compose["volumes"], "the append-only file needs a named volume"
+    assert "ping" in " ".join(redis["healthcheck"]["test"])
+    assert gateway["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert not redis.get("ports"), "Redis has no password: it must not be published"
+
+    for variable in [v for v in os.environ if v.startswith("CARBON_GATEWAY_")]:
+        monkeypatch.delenv(variable)
+    for name, value in gateway["environment"].items():
+        monkeypatch.setenv(name, str(value))
+    assert load_settings(None, {}).state.url == f"redis://redis:{REDIS_PORT}/0"
 
 
 # --------------------------------------------------------------------------------------- Prometheus
@@ -401,6 +423,32 @@ def test_k8s_gateway_configmap_loads_as_gateway_settings(objects, monkeypatch, t
     assert settings.workers == config.get("workers", settings.workers)
     assert settings.policy.name == config["policy"]["name"]
     assert settings.energy.meter == config["energy"]["meter"]
+    assert settings.state.url == config["state"]["url"] == _redis_url(objects)
+
+
+def _redis_url(objects: list[dict]) -> str:
+    """The URL of the Redis the manifests run: its Service's name and port, database 0."""
+    service = _of(objects, "Service")["redis"]
+    (port,) = service["spec"]["ports"]
+    return f"redis://{service['metadata']['name']}:{port['port']}/0"
+
+
+def test_k8s_redis_keeps_the_policy_state_on_a_claim(objects):
+    deployment = _of(objects, "Deployment")["redis"]
+    (container,) = _containers(deployment)
+    assert container["image"].split(":")[0] == "redis"
+    args = container["args"]
+    assert args[0] == "redis-server" and args[args.index("--appendonly") + 1] == "yes"
+    data = args[args.index("--dir") + 1]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    claim = volumes[mounts[data]["name"]]["persistentVolumeClaim"]["claimName"]
+    assert not mounts[data].get("readOnly") and claim in _of(objects, "PersistentVolumeClaim")
+    # One writer of the append-only file: one replica, and the old pod gone before the new one starts.
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    (port,) = _of(objects, "Service")["redis"]["spec"]["ports"]
+    assert port["port"] == REDIS_PORT == _port(container, port["targetPort"])
+    assert "readinessProbe" in container and "livenessProbe" in container
 
 
 def test_k8s_triton_gets_a_gpu_probes_and_the_model_repository(objects):
@@ -530,7 +578,7 @@ def test_k8s_sidecar_overlay_has_each_gateway_measure_its_own_pods_gpu(monkeypat
     for variable in [v for v in os.environ if v.startswith("CARBON_GATEWAY_")]:
         monkeypatch.delenv(variable)
     built = _kustomize(K8S / "sidecar")
-    assert set(_of(built, "Deployment")) == {"triton"} and not _of(built, "HorizontalPodAutoscaler")
+    assert set(_of(built, "Deployment")) == {"triton", "redis"} and not _of(built, "HorizontalPodAutoscaler")
     triton = _of(built, "Deployment")["triton"]
     containers = {c["name"]: c for c in _containers(triton)}
     gateway, server = containers["gateway"], containers["triton"]
@@ -539,6 +587,7 @@ def test_k8s_sidecar_overlay_has_each_gateway_measure_its_own_pods_gpu(monkeypat
 
     settings, _ = _serve_settings(gateway, _of(built, "ConfigMap"), tmp_path)
     assert settings.triton.url == f"localhost:{_port(server, 'grpc')}"
+    assert settings.state.url == _redis_url(built)  # every pod's gateway adds to the one account
     assert settings.energy.meter == "triton"
     assert settings.energy.triton_metrics_url == f"http://localhost:{_port(server, 'metrics')}/metrics"
     interval = next(a for a in server["args"] if a.startswith("--metrics-interval-ms="))

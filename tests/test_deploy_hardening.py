@@ -33,6 +33,8 @@ OPERATIONS = PROJECT / "docs" / "operations.md"
 GATEWAY_IMAGE = "carbon-gateway"
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver"
 TRITON_USER = (1000, 1000)  # triton-server, the user NVIDIA's image runs as
+REDIS_IMAGE = "redis"
+REDIS_USER = (999, 999)  # redis, the user the official image runs as
 RELEASE_LABEL = ("release", "kube-prometheus-stack")  # kube-prometheus-stack's default selectors
 OPERATOR_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
@@ -275,6 +277,9 @@ def test_every_container_runs_read_only_as_its_images_user(built):
             if _image_is(container, TRITON_IMAGE):
                 assert user == TRITON_USER, f"{where} runs as {user}, not triton-server"
                 seen.add(TRITON_IMAGE)
+            if _image_is(container, REDIS_IMAGE):
+                assert user == REDIS_USER, f"{where} runs as {user}, not the image's redis"
+                seen.add(REDIS_IMAGE)
             assert context.get("readOnlyRootFilesystem") is True, f"{where}: writable root filesystem"
 
             mounts = _mounts(template, container)
@@ -284,7 +289,11 @@ def test_every_container_runs_read_only_as_its_images_user(built):
             if container.get("args", [""])[0] == "build-models":
                 output = container["args"][container["args"].index("--output") + 1]
                 assert "persistentVolumeClaim" in mounts[output] and not mounts[output]["readOnly"], where
-    assert seen == {GATEWAY_IMAGE, TRITON_IMAGE}
+            if _image_is(container, REDIS_IMAGE):  # its one writable directory is its claim, its group's
+                data = container["args"][container["args"].index("--dir") + 1]
+                assert "persistentVolumeClaim" in mounts[data] and not mounts[data]["readOnly"], where
+                assert pod_context.get("fsGroup") == REDIS_USER[1], f"{where}: the claim is not writable by redis"
+    assert seen == {GATEWAY_IMAGE, TRITON_IMAGE, REDIS_IMAGE}
 
 
 def test_every_container_has_requests_and_init_containers_limits(built):
@@ -442,7 +451,7 @@ def test_the_sidecar_gateway_is_scraped_with_and_without_the_operator():
         pytest.skip("no kubectl on PATH: cannot run `kubectl kustomize`")
     for overlay in ("sidecar", "sidecar-monitoring"):
         built = list(_render(K8S / overlay))
-        assert set(_of(built, "Deployment")) == {"triton"}
+        assert set(_of(built, "Deployment")) == {"triton", "redis"}
         assert {("triton", 8080), ("triton", 8002)} <= _scraped(built), overlay
     assert _of(list(_render(K8S / "sidecar-monitoring")), "ServiceMonitor")
 

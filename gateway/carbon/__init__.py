@@ -4,15 +4,20 @@ One module per provider, each a small class implementing ``CarbonSource``:
 
 * ``static``: a fixed value;
 * ``trace``: a CSV/JSON trace replayed as live, optionally time-compressed;
-* ``uk``: the GB Carbon Intensity API (national or regional, with history and forecast);
-* ``electricitymaps``: Electricity Maps v3 (latest, history, forecast);
+* ``uk``: the GB Carbon Intensity API (national or regional, with history, forecast and past ranges);
+* ``electricitymaps``: Electricity Maps v3 (latest, history, forecast, past ranges);
 * ``watttime``: WattTime v3 signal index (marginal emissions, as a 0-100 percentile).
 
 Each provider's module also holds its options model (``options.CarbonSourceOptions`` plus its own
 fields), which builds its source. ``registry`` names them for the configuration (a new provider is one
 module plus one line there), ``settings`` is the ``carbon`` section (a discriminated union over the
 registry), ``monitor`` keeps the current value, ``_http`` is the HTTP client the providers share
-(retries, ``Retry-After``). Configuration flows one way: settings -> registry -> providers.
+(retries, ``Retry-After``), ``_ranges`` splits a past range into the spans an API serves per call.
+Configuration flows one way: settings -> registry -> providers.
+
+Besides the current value, each source offers ``history`` (what the monitor's window needs), ``forecast``
+and ``past(start, end)``: the values of any past range, for a new gateway to fill its policy's history
+with when its state store is empty (empty where the source keeps none: ``static``, ``watttime``).
 
 Imports: httpx, pydantic, numpy, ``gateway.errors`` and ``gateway.policy.window``; never serving,
 HTTP serving or metrics.

@@ -60,4 +60,10 @@ class CarbonSource(Protocol):
         """Predicted values from the current period on, oldest first (empty when not offered)."""
         ...
 
+    async def past(self, start: datetime, end: datetime) -> list[CarbonReading]:
+        """The values of the periods that begin in ``[start, end)`` (wall-clock, UTC; a naive time is UTC), oldest
+        first; empty when the source keeps none. A long range may take several calls to the provider: this is for
+        filling a policy's history at start, not for the polling loop. Raises ``CarbonSourceError``."""
+        ...
+
     async def aclose(self) -> None: ...

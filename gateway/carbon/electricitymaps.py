@@ -1,20 +1,27 @@
-"""Electricity Maps API v3 (https://api.electricitymap.org): ``/v3/carbon-intensity/{latest,history,forecast}``.
+"""Electricity Maps API v3 (https://api.electricitymap.org): ``/v3/carbon-intensity/{latest,history,forecast}``
+and ``past-range``.
 
 Needs an ``auth-token`` (sent as that header, never logged). Values are gCO2eq/kWh, lifecycle by
 default; ``history`` holds the past 24 h hourly, ``forecast`` (on plans that include it) the
-coming hours. History points without a value (``carbonIntensity: null``) are skipped.
+coming hours, ``past-range`` any past range of at most 10 days per call (``past`` asks for a longer one
+in consecutive calls; plans without it answer 401/403, a ``CarbonSourceError``). Points without a
+value (``carbonIntensity: null``) are skipped.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from .base import CarbonReading, CarbonSourceError
 from ._http import HttpSettings, JsonHttpClient, parse_payload
+from ._ranges import spans, utc, within
 from .options import CarbonSourceOptions
+
+#: The longest range ``past-range`` serves in one call (hourly values).
+MAX_RANGE = timedelta(days=10)
 
 
 class ElectricityMapsConfig(BaseModel):
@@ -46,6 +53,15 @@ class _History(BaseModel):
 class _Forecast(BaseModel):
     zone: str
     forecast: list[_Point]
+
+
+class _PastRange(BaseModel):
+    zone: str
+    data: list[_Point]
+
+
+def _api_time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class ElectricityMapsSource:
@@ -85,6 +101,17 @@ class ElectricityMapsSource:
         forecast = parse_payload(_Forecast, await self._http.get_json(path, params=self._params), self.name, path)
         self._check_zone(forecast.zone)
         return self._readings(forecast.forecast, forecast=True)
+
+    async def past(self, start: datetime, end: datetime) -> list[CarbonReading]:
+        """The hours that begin in ``[start, end)``, from ``past-range`` in calls of at most 10 days."""
+        start, end = utc(start), utc(end)
+        path, readings = "/v3/carbon-intensity/past-range", []
+        for low, high in spans(start, end, MAX_RANGE):
+            params = {**self._params, "start": _api_time(low), "end": _api_time(high)}
+            past = parse_payload(_PastRange, await self._http.get_json(path, params=params), self.name, path)
+            self._check_zone(past.zone)
+            readings += self._readings(past.data, forecast=False)
+        return within(readings, start, end)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -28,6 +28,10 @@ class StaticSource:
     async def forecast(self) -> list[CarbonReading]:
         return []
 
+    async def past(self, start: datetime, end: datetime) -> list[CarbonReading]:
+        """Nothing: a fixed value was never observed, so it has no past."""
+        return []
+
     async def aclose(self) -> None:
         return None
 

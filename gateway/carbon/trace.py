@@ -3,6 +3,11 @@
 Traces are CSV (a header row naming the columns) or JSON: a list of records, or an object whose
 ``data`` holds that list. In JSON, a column may be a dotted path, so a saved UK Carbon Intensity
 API response replays with ``time_column: from`` and ``value_column: intensity.actual``.
+
+The replay ties wall time to trace time: now is ``trace_time()``, and every wall second before or after
+it is ``speedup`` trace seconds, the trace looping at its end. ``current``, ``history`` and ``forecast``
+speak trace time (their timestamps are the trace's); ``past`` takes a wall-clock range and stamps what
+it returns in wall time, so a policy can file it with what it observes live.
 """
 
 from __future__ import annotations
@@ -21,8 +26,12 @@ import numpy as np
 from pydantic import Field
 
 from ..arrays import FloatArray
+from ._ranges import utc
 from .base import CarbonReading, CarbonSourceError
 from .options import CarbonSourceOptions
+
+#: The most readings ``past`` returns: past that (a time-compressed replay over a long range), it samples.
+MAX_PAST_READINGS = 10_000
 
 
 @dataclass(frozen=True)
@@ -153,13 +162,15 @@ class TraceReplaySource:
     name = "trace"
 
     def __init__(self, trace: Trace, speedup: float = 1.0, start: datetime | None = None,
-                 history_hours: float = 24.0, clock: Callable[[], float] = time.monotonic):
+                 history_hours: float = 24.0, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time):
         if speedup <= 0:
             raise ValueError("speedup must be > 0")
         self.trace = trace
         self.speedup = speedup
         self.history_hours = history_hours
         self._clock = clock
+        self._wall = wall
         self._origin_wall = clock()
         self._origin_trace = start.timestamp() if start is not None else trace.start
 
@@ -198,8 +209,46 @@ class TraceReplaySource:
         return [self._reading(float(t), float(v), forecast=True)
                 for t, v in zip(times[mask], values[mask], strict=True)]
 
+    async def past(self, start: datetime, end: datetime) -> list[CarbonReading]:
+        """What the replay served, or would have served, over the wall-clock range ``[start, end)``: each trace
+        period that begins in it, stamped with the wall time it begins at (trace time runs ``speedup`` times
+        faster and loops, so before the replay started it shows the trace's earlier or, looping back, later
+        values).
+
+        A range that holds more than ``MAX_PAST_READINGS`` periods (a fast replay over days) is sampled
+        instead: that many readings evenly spread over the range, each the value current() gives at its time.
+        """
+        start_wall, end_wall = utc(start).timestamp(), utc(end).timestamp()
+        if end_wall <= start_wall:
+            return []
+        now_wall, now_trace = self._wall(), self._unwrapped_trace_time()
+        low, high = (now_trace + (moment - now_wall) * self.speedup for moment in (start_wall, end_wall))
+        loop = self.trace.duration or 3600.0  # a lone value repeats (hourly, as its period lasts)
+        if (high - low) / loop * len(self.trace.times) > MAX_PAST_READINGS:
+            moments = np.linspace(start_wall, end_wall, MAX_PAST_READINGS, endpoint=False)
+            positions = self.trace.start + np.mod(now_trace + (moments - now_wall) * self.speedup - self.trace.start,
+                                                  loop)
+            indices = np.maximum(np.searchsorted(self.trace.times, positions, side="right") - 1, 0)
+            return self._walled(moments, self.trace.values[indices])
+        starts, values = [], []
+        first, last = (math.floor((bound - self.trace.start) / loop) for bound in (low, high))
+        for lap in range(first, last + 1):
+            shifted = self.trace.times + lap * loop
+            inside = (shifted >= low) & (shifted < high)
+            starts.append(shifted[inside])
+            values.append(self.trace.values[inside])
+        return self._walled(now_wall + (np.concatenate(starts) - now_trace) / self.speedup, np.concatenate(values))
+
     async def aclose(self) -> None:
         return None
+
+    def _unwrapped_trace_time(self) -> float:
+        """Trace time now, counted on without looping."""
+        return self._origin_trace + (self._clock() - self._origin_wall) * self.speedup
+
+    def _walled(self, moments: FloatArray, values: FloatArray) -> list[CarbonReading]:
+        return [CarbonReading(intensity=float(value), timestamp=datetime.fromtimestamp(float(moment), UTC),
+                              source=self.name) for moment, value in zip(moments, values, strict=True)]
 
 
 class TraceOptions(CarbonSourceOptions):

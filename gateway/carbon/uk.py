@@ -3,7 +3,9 @@
 National values come from ``/intensity``: ``actual`` when the period has been measured, else its
 ``forecast``. A region (``region_id`` 1-17; 11 is South West England) comes from
 ``/regional/regionid/{id}`` and is forecast-only: the API publishes no regional actuals. Both have
-24 h of history (``pt24h``) and a 24 h forecast (``fw24h``) in half-hour periods.
+24 h of history (``pt24h``) and a 24 h forecast (``fw24h``) in half-hour periods, and any past range
+(``/intensity/{from}/{to}``, ``/regional/intensity/{from}/{to}/regionid/{id}``) of at most 14 days per call:
+``past`` asks for a longer one in consecutive calls.
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .base import CarbonReading, CarbonSourceError
 from ._http import HttpSettings, JsonHttpClient, parse_payload
+from ._ranges import spans, utc, within
 from .options import CarbonSourceOptions
+
+#: The longest range the API serves in one call.
+MAX_RANGE = timedelta(days=14)
 
 
 class UkCarbonIntensityConfig(BaseModel):
@@ -65,6 +71,12 @@ def _api_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
+def _minute(moment: datetime, *, up: bool = False) -> datetime:
+    """``moment`` on a whole minute, the API's resolution: down, or up (``up``) when it is past one."""
+    floor = moment.replace(second=0, microsecond=0)
+    return floor + timedelta(minutes=1) if up and floor < moment else floor
+
+
 class UkCarbonIntensitySource:
     """National or regional GB carbon intensity, gCO2eq/kWh, in half-hour periods."""
 
@@ -88,25 +100,37 @@ class UkCarbonIntensitySource:
         return reading
 
     async def history(self) -> list[CarbonReading]:
-        return self._readings(await self._periods("pt24h"))
+        return self._readings(await self._periods(f"{_api_time(datetime.now(UTC))}/pt24h"))
 
     async def forecast(self) -> list[CarbonReading]:
-        return [r.model_copy(update={"forecast": True}) for r in self._readings(await self._periods("fw24h"))]
+        start = _api_time(datetime.now(UTC) - timedelta(minutes=30))
+        return [r.model_copy(update={"forecast": True}) for r in self._readings(await self._periods(f"{start}/fw24h"))]
+
+    async def past(self, start: datetime, end: datetime) -> list[CarbonReading]:
+        """The half-hours that begin in ``[start, end)``: ``actual`` where measured, else ``forecast`` (always, for
+        a region), in calls of at most 14 days. The API also returns the period that ends at ``from``; it is
+        left out."""
+        start, end = utc(start), utc(end)
+        periods: list[_Period] = []
+        for low, high in spans(_minute(start), _minute(end, up=True), MAX_RANGE):
+            periods += await self._periods(f"{_api_time(low)}/{_api_time(high)}")
+        return within(self._readings(periods), start, end)
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
     async def _periods(self, span: str | None) -> list[_Period]:
+        """The current period (``span`` None), or those of a range: ``{from}/{to}``, ``{from}/pt24h`` or
+        ``{from}/fw24h``."""
         region = self.config.region_id
-        start = _api_time(datetime.now(UTC) - (timedelta(minutes=30) if span == "fw24h" else timedelta()))
         if region is None:
-            path = "/intensity" if span is None else f"/intensity/{start}/{span}"
+            path = "/intensity" if span is None else f"/intensity/{span}"
             return parse_payload(_National, await self._http.get_json(path), self.name, path).data
         if span is None:
             path = f"/regional/regionid/{region}"
             regions = parse_payload(_RegionList, await self._http.get_json(path), self.name, path).data
             return regions[0].data
-        path = f"/regional/intensity/{start}/{span}/regionid/{region}"
+        path = f"/regional/intensity/{span}/regionid/{region}"
         return parse_payload(_RegionRange, await self._http.get_json(path), self.name, path).data.data
 
     def _reading(self, period: _Period) -> CarbonReading | None:

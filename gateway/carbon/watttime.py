@@ -4,7 +4,7 @@ Not comparable with the other sources: WattTime reports *marginal* operating emi
 more kWh now would emit), and ``/v3/signal-index`` gives them as a 0-100 percentile of the
 region's recent values, not gCO2eq/kWh. Readings carry ``unit="percentile"`` and ``marginal=True``;
 the selector's window should be 0..100 (the runtime uses that unless ``c_low``/``c_high`` are set),
-and grams of CO2 computed from it are not meaningful. No history or forecast is fetched: the
+and grams of CO2 computed from it are not meaningful. No history, past range or forecast is fetched: the
 historical endpoint needs a paid plan, and the forecast is in lbs/MWh, another unit again.
 
 Auth: ``GET /login`` with HTTP basic auth returns a bearer token (valid 30 min); it is renewed
@@ -95,6 +95,10 @@ class WattTimeSource:
         return []
 
     async def forecast(self) -> list[CarbonReading]:
+        return []
+
+    async def past(self, start: datetime, end: datetime) -> list[CarbonReading]:
+        """Nothing: WattTime's historical data (``/v3/historical``) needs a paid plan, so none is fetched."""
         return []
 
     async def aclose(self) -> None:

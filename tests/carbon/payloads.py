@@ -47,3 +47,8 @@ def watttime_index(value: float, moment: datetime, region: str = "CAISO_NORTH") 
             "meta": {"region": region, "signal_type": "co2_moer", "units": "percentile",
                      "data_point_period_seconds": 300, "model": {"date": "2023-03-01"},
                      "generated_at": moment.isoformat(), "generated_at_period_seconds": 300, "warnings": []}}
+
+
+def em_past_range(points: list[dict[str, Any]], zone: str = "GB") -> dict[str, Any]:
+    """``/v3/carbon-intensity/past-range``: the zone and its hourly points under ``data``."""
+    return {"zone": zone, "data": points}

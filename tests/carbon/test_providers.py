@@ -16,7 +16,7 @@ from gateway.carbon import (CarbonSourceError, ElectricityMapsConfig, Electricit
 from gateway.carbon._http import HttpSettings, backoff_delay, parse_retry_after
 
 from tests.support.providers import FAST_HTTP, Reply
-from .payloads import em_point, uk_national, uk_period, uk_periods, uk_region, watttime_index
+from .payloads import em_past_range, em_point, uk_national, uk_period, uk_periods, uk_region, watttime_index
 
 NOON = datetime(2018, 1, 20, 12, 0, tzinfo=UTC)
 TOKEN = "em-secret-token-123"
@@ -295,3 +295,97 @@ async def test_a_large_valid_body_under_the_limit_is_read(server, now):
     server.json("/intensity", uk_national(*([uk_period(now, 205, 200)] * 2000)))  # parsed in a thread
     assert (await source.current()).intensity == 200
     await source.aclose()
+
+
+# --- past ranges -----------------------------------------------------------------------------------------------
+
+JUNE = datetime(2020, 6, 1, tzinfo=UTC)
+
+
+def _half_hours(start: datetime, end: datetime) -> list[datetime]:
+    count = int((end - start) / timedelta(minutes=30))
+    return [start + i * timedelta(minutes=30) for i in range(count)]
+
+
+async def test_uk_past_asks_for_twenty_days_in_two_calls_and_keeps_what_begins_in_the_range(server, uk):
+    start, end = JUNE + timedelta(minutes=10), JUNE + timedelta(days=20)
+    split = JUNE + timedelta(days=14)
+    value = {moment: float(i % 300) for i, moment in enumerate(_half_hours(JUNE - timedelta(minutes=30), end))}
+    # As the API does: each answer starts with the period that ends at `from`, and the first call's last period
+    # is the second's first.
+    first = [uk_period(m, v + 4, v) for m, v in value.items() if m <= split]
+    second = [uk_period(m, v + 4, None if m >= end - timedelta(hours=1) else v)
+              for m, v in value.items() if split - timedelta(minutes=30) <= m]
+    server.route("/intensity/*/*", Reply(body=uk_national(*first)), Reply(body=uk_national(*reversed(second))))
+    readings = await uk.past(start, end)
+    assert [h.path for h in server.hits("/intensity/*/*")] == [
+        "/intensity/2020-06-01T00:10Z/2020-06-15T00:10Z", "/intensity/2020-06-15T00:10Z/2020-06-21T00:00Z"]
+    expected = [m for m in value if start <= m < end]
+    assert [r.timestamp for r in readings] == expected  # oldest first, once each, none before `start`
+    assert len(readings) == 20 * 48 - 1 and all(r.source == "uk" for r in readings)
+    assert [r.intensity for r in readings[:3]] == [value[m] for m in expected[:3]]  # actual, where measured
+    assert [(r.intensity, r.forecast) for r in readings[-2:]] == [(value[m] + 4, True) for m in expected[-2:]]
+
+
+async def test_uk_regional_past_is_the_regions_forecast(server):
+    source = UkCarbonIntensitySource(UkCarbonIntensityConfig(base_url=server.url, region_id=11), http=FAST_HTTP)
+    try:
+        server.json("/regional/intensity/*/*/regionid/11", {"data": uk_region(uk_periods(JUNE, [90, 80, 70]))})
+        readings = await source.past(JUNE, JUNE + timedelta(hours=1))
+        assert [(r.intensity, r.forecast) for r in readings] == [(94, True), (84, True)]
+        (asked,) = server.hits("/regional/*")
+        assert asked.path == "/regional/intensity/2020-06-01T00:00Z/2020-06-01T01:00Z/regionid/11"
+    finally:
+        await source.aclose()
+
+
+async def test_electricitymaps_past_range_in_ten_day_calls(server, em):
+    start, end = JUNE, JUNE + timedelta(days=20)
+    hours = [start + i * timedelta(hours=1) for i in range(20 * 24)]
+    first = [em_point(h, 100 + i % 50) for i, h in enumerate(hours[:240])]
+    second = [em_point(h, None if i == 0 else 200.0) for i, h in enumerate(hours[240:])]
+    server.route("/v3/carbon-intensity/past-range", Reply(body=em_past_range(first)),
+                 Reply(body=em_past_range(second)))
+    readings = await em.past(start, end)
+    asked = server.hits("/v3/carbon-intensity/past-range")
+    assert [(h.query["start"], h.query["end"]) for h in asked] == [
+        ("2020-06-01T00:00:00Z", "2020-06-11T00:00:00Z"), ("2020-06-11T00:00:00Z", "2020-06-21T00:00:00Z")]
+    assert all(h.query["zone"] == "GB" and h.headers["auth-token"] == TOKEN for h in asked)
+    assert len(readings) == 479 and hours[240] not in {r.timestamp for r in readings}  # the null hour is skipped
+    assert [r.timestamp for r in readings] == sorted(r.timestamp for r in readings)
+    assert readings[0].intensity == 100 and readings[-1].intensity == 200
+
+
+async def test_electricitymaps_past_of_another_zone_is_refused(server, em):
+    server.json("/v3/carbon-intensity/past-range", em_past_range([em_point(JUNE, 300, zone="FR")], zone="FR"))
+    with pytest.raises(CarbonSourceError, match="got FR"):
+        await em.past(JUNE, JUNE + timedelta(hours=2))
+
+
+@pytest.mark.parametrize("reply, message", [
+    (Reply(500, "oops"), r"HTTP 500 \(3 attempts\)"),
+    (Reply(403, {"message": "Your plan does not include past-range"}), "HTTP 403"),
+    (Reply(body={"zone": "GB", "history": []}), "unexpected .* payload: data"),
+    (Reply(body=b"<html>"), "malformed JSON"),
+])
+async def test_a_failing_provider_is_a_carbon_source_error(server, uk, em, reply, message):
+    server.route("/intensity/*", reply)
+    server.route("/v3/carbon-intensity/past-range", reply)
+    for source in (uk, em):
+        with pytest.raises(CarbonSourceError, match=message):
+            await source.past(JUNE, JUNE + timedelta(days=1))
+
+
+async def test_an_empty_range_asks_nothing_and_naive_times_are_utc(server, uk, em):
+    assert await uk.past(JUNE, JUNE) == [] and await em.past(JUNE + timedelta(days=1), JUNE) == []
+    assert server.requests == []
+    server.json("/intensity/*/*", uk_national(*uk_periods(JUNE, [200, 210])))
+    readings = await uk.past(JUNE.replace(tzinfo=None), (JUNE + timedelta(hours=1)).replace(tzinfo=None))
+    assert [r.timestamp for r in readings] == [JUNE, JUNE + timedelta(minutes=30)]
+
+
+async def test_sources_without_a_past_return_none(wt):
+    from gateway.carbon import StaticSource
+
+    assert await StaticSource(200.0).past(JUNE, JUNE + timedelta(days=30)) == []
+    assert await wt.past(JUNE, JUNE + timedelta(days=30)) == []

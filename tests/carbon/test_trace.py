@@ -1,4 +1,5 @@
-from datetime import datetime, UTC
+import itertools
+from datetime import datetime, timedelta, UTC
 
 import numpy as np
 import pytest
@@ -159,3 +160,47 @@ def test_a_sped_up_replay_is_polled_as_often_as_it_changes(shared_data):
     assert fast.poll_interval == pytest.approx(1800.0 / 360.0)  # half-hour steps: 5 s of wall time
     slow = make_monitor(TraceOptions(trace_path=shared_data / "carbon" / "gb_2020_entsoe.csv"))
     assert slow.poll_interval == 60.0  # real time: the configured poll interval
+
+
+# --- past: the replay's wall-clock past ------------------------------------------------------------------------
+
+WALL = datetime(2025, 3, 1, 12, 0, tzinfo=UTC).timestamp()
+
+
+async def test_past_in_real_time_is_the_trace_before_the_start_stamped_in_wall_time(gb):
+    start = datetime(2020, 6, 2, tzinfo=UTC)
+    source = TraceReplaySource(gb, start=start, clock=ManualClock(1000.0), wall=ManualClock(WALL))
+    now = datetime.fromtimestamp(WALL, UTC)
+    past = await source.past(now - timedelta(days=1), now)
+    day = (gb.times >= start.timestamp() - 86400) & (gb.times < start.timestamp())
+    assert [r.intensity for r in past] == pytest.approx(list(gb.values[day]))
+    assert len(past) == 48 and past[0].timestamp == now - timedelta(days=1)  # wall time, end excluded
+    assert [r.timestamp - past[0].timestamp for r in past[:2]] == [timedelta(0), timedelta(minutes=30)]
+    # Up to now: the last value is the one current() serves now.
+    latest = await source.past(now - timedelta(minutes=1), now + timedelta(seconds=1))
+    assert [r.intensity for r in latest] == [(await source.current()).intensity]
+
+
+async def test_past_of_a_fast_replay_loops_back_to_the_traces_end(gb):
+    clock = ManualClock(1000.0)
+    source = TraceReplaySource(gb, speedup=1800.0, clock=clock, wall=ManualClock(WALL))  # a half-hour per second
+    now = datetime.fromtimestamp(WALL, UTC)
+    # Started at the trace's first period: the ten seconds before were its last ten half-hours, and quarters.
+    past = await source.past(now - timedelta(seconds=10), now)
+    tail = gb.times >= gb.start + gb.duration - 10 * 1800
+    assert [r.intensity for r in past] == pytest.approx(list(gb.values[tail]))
+    assert all(now - timedelta(seconds=10) <= r.timestamp < now for r in past)
+    assert [r.timestamp for r in past] == sorted(r.timestamp for r in past)
+
+
+async def test_past_over_a_long_range_of_a_fast_replay_is_sampled(gb):
+    from gateway.carbon.trace import MAX_PAST_READINGS
+
+    source = TraceReplaySource(gb, speedup=360.0, clock=ManualClock(1000.0), wall=ManualClock(WALL))
+    now = datetime.fromtimestamp(WALL, UTC)
+    past = await source.past(now - timedelta(days=30), now)  # ~30 loops of the year: far too many periods
+    assert len(past) == MAX_PAST_READINGS
+    steps = {r.timestamp - p.timestamp for p, r in itertools.pairwise(past)}
+    assert max(steps) - min(steps) < timedelta(milliseconds=1)  # evenly spread over the range
+    assert set(np.round([r.intensity for r in past], 6)) <= set(np.round(gb.values, 6))
+    assert await source.past(now, now - timedelta(days=1)) == []

@@ -9,5 +9,6 @@
 - ``images``: images written to order (any format, or a PNG whose header says anything);
 - ``clock``: a clock that moves only when a test says so;
 - ``kserve_sdk_client``: the KServe SDK against a gateway, in a process of its own;
-- ``prometheus``, ``dashboard``: a real Prometheus scraping the gateway, and the Grafana dashboard's queries.
+- ``prometheus``, ``dashboard``: a real Prometheus scraping the gateway, and the Grafana dashboard's queries;
+- ``redis``: a real ``redis-server`` for the policy-state store, killed, frozen and restarted on demand.
 """
