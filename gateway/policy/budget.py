@@ -173,11 +173,18 @@ class Allocation:
         allowed_rise = mean_error * self.total_requests - self.best_error_sum
         if allowed_rise <= 0:
             return 0.0
-        prices = self._prices().reshape(-1)
+        # Segment by segment, from the dirtiest period: each segment's prices then rise, and a stable sort
+        # merges those runs in linear time (the planner calls this at every poll).
+        dirtiest = np.argsort(-self._gpm, kind="stable")
+        gpm = self._gpm[dirtiest]
+        prices = np.divide(self.slopes[:, np.newaxis], gpm[np.newaxis, :],
+                           out=np.full((len(self.slopes), len(gpm)), np.inf), where=gpm[np.newaxis, :] > 0).reshape(-1)
         order = np.argsort(prices, kind="stable")
-        rises = (self.counts[:, np.newaxis] * self._error_step[np.newaxis, :]).reshape(-1)[order]
+        rises = (self._error_step[:, np.newaxis] * self.counts[dirtiest][np.newaxis, :]).reshape(-1)[order]
         # Steps at equal prices (periods at one intensity) are taken together or not at all: price levels.
-        levels, first = np.unique(prices[order], return_index=True)
+        ordered = prices[order]
+        first = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+        levels = ordered[first]
         cumulative = np.cumsum(rises)[np.append(first[1:], len(rises)) - 1]
         # A level that reaches ``mean_error`` to rounding is taken: a target set to a hull model's error at
         # one intensity serves that model, whatever the float sums of the counts came to.

@@ -6,20 +6,30 @@ whole period (``budget.Allocation``): serve each request the hull model minimisi
 plan (model-predictive control):
 
 1. the rest of the period is predicted from what a live gateway knows: the provider's forecast
-   where there is one, and beyond it the last ``history_hours`` of observed (intensity, requests),
-   replayed as a profile of what is to come (with no history yet: the current intensity persists);
+   where there is one, and beyond it the intensities and requests observed lately, as a mixture of
+   two windows: the last ``recent_hours`` (the weather now) and the last ``history_hours`` (the grid's
+   usual level). The recent window's weight for a day k days ahead is phi**k, where phi is the day-to-day
+   persistence (lag-1 autocorrelation) of the grid's daily mean intensity over the last four weeks,
+   measured as it runs: a grid whose days resemble the day before leans on the recent window for
+   longer, one that swings leans on the long one. What matters is the level of the rest of the period:
+   replayed with that level known in advance (only its level: the shape of the last weeks, scaled),
+   the worst month's regret falls to about 2 % (docs/replay.md);
 2. the error still allowed is what keeps the *whole period's* mean at the target: the error debt
    or credit of the requests already served is spread over the requests expected;
 3. the price is the one at which the prediction meets that error (``Allocation.price_for_error``).
 
 Step 2 is the feedback: a prediction that was too optimistic shows up as debt and raises the
 price, so the period's mean lands on the target whatever the forecast's quality.
+
+The period's account (requests, error, CO2, per model) and the observed history are the fleet's when
+the gateway runs with a state store: ``take_delta`` hands what this process added since the last
+exchange to the store, ``apply`` takes the fleet's totals back, ``restore`` loads them at start.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, UTC
 from typing import Any, Literal
 
@@ -29,8 +39,11 @@ from pydantic import Field
 from ..arrays import FloatArray
 from ..errors import ConfigError
 from ..pool import ModelPool, ModelSpec
+from ..state.models import StateDelta, StateSnapshot
 from .base import ForecastPoints, PolicyOptions, SelectionPolicy
+from .budget import grams_per_mj
 from .carbon_price import CarbonPricePolicy
+from .history import BIN, DAY_S, BucketHistory
 
 
 Period = Literal["day", "week", "month"]
@@ -57,47 +70,49 @@ def default_target(pool: ModelPool) -> ModelSpec:
     return ranked[min(1, len(ranked) - 1)]
 
 
-class History:
-    """The trailing ``hours`` of observed intervals, kept as a histogram over intensity.
+@dataclass
+class Ledger:
+    """One period's account: requests served, their summed error rate (%), their CO2, requests per model."""
 
-    A prediction needs only how many seconds and requests fell at each intensity, not their order,
-    so the window is summed into 1 g/kWh bins: planning costs the same for a day or a month of history.
-    """
+    period_start: float = -math.inf
+    served: float = 0.0
+    error_sum: float = 0.0
+    co2_g: float = 0.0
+    by_model: dict[str, float] = field(default_factory=dict)
 
-    BIN = 1.0  # g/kWh
+    def add(self, count: float, error: float, co2_g: float, model: str) -> None:
+        self.served += count
+        self.error_sum += count * error
+        self.co2_g += co2_g
+        self.by_model[model] = self.by_model.get(model, 0.0) + count
 
-    def __init__(self, hours: float):
-        self.span_s = hours * 3600.0
-        self._intervals: deque[tuple[float, float, int, float, float]] = deque()
-        self._seconds = np.zeros(1024)
-        self._requests = np.zeros(1024)
-        self._weighted = np.zeros(1024)  # intensity x seconds, for each bin's mean intensity
+    def merge(self, other: Ledger) -> None:
+        self.served += other.served
+        self.error_sum += other.error_sum
+        self.co2_g += other.co2_g
+        for model, count in other.by_model.items():
+            self.by_model[model] = self.by_model.get(model, 0.0) + count
 
-    def add(self, start: float, duration: float, intensity: float, requests: float) -> None:
-        b = int(intensity / self.BIN)
-        if b >= len(self._seconds):
-            grow = max(b + 1, 2 * len(self._seconds)) - len(self._seconds)
-            self._seconds, self._requests, self._weighted = (
-                np.append(a, np.zeros(grow)) for a in (self._seconds, self._requests, self._weighted))
-        self._intervals.append((start + duration, duration, b, requests, intensity * duration))
-        self._count(b, duration, requests, intensity * duration)
-        horizon = start + duration - self.span_s
-        while self._intervals and self._intervals[0][0] <= horizon:
-            _, old_duration, old_bin, old_requests, old_weighted = self._intervals.popleft()
-            self._count(old_bin, -old_duration, -old_requests, -old_weighted)
 
-    def _count(self, b: int, seconds: float, requests: float, weighted: float) -> None:
-        self._seconds[b] += seconds
-        self._requests[b] += requests
-        self._weighted[b] += weighted
-        if self._seconds[b] <= 1e-6:  # emptied: drop the rounding left over
-            self._seconds[b] = self._requests[b] = self._weighted[b] = 0.0
+@dataclass
+class _Pending:
+    """What this process served and saw since it last handed its delta over."""
 
-    def summary(self) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """Per occupied bin: mean intensity, seconds observed, requests served."""
-        occupied = np.flatnonzero(self._seconds)
-        seconds = self._seconds[occupied]
-        return self._weighted[occupied] / seconds, seconds, np.maximum(self._requests[occupied], 0.0)
+    ledger: Ledger
+    requests: dict[int, float] = field(default_factory=dict)  # bucket start -> requests
+    buckets: set[int] = field(default_factory=set)  # buckets whose intensity it observed
+
+    def absorb(self, later: _Pending) -> _Pending:
+        """This delta and a later one, as one (of the later one's period, if the period turned meanwhile:
+        the one that ended no longer counts towards any target)."""
+        if later.ledger.period_start == self.ledger.period_start:
+            self.ledger.merge(later.ledger)
+        else:
+            self.ledger = later.ledger
+        for bucket, count in later.requests.items():
+            self.requests[bucket] = self.requests.get(bucket, 0.0) + count
+        self.buckets |= later.buckets
+        return self
 
 
 class ErrorTargetPolicy(CarbonPricePolicy):
@@ -110,10 +125,12 @@ class ErrorTargetPolicy(CarbonPricePolicy):
 
     name = "error-target"
     needs_planning = True
+    #: Days of daily means that measure the grid's day-to-day persistence.
+    PERSISTENCE_DAYS = 28
 
     def __init__(self, pool: ModelPool, target_error: float | None = None, *, target_model: str | None = None,
-                 period: Period = "month", history_hours: float = 336.0, settle_hours: float = 96.0,
-                 pue: float = 1.0, **options: Any):
+                 period: Period = "month", history_hours: float = 672.0, recent_hours: float = 24.0,
+                 settle_hours: float = 24.0, pue: float = 1.0, **options: Any):
         super().__init__(pool, 0.0, pue=pue, **options)
         if target_error is not None and target_model is not None:
             raise ConfigError("error-target: give target_error or target_model, not both")
@@ -125,39 +142,114 @@ class ErrorTargetPolicy(CarbonPricePolicy):
         if not min(hull_errors) <= target_error <= max(hull_errors):
             raise ConfigError(f"error-target: a mean error of {target_error} % is outside what the pool can "
                               f"serve ({min(hull_errors)}..{max(hull_errors)} %)")
-        if not history_hours > 0 or not settle_hours >= 0:
-            raise ConfigError("error-target: history_hours must be > 0 and settle_hours >= 0")
+        if not history_hours > 0 or not 0 < recent_hours <= history_hours or not settle_hours >= 0:
+            raise ConfigError("error-target: need history_hours > 0, 0 < recent_hours <= history_hours and "
+                              "settle_hours >= 0")
         self.target_error = float(target_error)
         self.period: Period = period
-        self.history = History(history_hours)
-        self.served = 0.0
-        self.error_sum = 0.0
+        self.history_span_hours = float(history_hours)
+        self.recent_hours = float(recent_hours)
+        self.history = BucketHistory(history_hours)
+        self.ledger = Ledger()
+        self._pending = _Pending(Ledger())
+        self._in_flight: _Pending | None = None
         self._period_end = -math.inf
         self.settle_s = settle_hours * 3600.0
-        self._unplanned = 0.0  # requests served since the last plan
         self._last_plan: tuple[float, float] | None = None  # (time, intensity)
+        self._unplanned = 0.0  # requests served since the last plan
+        self._persistence: tuple[int, float] | None = None  # (day, phi)
+
+    # --- the account ---------------------------------------------------------------------------------
+
+    @property
+    def served(self) -> float:
+        return self.ledger.served
+
+    @property
+    def error_sum(self) -> float:
+        return self.ledger.error_sum
 
     @property
     def mean_error(self) -> float | None:
         """The mean error served so far in the current period (None before the first request)."""
-        return self.error_sum / self.served if self.served > 0 else None
+        return self.ledger.error_sum / self.ledger.served if self.ledger.served > 0 else None
+
+    @property
+    def period_start(self) -> float:
+        return self.ledger.period_start
+
+    @property
+    def period_end(self) -> float:
+        return self._period_end
 
     def advance(self, now: float) -> None:
         if now >= self._period_end:
-            self._period_end = period_bounds(now, self.period)[1]
-            self.served = self.error_sum = 0.0
+            start, self._period_end = period_bounds(now, self.period)
+            self.ledger = Ledger(period_start=start)
+            self._pending.ledger = Ledger(period_start=start)
 
     def observe(self, intensity: float, model: ModelSpec, count: float = 1.0) -> None:
-        self.served += count
-        self.error_sum += count * model.error_rate
-        self._unplanned += count
+        co2 = count * model.energy_mj * float(grams_per_mj(intensity, self.pue))
+        self.ledger.add(count, model.error_rate, co2, model.name)
+        self._pending.ledger.add(count, model.error_rate, co2, model.name)
+        self._unplanned += count  # into the history, over the interval they were served in, at the next plan
 
     def inherit(self, previous: SelectionPolicy) -> None:
-        """The period's served requests and error, the traffic history and the price: none belongs to a pool."""
+        """The period's account, the history and the price: none belongs to a pool (a reload keeps them)."""
         if isinstance(previous, ErrorTargetPolicy) and previous.period == self.period:
-            self.served, self.error_sum, self._unplanned = previous.served, previous.error_sum, previous._unplanned
+            self.ledger, self._pending, self._in_flight = previous.ledger, previous._pending, previous._in_flight
             self._period_end, self.history, self.price = previous._period_end, previous.history, previous.price
-            self._last_plan = previous._last_plan  # the requests since then go into the history at the next plan
+            self._last_plan, self._unplanned = previous._last_plan, previous._unplanned
+
+    # --- the fleet's account, through a store --------------------------------------------------------
+
+    def take_delta(self, key: str) -> StateDelta:
+        """What this process served and observed since the last delta, for the store. Until ``apply``
+        settles it, it is kept: if the store did not take it, the next delta carries it too."""
+        pending = self._pending
+        if self._in_flight is not None:  # the last one never came back: send both
+            pending = self._in_flight.absorb(pending)
+        self._in_flight, self._pending = pending, _Pending(Ledger(period_start=self.ledger.period_start))
+        intensities = {b: value for b in sorted(pending.buckets) if (value := self.history.mean_intensity(b))
+                       is not None}
+        ledger = pending.ledger
+        return StateDelta(key=key, period_start=max(ledger.period_start, 0.0),
+                          period_end=max(self._period_end, max(ledger.period_start, 0.0) + 1.0),
+                          served=ledger.served, error_sum=ledger.error_sum, co2_g=ledger.co2_g,
+                          by_model=dict(ledger.by_model), intensity=intensities, requests=dict(pending.requests))
+
+    def apply(self, snapshot: StateSnapshot) -> None:
+        """The fleet's totals after the store took the last delta: they replace this process's view, plus
+        what it served since."""
+        self._in_flight = None
+        if snapshot.period_start == self.ledger.period_start:
+            fleet = Ledger(snapshot.period_start, snapshot.served, snapshot.error_sum, snapshot.co2_g,
+                           dict(snapshot.by_model))
+            fleet.merge(self._pending.ledger)
+            self.ledger = fleet
+        for bucket, count in snapshot.requests.items():
+            self.history.set_bucket(bucket, requests=count + self._pending.requests.get(bucket, 0.0))
+        for bucket, value in snapshot.intensity.items():
+            self.history.set_bucket(bucket, intensity=value)
+
+    def restore(self, snapshot: StateSnapshot) -> None:
+        """Start from the fleet's state: its account of the current period and its history."""
+        if snapshot.period_start == self.ledger.period_start or self.ledger.period_start == -math.inf:
+            self.ledger = Ledger(snapshot.period_start, snapshot.served, snapshot.error_sum, snapshot.co2_g,
+                                 dict(snapshot.by_model))
+            self._pending = _Pending(Ledger(period_start=snapshot.period_start))
+            if self.ledger.period_start > -math.inf:
+                self._period_end = period_bounds(self.ledger.period_start, self.period)[1]
+        for bucket in sorted(set(snapshot.intensity) | set(snapshot.requests)):
+            self.history.set_bucket(bucket, intensity=snapshot.intensity.get(bucket),
+                                    requests=snapshot.requests.get(bucket))
+
+    @property
+    def history_hours(self) -> float:
+        """Hours of observed intensity the policy plans with."""
+        return self.history.hours
+
+    # --- planning ------------------------------------------------------------------------------------
 
     def replan(self, now: float, intensity: float, forecast: ForecastPoints,
                rate: float) -> float:
@@ -174,12 +266,15 @@ class ErrorTargetPolicy(CarbonPricePolicy):
         """
         self.advance(now)
         if self._last_plan is not None and now > self._last_plan[0]:
-            self.history.add(self._last_plan[0], now - self._last_plan[0], self._last_plan[1], self._unplanned)
+            start, seen = self._last_plan
+            for bucket, requests in self.history.add(start, now - start, seen, self._unplanned):
+                self._pending.buckets.add(bucket)
+                self._pending.requests[bucket] = self._pending.requests.get(bucket, 0.0) + requests
             self._unplanned = 0.0
         self._last_plan = (now, intensity)
         intensities, counts = self._predict(now, intensity, forecast_times, forecast_values, rate)
         expected = float(counts.sum())
-        debt = self.error_sum - self.target_error * self.served
+        debt = self.ledger.error_sum - self.target_error * self.ledger.served
         settle = max(expected, expected / max(self._period_end - now, 1.0) * self.settle_s)
         allowed = self.target_error - debt / settle
         self.price = self.allocation(intensities, counts).price_for_error(allowed)
@@ -189,11 +284,12 @@ class ErrorTargetPolicy(CarbonPricePolicy):
                  rate: float) -> tuple[FloatArray, FloatArray]:
         """Intensities and expected requests over the rest of the period (first entry: now)."""
         end = self._period_end
-        seen_intensity, seen_s, seen_requests = self.history.summary()
-        observed_s = float(seen_s.sum())
-        observed_requests = float(seen_requests.sum())
-        # Only relative counts matter until requests are served, so any positive rate will do then.
-        rate = observed_requests / observed_s if observed_requests > 0 else rate if rate > 0 else 1.0
+        long_c, long_s, long_r, long_counted = self.history.histogram()  # the long window: the whole span
+        counted_s, observed_requests = float(long_counted.sum()), float(long_r.sum())
+        # Requests per second where they were counted; the intensities learned from a provider's past (before
+        # this gateway served) are weighted at that rate too.
+        rate = observed_requests / counted_s if observed_requests > 0 else rate if rate > 0 else 1.0
+        observed_s = float(long_s.sum())
         inside = forecast_times < end
         times = np.concatenate([[now], forecast_times[inside]])
         values = np.concatenate([[intensity], forecast_values[inside]])
@@ -202,12 +298,58 @@ class ErrorTargetPolicy(CarbonPricePolicy):
         edges = np.minimum(np.append(times, times[-1] + step), end)
         durations = np.diff(edges)
         rest = end - edges[-1]
-        if rest <= 0 or observed_s <= 0:  # no profile yet: the last known value persists
+        if rest <= 0 or observed_s <= 0:  # no history yet: the last known value persists
             durations[-1] += max(rest, 0.0)
             return values, durations * rate
-        scale = rest / observed_s
-        profile_counts = seen_requests * scale if observed_requests > 0 else seen_s * scale * rate
-        return np.concatenate([values, seen_intensity]), np.concatenate([durations * rate, profile_counts])
+        # Beyond the forecast, day k is the recent window with weight phi**k, the long one with the rest.
+        phi = self.persistence(now)
+        days = np.arange(1, int(np.ceil(rest / DAY_S)) + 1, dtype=np.float64)
+        lengths = np.minimum(DAY_S, rest - (days - 1) * DAY_S)
+        recent_share = float((phi ** days * lengths).sum() / lengths.sum())
+        recent = _binned(*self.history.window(now, self.recent_hours))
+        parts_c, parts_n = [values], [durations * rate]
+        for share, (c, s, r, counted) in ((recent_share, recent), (1.0 - recent_share, (long_c, long_s, long_r,
+                                                                                         long_counted))):
+            if share <= 0 or s.sum() <= 0:
+                continue
+            weights = r + (s - counted) * rate  # requests where counted, else time at the counted rate
+            parts_c.append(c)
+            parts_n.append(weights * (rest * share * rate / float(weights.sum())))
+        # Points per bin of intensity, not per bucket: the allocation's cost grows with its points.
+        return np.concatenate(parts_c), np.concatenate(parts_n)
+
+    def persistence(self, now: float) -> float:
+        """phi: the lag-1 autocorrelation of the last four weeks' daily mean intensity (0.5 with under a week);
+        worked out once a day."""
+        day = int(now // DAY_S)
+        if self._persistence is None or self._persistence[0] != day:
+            self._persistence = (day, _lag1(self.history.daily_means(now, self.PERSISTENCE_DAYS)))
+        return self._persistence[1]
+
+
+def _binned(intensities: FloatArray, seconds: FloatArray, requests: FloatArray, counted: FloatArray
+            ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Buckets summed into the history's ``BIN``-wide bins of intensity, as ``BucketHistory.histogram`` gives
+    the whole span: mean intensity, seconds, requests, counted seconds."""
+    if len(intensities) == 0:
+        return intensities, seconds, requests, counted
+    bins = (intensities / BIN).astype(np.int64)
+    bins -= bins.min()
+    totals = np.bincount(bins, weights=seconds)
+    used = totals > 0
+    summed = [np.bincount(bins, weights=values)[used].astype(np.float64)
+              for values in (seconds * intensities, requests, counted)]
+    return summed[0] / totals[used], totals[used].astype(np.float64), summed[1], summed[2]
+
+
+def _lag1(means: FloatArray) -> float:
+    if len(means) < 7:
+        return 0.5
+    deviations = means - means.mean()
+    spread = float(deviations @ deviations)
+    if spread <= 0:
+        return 0.5
+    return float(np.clip((deviations[1:] @ deviations[:-1]) / spread, 0.0, 0.98))
 
 
 class ErrorTargetOptions(PolicyOptions):
@@ -220,13 +362,16 @@ class ErrorTargetOptions(PolicyOptions):
                                      "(neither given): the pool's second most accurate model.")
     target_period: Period = Field(default="month", description="The UTC calendar period over which the mean "
                                   "error is met.")
-    history_hours: float = Field(default=336.0, gt=0, description="Observed hours (intensity, requests) that "
-                                 "predict the rest of the period beyond the provider's forecast.")
-    settle_hours: float = Field(default=96.0, ge=0, description="An error debt or credit is paid back over the "
+    history_hours: float = Field(default=672.0, gt=0, description="The long window: observed hours (intensity, "
+                                 "requests) that show the grid's usual level, for the rest of the period beyond "
+                                 "the provider's forecast.")
+    recent_hours: float = Field(default=24.0, gt=0, description="The recent window: the weather now, weighted "
+                                "for the days ahead by the grid's measured day-to-day persistence.")
+    settle_hours: float = Field(default=24.0, ge=0, description="An error debt or credit is paid back over the "
                                 "rest of the period, but over at least this many hours of expected requests, so "
-                                "the last days of a period do not swing between extremes.")
+                                "the last day of a period does not swing between extremes.")
 
     def build(self, pool: ModelPool, *, pue: float = 1.0) -> ErrorTargetPolicy:
         return ErrorTargetPolicy(pool, self.target_error, target_model=self.target_model, period=self.target_period,
-                                 history_hours=self.history_hours, settle_hours=self.settle_hours, pue=pue,
-                                 **self.common())
+                                 history_hours=self.history_hours, recent_hours=self.recent_hours,
+                                 settle_hours=self.settle_hours, pue=pue, **self.common())

@@ -19,13 +19,22 @@ Imports: pydantic, redis, ``gateway.errors``; never the policies (which know not
 kept), serving, HTTP, gRPC or metrics.
 """
 
-from .base import PolicyStore, StateStoreError, redacted
-from .file import FileStore
 from .models import BUCKET_S, RETENTION_S, StateDelta, StateSnapshot, bucket_of, period_id
-from .null import NullStore
-from .redis import RedisStore
-from .registry import DEFAULT_URL, STORES, scheme_of
-from .settings import StateSettings, make_store
+
+#: The rest, imported on first use: a policy needs the data contract only, and a gateway that keeps its state
+#: in a file never loads the Redis client.
+_LAZY = {"PolicyStore": "base", "StateStoreError": "base", "redacted": "base", "FileStore": "file",
+         "NullStore": "null", "RedisStore": "redis", "DEFAULT_URL": "registry", "STORES": "registry",
+         "scheme_of": "registry", "StateSettings": "settings", "make_store": "settings"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BUCKET_S",

@@ -6,12 +6,11 @@ Each class checks a URL of its scheme (``check_url``, a ``ValueError`` saying wh
 
 from __future__ import annotations
 
-from typing import Protocol
+import importlib
+from collections.abc import Mapping
+from typing import Protocol, cast
 
 from .base import PolicyStore
-from .file import FileStore
-from .null import NullStore
-from .redis import RedisStore
 
 
 class StoreKind(Protocol):
@@ -22,11 +21,13 @@ class StoreKind(Protocol):
     def from_url(self, url: str) -> PolicyStore: ...
 
 
-STORES: dict[str, StoreKind] = {
-    "file": FileStore,
-    "redis": RedisStore,
-    "rediss": RedisStore,
-    "none": NullStore,
+#: Scheme -> ``module:class``, imported when a URL of that scheme is used (the Redis client is not imported
+#: by a gateway that keeps its state in a file).
+STORES: Mapping[str, str] = {
+    "file": "gateway.state.file:FileStore",
+    "redis": "gateway.state.redis:RedisStore",
+    "rediss": "gateway.state.redis:RedisStore",
+    "none": "gateway.state.null:NullStore",
 }
 DEFAULT_URL = "file://var/state/policy-state.json"
 
@@ -39,3 +40,9 @@ def scheme_of(url: str) -> str:
         raise ValueError(f"unknown state store {url!r}: use a URL starting with one of {choices}, or `none` "
                          f"(default {DEFAULT_URL})")
     return scheme
+
+
+def store_kind(url: str) -> StoreKind:
+    """The store class for ``url``'s scheme; a ``ValueError`` naming the choices for an unknown one."""
+    module, _, name = STORES[scheme_of(url)].partition(":")
+    return cast(StoreKind, getattr(importlib.import_module(module), name))

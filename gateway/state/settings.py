@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .base import PolicyStore, redacted
 from .models import KEY_PATTERN, RETENTION_S
-from .registry import DEFAULT_URL, STORES, scheme_of
+from .registry import DEFAULT_URL, store_kind
 
 
 class StateSettings(BaseModel):
@@ -42,7 +42,7 @@ class StateSettings(BaseModel):
     @classmethod
     def _known_store(cls, url: str) -> str:
         url = url.strip()
-        STORES[scheme_of(url)].check_url(url)
+        store_kind(url).check_url(url)
         return url
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
@@ -53,4 +53,4 @@ class StateSettings(BaseModel):
 
 def make_store(settings: StateSettings) -> PolicyStore:
     """The configured store, not yet connected (Redis connects on first use)."""
-    return STORES[scheme_of(settings.url)].from_url(settings.url)
+    return store_kind(settings.url).from_url(settings.url)

@@ -8,7 +8,7 @@ import pytest
 from gateway.errors import ConfigError
 from gateway.modelzoo.build import PAPER_POOL
 from gateway.policy import CarbonPricePolicy, CarbonWindow, ErrorTargetPolicy, policy_settings, make_policy
-from gateway.policy.error_target import History, default_target, period_bounds
+from gateway.policy.error_target import default_target, period_bounds
 from gateway.pool import load_pool
 
 HOUR = 3600.0
@@ -127,16 +127,6 @@ def test_a_new_period_starts_a_new_account():
     assert policy.mean_error is None
 
 
-def test_history_keeps_only_its_window_and_sums_by_intensity():
-    history = History(hours=3)
-    for i, intensity in enumerate([100.2, 100.6, 250.0, 100.4]):
-        history.add(i * HOUR, HOUR, intensity, 10.0 * (i + 1))
-    intensities, seconds, requests = history.summary()
-    # The first hour fell out of the three-hour window; 100.6 and 100.4 share a bin.
-    assert seconds.tolist() == [2 * HOUR, HOUR] and requests.tolist() == [20.0 + 40.0, 30.0]
-    assert intensities.tolist() == pytest.approx([100.5, 250.0])
-
-
 def test_a_constant_intensity_still_meets_a_target_between_two_models():
     # At one intensity every step-down costs the same price, so no price serves a mix: the feedback
     # alone splits the month between the two models, late (the worst case; docs/replay.md, Not done).
@@ -178,7 +168,7 @@ def test_a_policy_for_a_new_pool_takes_over_the_periods_account():
     assert new.mean_error == old.mean_error == pool.by_name["resnet34"].error_rate
     assert new.price == old.price and new.history is old.history
     new.plan(JUNE + 10.5 * HOUR, 200.0, np.empty(0), np.empty(0))  # the half hour since the old plan is learned
-    assert old.history.summary()[2].sum() == 500.0 + 100.0
+    assert old.history.window(JUNE + 10.5 * HOUR, 24)[2].sum() == 500.0 + 100.0
     new.advance(JUNE + 11 * HOUR)  # still the same day: the account stays
     assert new.served == 100.0
     other = ErrorTargetPolicy(smaller, period="week")  # another period's account is not this one's
