@@ -25,7 +25,7 @@ def test_it_keeps_only_its_span_and_splits_intervals_over_buckets():
 def test_an_interval_across_a_bucket_edge_is_shared_in_proportion():
     history = BucketHistory(span_hours=2)
     history.add(600.0, 600.0, 100.0, 60.0)  # 300 s in the first bucket, 300 s in the second
-    intensities, seconds, requests, _ = history.window(1800.0, hours=1)
+    _, seconds, requests, _ = history.window(1800.0, hours=1)
     assert seconds.tolist() == [300.0, 300.0] and requests.tolist() == [30.0, 30.0]
 
 
