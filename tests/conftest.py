@@ -23,6 +23,10 @@ from tests.support.gateway import gateway_client, settings_for
 #: clear this variable where they test the default. Gateway processes the tests start inherit it.
 SELECTOR_UNDER_TEST = "interpolation"
 os.environ.setdefault("CARBON_GATEWAY_POLICY__NAME", SELECTOR_UNDER_TEST)
+#: A gateway's default keeps its policy's account in a file under the working directory; the tests that test a
+#: store choose one (tests/state, tests/serving/test_policystate.py), and the others keep none, so that no test
+#: writes into the checkout or inherits another's account.
+os.environ.setdefault("CARBON_GATEWAY_STATE__URL", "none")
 
 
 #: Fixtures that start a real tritonserver: a test that uses one, directly or through another fixture, is an

@@ -93,6 +93,13 @@ class PrometheusSink:
         self._meter_up = gauge("energy_meter_up", "1 if the energy meter answered its last reading.", ("meter",))
         self._triton_up = gauge("triton_up", "1 if Triton answered the last readiness check.")
         self._own_cpu = counter("own_cpu_seconds_total", "CPU seconds the gateway's serving processes spent.")
+        self._state_store_up = gauge("policy_state_store_up", "1 if the policy's state store answered its last "
+                                     "exchange; 0: this process serves on its own account.")
+        self._history_hours = gauge("policy_history_hours", "Hours of observed intensity the policy plans with.")
+        self._period_requests = gauge("policy_period_requests", "Requests the fleet served this period (the "
+                                      "policy's account, as this process knows it).")
+        self._period_error = gauge("policy_period_mean_error_ratio", "The fleet's mean error rate (0-1) this "
+                                   "period, against the policy's target.")
         self._own_energy = counter("own_energy_joules_total", "Estimated energy of the gateway's own CPU time "
                                    "(CPU seconds x energy.gateway_watts_per_core): an estimate, not a meter.")
 
@@ -133,6 +140,13 @@ class PrometheusSink:
     def gateway_cpu(self, seconds: float, joules: float) -> None:
         self._own_cpu.inc(seconds)
         self._own_energy.inc(joules)
+
+    def policy_state(self, store_up: bool, history_hours: float, served: float, mean_error: float | None) -> None:
+        self._state_store_up.set(1 if store_up else 0)
+        self._history_hours.set(history_hours)
+        self._period_requests.set(served)
+        if mean_error is not None:
+            self._period_error.set(mean_error / 100.0)
 
     def snapshot(self, state: GatewaySnapshot) -> None:
         self._carbon_intensity.set(state.intensity)

@@ -63,6 +63,10 @@ class MetricsSink(Protocol):
 
     def snapshot(self, state: GatewaySnapshot) -> None: ...
 
+    def policy_state(self, store_up: bool, history_hours: float, served: float, mean_error: float | None) -> None:
+        """After an exchange with the policy's state store: whether it answered, the hours of history the policy
+        plans with, and the fleet's requests and mean error (%) this period, as this process knows them."""
+
 
 class NullSink:
     """Drops everything: for tools and tests that do not look at metrics."""
@@ -101,4 +105,7 @@ class NullSink:
         return None
 
     def snapshot(self, state: GatewaySnapshot) -> None:
+        return None
+
+    def policy_state(self, store_up: bool, history_hours: float, served: float, mean_error: float | None) -> None:
         return None

@@ -102,18 +102,6 @@ class _Pending:
     requests: dict[int, float] = field(default_factory=dict)  # bucket start -> requests
     buckets: set[int] = field(default_factory=set)  # buckets whose intensity it observed
 
-    def absorb(self, later: _Pending) -> _Pending:
-        """This delta and a later one, as one (of the later one's period, if the period turned meanwhile:
-        the one that ended no longer counts towards any target)."""
-        if later.ledger.period_start == self.ledger.period_start:
-            self.ledger.merge(later.ledger)
-        else:
-            self.ledger = later.ledger
-        for bucket, count in later.requests.items():
-            self.requests[bucket] = self.requests.get(bucket, 0.0) + count
-        self.buckets |= later.buckets
-        return self
-
 
 class ErrorTargetPolicy(CarbonPricePolicy):
     """Meet a mean error rate over each UTC calendar ``period`` at the least CO2, knowing only the past.
@@ -152,7 +140,6 @@ class ErrorTargetPolicy(CarbonPricePolicy):
         self.history = BucketHistory(history_hours)
         self.ledger = Ledger()
         self._pending = _Pending(Ledger())
-        self._in_flight: _Pending | None = None
         self._period_end = -math.inf
         self.settle_s = settle_hours * 3600.0
         self._last_plan: tuple[float, float] | None = None  # (time, intensity)
@@ -197,19 +184,17 @@ class ErrorTargetPolicy(CarbonPricePolicy):
     def inherit(self, previous: SelectionPolicy) -> None:
         """The period's account, the history and the price: none belongs to a pool (a reload keeps them)."""
         if isinstance(previous, ErrorTargetPolicy) and previous.period == self.period:
-            self.ledger, self._pending, self._in_flight = previous.ledger, previous._pending, previous._in_flight
+            self.ledger, self._pending = previous.ledger, previous._pending
             self._period_end, self.history, self.price = previous._period_end, previous.history, previous.price
             self._last_plan, self._unplanned = previous._last_plan, previous._unplanned
 
     # --- the fleet's account, through a store --------------------------------------------------------
 
     def take_delta(self, key: str) -> StateDelta:
-        """What this process served and observed since the last delta, for the store. Until ``apply``
-        settles it, it is kept: if the store did not take it, the next delta carries it too."""
-        pending = self._pending
-        if self._in_flight is not None:  # the last one never came back: send both
-            pending = self._in_flight.absorb(pending)
-        self._in_flight, self._pending = pending, _Pending(Ledger(period_start=self.ledger.period_start))
+        """What this process served and observed since the last delta, for the store. The caller sends it
+        until the store takes it (``PolicySync``: the same delta, so that it counts once) and then ``apply``s
+        the answer; this process's account goes on counting it meanwhile."""
+        pending, self._pending = self._pending, _Pending(Ledger(period_start=self.ledger.period_start))
         intensities = {b: value for b in sorted(pending.buckets) if (value := self.history.mean_intensity(b))
                        is not None}
         ledger = pending.ledger
@@ -221,7 +206,6 @@ class ErrorTargetPolicy(CarbonPricePolicy):
     def apply(self, snapshot: StateSnapshot) -> None:
         """The fleet's totals after the store took the last delta: they replace this process's view, plus
         what it served since."""
-        self._in_flight = None
         if snapshot.period_start == self.ledger.period_start:
             fleet = Ledger(snapshot.period_start, snapshot.served, snapshot.error_sum, snapshot.co2_g,
                            dict(snapshot.by_model))
@@ -243,6 +227,12 @@ class ErrorTargetPolicy(CarbonPricePolicy):
         for bucket in sorted(set(snapshot.intensity) | set(snapshot.requests)):
             self.history.set_bucket(bucket, intensity=snapshot.intensity.get(bucket),
                                     requests=snapshot.requests.get(bucket))
+
+    def learn(self, start: float, seconds: float, intensity: float) -> None:
+        """The grid's intensity over a time before this process served (a provider's past): history, to be
+        written to the store too, with no requests counted."""
+        for bucket, _ in self.history.add(start, seconds, intensity):
+            self._pending.buckets.add(bucket)
 
     @property
     def history_hours(self) -> float:

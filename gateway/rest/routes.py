@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
@@ -20,11 +22,13 @@ from ..carbon import CarbonState
 from ..errors import AdminDisabled, InvalidMultipart, MissingFile, TooManyAttempts, Unauthorized, UnsupportedMediaType
 from ..metrics.prometheus import PrometheusSink
 from ..serving import health
+from ..serving.policystate import StatefulPolicy
 from ..serving.service import GatewayService, Outcome
 from . import options
 from .context import outcome_headers, plane_of, runtime_of
 from .middleware import body_of
 from .schemas import (CarbonOut, ClassifyResponse, EnergyOut, ErrorResponse, HealthResponse, ModelChoice, ModelStatus,
+                      PolicyOut, StateStoreOut,
                       PredictionOut, ReadyResponse, ReloadOut)
 
 router = APIRouter()
@@ -136,15 +140,39 @@ async def _model_statuses(service: GatewayService) -> tuple[bool, list[ModelStat
 
 @router.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}},
             summary="Readiness: Triton reachable and every pool model ready")
-async def readyz(response: Response, service: GatewayService = Depends(get_service)) -> ReadyResponse:
+async def readyz(request: Request, response: Response,
+                 service: GatewayService = Depends(get_service)) -> ReadyResponse:
     reachable, models = await _model_statuses(service)
     service.sink.triton_up(reachable)
     ready = reachable and all(m.ready for m in models)
     if not ready:
         response.status_code = 503
+    sync = runtime_of(request).sync
+    stateful = service.policy if isinstance(service.policy, StatefulPolicy) else None
     return ReadyResponse(ready=ready, triton_url=service.backend.url, triton_reachable=reachable, models=models,
                          carbon=_carbon_out(service.carbon.state), policy=service.policy.name,
-                         energy_meter=service.meter_name, energy_meter_up=service.meter_up)
+                         energy_meter=service.meter_name, energy_meter_up=service.meter_up,
+                         policy_history_hours=stateful.history_hours if stateful else None,
+                         policy_state_store=sync.status() if sync else "none")
+
+
+@router.get("/v1/policy", response_model=PolicyOut, summary="The policy's promise and the fleet's account this period")
+async def policy_status(request: Request) -> PolicyOut:
+    runtime = runtime_of(request)
+    policy, sync = runtime.service.policy, runtime.sync
+    out = PolicyOut(name=policy.name, target_error=getattr(policy, "target_error", None))
+    if isinstance(policy, StatefulPolicy):
+        out.period_start, out.period_end = _utc(policy.period_start), _utc(policy.period_end)
+        out.served_requests, out.mean_error = policy.served, policy.mean_error
+        out.history_hours = policy.history_hours
+    if sync is not None:
+        out.store = StateStoreOut(url=sync.store.url, status=sync.status(), last_exchange=_utc(sync.last_exchange),
+                                  last_error=sync.last_error, learned_hours=sync.learned_hours)
+    return out
+
+
+def _utc(epoch: float | None) -> datetime | None:
+    return datetime.fromtimestamp(epoch, UTC) if epoch is not None and math.isfinite(epoch) else None
 
 
 @router.get("/v1/models", response_model=list[ModelStatus], summary="The pool: models, figures, readiness, weights")

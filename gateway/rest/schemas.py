@@ -82,6 +82,32 @@ class ReadyResponse(BaseModel):
     energy_meter: str = Field(description="What measures energy: a meter name, or `pool-estimate`.")
     energy_meter_up: bool = Field(description="Whether the meter answered its last reading (for a worker of "
                                   "several: whether it reaches the parent's sampler). Serving goes on either way.")
+    policy_history_hours: float | None = Field(default=None, description="Hours of observed intensity the policy "
+                                               "plans with (a policy that plans over a period).")
+    policy_state_store: str = Field(default="none", description="The policy's state store: up, down (serving "
+                                    "goes on, on this process's own account), unknown, or none.")
+
+
+class StateStoreOut(BaseModel):
+    url: str = Field(description="Where the fleet's account is kept (a password hidden).")
+    status: str = Field(description="up, down or unknown (not tried yet).")
+    last_exchange: datetime | None = None
+    last_error: str | None = None
+    learned_hours: float = Field(description="History filled in from the carbon provider's past at start.")
+
+
+class PolicyOut(BaseModel):
+    """What the selection policy promises and how the fleet stands this period."""
+
+    name: str
+    target_error: float | None = Field(default=None, description="error-target: the mean error rate (%) promised "
+                                       "over each period.")
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    served_requests: float | None = Field(default=None, description="Requests the fleet served this period.")
+    mean_error: float | None = Field(default=None, description="Their mean error rate (%), fleet-wide.")
+    history_hours: float | None = None
+    store: StateStoreOut | None = None
 
 
 class HealthResponse(BaseModel):

@@ -26,12 +26,14 @@ from ..imagenet.labels import load_labels
 from ..policy import SelectionPolicy, make_policy
 from ..pool import ModelPool, load_pool
 from ..settings import GatewaySettings
+from ..state.settings import make_store
 from ..metrics.sink import MetricsSink, NullSink
 from .backend import InferenceBackend
 from .cpu import CpuPool
 from .dataplane import DataPlane
 from .footprint import Footprint
 from .planner import Planner
+from .policystate import PolicySync, StatefulPolicy
 from .reload import PoolReloader
 from .service import GatewayService
 
@@ -127,11 +129,13 @@ def build_service(settings: GatewaySettings, backend: InferenceBackend, shared: 
 
 @dataclass
 class Runtime:
-    """The running service, the data plane in front of it, and what keeps it current: pool reloads, plans."""
+    """The running service, the data plane in front of it, and what keeps it current: pool reloads, plans,
+    and the policy's account in the fleet's store (``sync``: None for a policy that keeps none)."""
 
     service: GatewayService
     plane: DataPlane
     reloader: PoolReloader
+    sync: PolicySync | None = None
 
 
 def _on_sighup(reloader: PoolReloader, tasks: set[asyncio.Task[None]]) -> None:
@@ -169,6 +173,12 @@ async def running(settings: GatewaySettings, backend: InferenceBackend, shared: 
     if service.recorder is not None:
         await service.recorder.open()
     tasks: set[asyncio.Task[None]] = set()
+    sync = None
+    if isinstance(service.policy, StatefulPolicy):  # its account and history are the fleet's, in the store
+        sync = PolicySync(lambda: service.policy, make_store(settings.state), settings.state, service.carbon,
+                          service.sink)
+        await sync.start()  # before the first plan
+        tasks.add(asyncio.create_task(sync.run_forever(), name="policy-state"))
     if settings.watch_pool:
         tasks.add(asyncio.create_task(reloader.watch(), name="pool-watch"))
     footprint = Footprint(service.sink, settings.energy.gateway_watts_per_core)
@@ -180,7 +190,7 @@ async def running(settings: GatewaySettings, backend: InferenceBackend, shared: 
     _on_sighup(reloader, tasks)
     try:
         yield Runtime(service, DataPlane(service, max_in_flight=settings.limits.max_in_flight,
-                                         max_batch=settings.limits.max_batch), reloader)
+                                         max_batch=settings.limits.max_batch), reloader, sync)
     finally:
         try:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
@@ -189,6 +199,8 @@ async def running(settings: GatewaySettings, backend: InferenceBackend, shared: 
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if sync is not None:
+            await sync.close()  # what was served since the last exchange goes to the store too
         if service.recorder is not None:
             await service.recorder.aclose()
         await service.carbon.aclose()

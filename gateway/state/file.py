@@ -40,12 +40,28 @@ class _Account(BaseModel):
     by_model: dict[str, float] = {}
 
 
+class _Writer(BaseModel):
+    sequence: int  # the last delta applied from this writer
+    at: float  # when: writers silent for the retention are forgotten
+
+
 class _Deployment(BaseModel):
-    """One ``state.key``: its accounts by ``period_id`` and its history buckets."""
+    """One ``state.key``: its accounts by ``period_id``, its history buckets, and its writers' last deltas."""
 
     accounts: dict[str, _Account] = {}
     intensity: dict[int, float] = {}
     requests: dict[int, float] = {}
+    writers: dict[str, _Writer] = {}
+
+    def first_time(self, delta: StateDelta, now: float) -> bool:
+        """Whether ``delta`` is new (and, if it has a writer, record it as applied)."""
+        if delta.writer is None:
+            return True
+        last = self.writers.get(delta.writer)
+        if last is not None and last.sequence >= delta.sequence:
+            return False
+        self.writers[delta.writer] = _Writer(sequence=delta.sequence, at=now)
+        return True
 
     def snapshot(self, period_start: float, buckets: Iterable[int]) -> StateSnapshot:
         """The account of ``period_start`` (zeros if there is none) and the values of ``buckets`` there are."""
@@ -64,8 +80,11 @@ class _Document(BaseModel):
     version: Literal[1] = 1
     deployments: dict[str, _Deployment] = {}
 
-    def apply(self, delta: StateDelta) -> StateSnapshot:
+    def apply(self, delta: StateDelta, now: float) -> StateSnapshot:
         deployment = self.deployments.setdefault(delta.key, _Deployment())
+        buckets = sorted({*delta.intensity, *delta.requests})
+        if not deployment.first_time(delta, now):  # a copy of one applied already: the totals only
+            return deployment.snapshot(delta.period_start, buckets)
         name = period_id(delta.period_start)
         account = deployment.accounts.setdefault(
             name, _Account(period_start=delta.period_start, period_end=delta.period_end))
@@ -78,14 +97,16 @@ class _Document(BaseModel):
         deployment.intensity.update(delta.intensity)
         for bucket, count in delta.requests.items():
             deployment.requests[bucket] = deployment.requests.get(bucket, 0.0) + count
-        return deployment.snapshot(delta.period_start, sorted({*delta.intensity, *delta.requests}))
+        return deployment.snapshot(delta.period_start, buckets)
 
     def prune(self, now: float) -> None:
-        """Forget buckets and ended accounts older than the retention."""
+        """Forget buckets, ended accounts and silent writers older than the retention."""
         horizon = now - RETENTION_S
         for deployment in self.deployments.values():
             for name in [n for n, a in deployment.accounts.items() if a.period_end < horizon]:
                 del deployment.accounts[name]
+            for writer in [w for w, last in deployment.writers.items() if last.at < horizon]:
+                del deployment.writers[writer]
             for history in (deployment.intensity, deployment.requests):
                 for bucket in [b for b in history if b < horizon]:
                     del history[bucket]
@@ -139,9 +160,9 @@ class FileStore:
 
     def _exchange(self, delta: StateDelta) -> StateSnapshot:
         with self._failures("cannot update"), self._locked():
-            document = self._read()
-            snapshot = document.apply(delta)
-            document.prune(self._clock())
+            document, now = self._read(), self._clock()
+            snapshot = document.apply(delta, now)
+            document.prune(now)
             self._write(document)
         return snapshot
 

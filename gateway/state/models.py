@@ -5,6 +5,11 @@ A process keeps what it served since its last exchange in a ``StateDelta`` and h
 the fleet's values of the history buckets it named. Counts are increments, so any number of processes may
 send them in any order; a bucket's intensity is a value to set, since every replica sees the same grid.
 
+A delta counts once. A reply can be lost after the store applied the delta (a timeout), and a hung store can
+hold several copies of one delta in its sockets and apply them all when it wakes; so each process names itself
+(``writer``) and numbers its deltas (``sequence``), sends the next only once the last is acknowledged, and a
+store applies a writer's delta only if its number is above the last one it applied from that writer.
+
 History is kept in buckets of ``BUCKET_S`` seconds aligned to the epoch (``bucket_of``), and for
 ``RETENTION_S`` (35 days: a month of history and a margin); an account is kept for as long after its period
 ends. Everything is epoch seconds, UTC.
@@ -16,7 +21,8 @@ import math
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["BUCKET_S", "KEY_PATTERN", "RETENTION_S", "StateDelta", "StateSnapshot", "bucket_of", "period_id"]
+__all__ = ["BUCKET_S", "KEY_PATTERN", "RETENTION_S", "WRITER_PATTERN", "StateDelta", "StateSnapshot", "bucket_of",
+           "period_id"]
 
 BUCKET_S = 900  # history buckets are 15 minutes, aligned to the epoch
 #: How long history buckets, and accounts after their period ends, are kept.
@@ -24,6 +30,8 @@ RETENTION_S = 35 * 86400
 #: A deployment's namespace in the store: plain characters, so that it reads the same as a file key and in
 #: a Redis key (``carbon-gateway:account:...``).
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+#: A process's name in a store (``PolicySync`` uses a random UUID's hex).
+WRITER_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
 
 def bucket_of(epoch: float) -> int:
@@ -64,6 +72,8 @@ class StateDelta(BaseModel):
     intensity: dict[int, float] = {}  # bucket start (epoch s, multiple of BUCKET_S) -> mean intensity observed in
     # it (a value to SET, not add: every replica sees the same grid)
     requests: dict[int, float] = {}   # bucket start -> requests served in it (increments)
+    writer: str | None = Field(default=None, pattern=WRITER_PATTERN)  # the sending process; None: no dedup
+    sequence: int = Field(default=0, ge=0)  # the writer's deltas, numbered in order from 1: each applies once
 
     @field_validator("intensity", "requests")
     @classmethod

@@ -7,17 +7,19 @@ Keys, for ``state.key`` K:
   ``error_sum``, ``co2_g``, ``model:NAME`` per model (all added with HINCRBYFLOAT), and ``period_start`` and
   ``period_end``; it expires ``RETENTION_S`` after its period ends;
 - ``K:intensity``: a hash of bucket start -> mean intensity (HSET: every replica sees the same grid);
-- ``K:requests``: a hash of bucket start -> requests served (HINCRBYFLOAT).
+- ``K:requests``: a hash of bucket start -> requests served (HINCRBYFLOAT);
+- ``K:writers``: a hash of writer -> ``SEQUENCE:EPOCH``, the last delta applied from each process and when.
 
 An exchange is one MULTI/EXEC transaction, so the fleet's totals it returns include its own delta and no half
-of anyone else's. Buckets older than ``RETENTION_S`` are deleted about once an hour by each process (the two
-history hashes themselves expire when nothing writes for that long).
+of anyone else's. The delta itself is applied by a Lua script (``APPLY``) that first checks the writer's last
+sequence number, so a delta sent twice counts once (``models``). Buckets older than ``RETENTION_S``, and
+writers silent for as long, are deleted about once an hour by each process (the history hashes themselves
+expire when nothing writes for that long).
 
 A store that is down must not hold up requests: connects and replies time out after ``timeout_s`` (1 s), and
-so does every call as a whole; nothing is retried behind the caller's back, since a transaction sent again
-after its reply was lost would count its delta twice. A failed exchange raises ``StateStoreError`` and the
-caller keeps its delta for the next one. The same holds for any reply lost after Redis applied the
-transaction: the caller's retry counts that delta twice, a window of one round trip.
+so does every call as a whole; nothing is retried here. A failed exchange raises ``StateStoreError`` and the
+caller sends the same delta again later: if Redis applied it after all (a lost reply, or a frozen server that
+wakes with copies in its sockets), the copies are dropped.
 
 A single Redis (or a primary with replicas) is assumed: the keys of one exchange are not in one Redis Cluster
 hash slot.
@@ -26,6 +28,7 @@ hash slot.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
@@ -48,6 +51,26 @@ SCHEMES = ("redis", "rediss")
 PRUNE_INTERVAL_S = 3600.0
 _TOTALS = ("served", "error_sum", "co2_g")
 _MODEL = "model:"
+
+#: Apply one delta unless its writer's last applied delta has its sequence number or a later one.
+#: KEYS: account, intensity, requests, writers. ARGV: writer ('' for none), sequence, now, the account's
+#: expiry (epoch s), the retention (s), and the delta as JSON whose numbers are strings (``repr``), so that
+#: they reach HINCRBYFLOAT unrounded. Returns 1 if applied, 0 if it was a copy.
+APPLY = """
+if ARGV[1] ~= '' then
+  local last = redis.call('HGET', KEYS[4], ARGV[1])
+  if last and tonumber(string.match(last, '^(%d+)')) >= tonumber(ARGV[2]) then return 0 end
+  redis.call('HSET', KEYS[4], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
+  redis.call('EXPIRE', KEYS[4], ARGV[5])
+end
+local delta = cjson.decode(ARGV[6])
+for field, amount in pairs(delta.account) do redis.call('HINCRBYFLOAT', KEYS[1], field, amount) end
+redis.call('HSET', KEYS[1], 'period_start', delta.period_start, 'period_end', delta.period_end)
+redis.call('EXPIREAT', KEYS[1], ARGV[4])
+for bucket, value in pairs(delta.intensity) do redis.call('HSET', KEYS[2], bucket, value) end
+for bucket, amount in pairs(delta.requests) do redis.call('HINCRBYFLOAT', KEYS[3], bucket, amount) end
+return 1
+"""
 
 
 def check_redis_url(url: str) -> None:
@@ -130,29 +153,19 @@ class RedisStore:
         return StateStoreError(f"redis store {self.url}: cannot {doing}: {problem}")
 
     async def _exchange(self, delta: StateDelta) -> StateSnapshot:
-        account, intensity, requests = _keys(delta.key, delta.period_start)
+        account, intensity, requests, writers = _keys(delta.key, delta.period_start)
         now = self._clock()
         prune = now - self._pruned_at >= self.prune_interval_s
         stale = [await self._stale(history, now) for history in (intensity, requests)] if prune else [[], []]
+        silent = await self._silent(writers, now) if prune else []
         buckets = [str(b) for b in sorted({*delta.intensity, *delta.requests})]
         async with self._client.pipeline(transaction=True) as pipe:
-            for field in _TOTALS:
-                if amount := getattr(delta, field):
-                    pipe.hincrbyfloat(account, field, amount)
-            for model, amount in delta.by_model.items():
-                if amount:
-                    pipe.hincrbyfloat(account, _MODEL + model, amount)
-            pipe.hset(account, mapping={"period_start": repr(delta.period_start),
-                                        "period_end": repr(delta.period_end)})
-            pipe.expireat(account, math.ceil(delta.period_end + RETENTION_S))
-            if delta.intensity:
-                pipe.hset(intensity, mapping={str(b): repr(v) for b, v in delta.intensity.items()})
-            for bucket, count in delta.requests.items():
-                if count:
-                    pipe.hincrbyfloat(requests, str(bucket), count)
-            for history, fields in zip((intensity, requests), stale, strict=True):
+            pipe.eval(APPLY, 4, account, intensity, requests, writers, delta.writer or "", str(delta.sequence),
+                      repr(now), str(math.ceil(delta.period_end + RETENTION_S)), str(RETENTION_S), _payload(delta))
+            for history, fields in zip((intensity, requests, writers), [*stale, silent], strict=True):
                 if fields:
                     pipe.hdel(history, *fields)
+            for history in (intensity, requests):
                 pipe.expire(history, RETENTION_S)
             pipe.hgetall(account)
             if buckets:
@@ -167,7 +180,7 @@ class RedisStore:
                          _values(buckets, replies[-1], requests))
 
     async def _load(self, key: str, period_start: float, since: float) -> StateSnapshot:
-        account, intensity, requests = _keys(key, period_start)
+        account, intensity, requests, _ = _keys(key, period_start)
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.hgetall(account)
             pipe.hgetall(intensity)
@@ -182,9 +195,35 @@ class RedisStore:
         fields = [(field, _bucket(field)) for field in names]
         return [field for field, bucket in fields if bucket is None or bucket < horizon]
 
+    async def _silent(self, writers: str, now: float) -> list[str]:
+        """The writers that sent nothing for the retention (or whose entry is not ``SEQUENCE:EPOCH``)."""
+        horizon = now - RETENTION_S
+        silent: list[str] = []
+        for writer, last in (await self._client.hgetall(writers)).items():
+            _, _, at = str(last).partition(":")
+            try:
+                if float(at) >= horizon:
+                    continue
+            except ValueError:
+                pass
+            silent.append(str(writer))
+        return silent
 
-def _keys(key: str, period_start: float) -> tuple[str, str, str]:
-    return f"{key}:account:{period_id(period_start)}", f"{key}:intensity", f"{key}:requests"
+
+def _keys(key: str, period_start: float) -> tuple[str, str, str, str]:
+    return f"{key}:account:{period_id(period_start)}", f"{key}:intensity", f"{key}:requests", f"{key}:writers"
+
+
+def _payload(delta: StateDelta) -> str:
+    """The delta for ``APPLY``: every number a string, so that Lua's doubles never round it."""
+    amounts = {field: getattr(delta, field) for field in _TOTALS}
+    amounts.update({_MODEL + model: count for model, count in delta.by_model.items()})
+    return json.dumps({
+        "account": {field: repr(amount) for field, amount in amounts.items() if amount},
+        "period_start": repr(delta.period_start), "period_end": repr(delta.period_end),
+        "intensity": {str(b): repr(v) for b, v in delta.intensity.items()},
+        "requests": {str(b): repr(count) for b, count in delta.requests.items() if count},
+    })
 
 
 def _bucket(field: str) -> int | None:

@@ -8,7 +8,8 @@ from gateway.settings import ConfigError, load_settings
 from gateway.state import DEFAULT_URL, FileStore, NullStore, RedisStore, StateSettings, make_store
 
 
-def test_defaults():
+def test_defaults(monkeypatch):
+    monkeypatch.delenv("CARBON_GATEWAY_STATE__URL", raising=False)  # the tests' own default is none
     state = load_settings().state
     assert (state.url, state.key, state.flush_interval_s, state.history_days) == (
         "file://var/state/policy-state.json", "carbon-gateway", 1.0, 30.0)

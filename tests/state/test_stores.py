@@ -8,6 +8,8 @@ import multiprocessing
 import time
 
 
+from gateway.state.file import FileStore, path_of
+from gateway.state.redis import RedisStore
 from gateway.state import (BUCKET_S, RETENTION_S, NullStore, PolicyStore, StateDelta, StateSettings, StateSnapshot,
                            bucket_of, make_store)
 
@@ -83,6 +85,39 @@ async def test_buckets_and_accounts_past_the_retention_are_dropped(store: Policy
     assert recent.intensity == {BUCKET: 100.0} and recent.requests == {BUCKET: 1}
 
 
+async def test_a_writers_delta_counts_once_however_often_it_arrives(store: PolicyStore):
+    """A retry after a lost reply, or copies a hung store wakes up with: the writer's sequence number says
+    which delta it is, and only a number above the last applied one adds up."""
+    first = delta(served=2, error_sum=13.0, by_model={"resnet18": 2}, requests={BUCKET: 2}, writer="a", sequence=1)
+    assert (await store.exchange(first)).served == 2
+    again = await store.exchange(first)
+    assert (again.served, again.error_sum, again.by_model, again.requests) == (2, 13.0, {"resnet18": 2}, {BUCKET: 2})
+    assert (await store.exchange(delta(served=1, writer="a", sequence=3))).served == 3
+    assert (await store.exchange(delta(served=5, writer="a", sequence=2))).served == 3  # older than the last
+    assert (await store.exchange(delta(served=1, writer="b", sequence=1))).served == 4  # another writer's own
+    for _ in range(2):  # no writer: applied every time
+        await store.exchange(delta(served=1))
+    assert (await store.load("carbon-gateway", MONTH_START, since=0)).served == 6
+
+
+async def test_writers_silent_past_the_retention_are_forgotten(store_url: str):
+    def opened(clock):
+        if store_url.startswith("file://"):
+            return FileStore(path_of(store_url), clock=clock)
+        return RedisStore(store_url, clock=clock)
+
+    then = opened(lambda: NOW - RETENTION_S - 86400)
+    await then.exchange(delta(served=1, writer="gone", sequence=7))
+    await then.close()
+    now = opened(time.time)
+    try:
+        await now.exchange(delta(served=1, writer="here", sequence=1))  # prunes
+        # "gone" is forgotten: a delta numbered below its last one is new again.
+        assert (await now.exchange(delta(served=1, writer="gone", sequence=1))).served == 3
+    finally:
+        await now.close()
+
+
 def _exchange_many(url: str, worker: int, count: int, barrier) -> None:
     """One process of the fleet: ``count`` exchanges as fast as the store allows."""
     store = make_store(StateSettings(url=url))
@@ -90,7 +125,8 @@ def _exchange_many(url: str, worker: int, count: int, barrier) -> None:
     async def run() -> None:
         for i in range(count):
             snapshot = await store.exchange(delta(served=1, error_sum=0.5, co2_g=0.25, by_model={f"m{worker % 2}": 1},
-                                                  intensity={BUCKET: float(worker)}, requests={BUCKET: 1}))
+                                                  intensity={BUCKET: float(worker)}, requests={BUCKET: 1},
+                                                  writer=f"w{worker}", sequence=i + 1))
             assert snapshot.served >= i + 1  # its own exchanges at least, and any of the others'
         await store.close()
 
