@@ -100,6 +100,8 @@ class PrometheusSink:
                                       "policy's account, as this process knows it).")
         self._period_error = gauge("policy_period_mean_error_ratio", "The fleet's mean error rate (0-1) this "
                                    "period, against the policy's target.")
+        self._target_error = gauge("policy_target_error_ratio", "The mean error rate (0-1) the policy promises "
+                                   "over each period.")
         self._own_energy = counter("own_energy_joules_total", "Estimated energy of the gateway's own CPU time "
                                    "(CPU seconds x energy.gateway_watts_per_core): an estimate, not a meter.")
 
@@ -141,8 +143,10 @@ class PrometheusSink:
         self._own_cpu.inc(seconds)
         self._own_energy.inc(joules)
 
-    def policy_state(self, store_up: bool, history_hours: float, served: float, mean_error: float | None) -> None:
+    def policy_state(self, store_up: bool, history_hours: float, served: float, mean_error: float | None,
+                     target_error: float) -> None:
         self._state_store_up.set(1 if store_up else 0)
+        self._target_error.set(target_error / 100.0)
         self._history_hours.set(history_hours)
         self._period_requests.set(served)
         if mean_error is not None:

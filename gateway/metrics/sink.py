@@ -63,9 +63,11 @@ class MetricsSink(Protocol):
 
     def snapshot(self, state: GatewaySnapshot) -> None: ...
 
-    def policy_state(self, store_up: bool, history_hours: float, served: float, mean_error: float | None) -> None:
+    def policy_state(self, store_up: bool, history_hours: float, served: float, mean_error: float | None,
+                     target_error: float) -> None:
         """After an exchange with the policy's state store: whether it answered, the hours of history the policy
-        plans with, and the fleet's requests and mean error (%) this period, as this process knows them."""
+        plans with, the fleet's requests and mean error (%) this period, as this process knows them, and the
+        policy's target (%)."""
 
 
 class NullSink:
@@ -107,5 +109,6 @@ class NullSink:
     def snapshot(self, state: GatewaySnapshot) -> None:
         return None
 
-    def policy_state(self, store_up: bool, history_hours: float, served: float, mean_error: float | None) -> None:
+    def policy_state(self, store_up: bool, history_hours: float, served: float, mean_error: float | None,
+                     target_error: float) -> None:
         return None

@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 class StatefulPolicy(Protocol):
     """A policy whose account and history a store can keep (``ErrorTargetPolicy``)."""
 
+    target_error: float
+
     @property
     def period_start(self) -> float: ...
 
@@ -163,7 +165,7 @@ class PolicySync:
         return ok
 
     def _report(self, policy: StatefulPolicy, up: bool) -> None:
-        self.sink.policy_state(up, policy.history_hours, policy.served, policy.mean_error)
+        self.sink.policy_state(up, policy.history_hours, policy.served, policy.mean_error, policy.target_error)
 
     async def run_forever(self) -> None:
         while True:
