@@ -40,6 +40,7 @@ import uvicorn
 from pydantic import BaseModel, SecretStr
 
 from .errors import GatewayError, TritonError, TritonServerError
+from .lifecycle import die_with_parent
 from .grpc.servicer import CONTROL_RPCS, InferenceServicer, ServerLimits, message_limit, start_server
 from .metrics.prometheus import PrometheusSink, process_sink
 from .pool import ModelPool
@@ -311,8 +312,10 @@ def worker_server(path: Path) -> GatewayServer:
     return GatewayServer(settings, brief.triton_url, shared=brief.meter, alive=alive)
 
 
-def _worker_main(path: str, sockets: list[socket.socket]) -> None:
-    """A worker process: its own ``GatewayServer`` on the parent's socket."""
+def _worker_main(path: str, sockets: list[socket.socket], parent: int) -> None:
+    """A worker process: its own ``GatewayServer`` on the parent's socket; it drains and stops when the
+    parent dies, however it dies (an orphan would go on serving the port and writing the policy's account)."""
+    die_with_parent(parent)
     server = worker_server(Path(path))
     logging.basicConfig(level=server.settings.log_level.upper(),
                         format="%(asctime)s %(levelname)-7s %(name)s[%(process)d]: %(message)s")
@@ -337,7 +340,7 @@ class Workers:
         self.signals = 0
 
     def _spawn(self) -> Any:
-        process = self.context.Process(target=_worker_main, args=(str(self.brief), self.sockets),
+        process = self.context.Process(target=_worker_main, args=(str(self.brief), self.sockets, os.getpid()),
                                        name="carbon-gateway-worker")
         process.start()
         return process

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import TritonError, TritonServerError
+from ..lifecycle import die_with_parent
 from .client import TritonClient
 from ..settings import TritonSettings
 
@@ -51,16 +52,6 @@ def _backend_directory(root: Path, into: Path) -> Path:
         if not target.exists():
             target.symlink_to(source)
     return into
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: have Linux send SIGTERM when the gateway dies, even by SIGKILL."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 class LocalTritonServer:
@@ -122,7 +113,7 @@ class LocalTritonServer:
         logger.info("starting tritonserver on grpc :%d (repository %s)", self.grpc_port, self.model_repository)
         with open(self.log_file or os.devnull, "ab") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(self.command(backends), env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True, preexec_fn=_die_with_parent)
+                                            start_new_session=True, preexec_fn=die_with_parent)
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None

@@ -20,7 +20,7 @@ from gateway.testing.http import MetricsEndpoint, SyntheticGpuEnergy
 
 from tests.support.clock import ManualClock
 from tests.support.data import IMAGES
-from tests.support.gateway import pids_that_served
+from tests.support.gateway import multiproc_dir_of, pids_that_served
 from .synthetic import BIG, SMALL, ScriptedCounter
 
 
@@ -141,13 +141,6 @@ async def test_a_reporter_without_a_listener_drops_and_counts_never_raises(tmp_p
     reporter.end(reporter.begin(SMALL, 1, 100.0))
     await reporter.aclose()
     assert dropped() == before + 2
-
-
-def multiproc_dir_of(pid: int) -> Path:
-    import psutil
-
-    workers = psutil.Process(pid).children()
-    return Path(workers[0].environ()["PROMETHEUS_MULTIPROC_DIR"])
 
 
 def test_workers_share_one_meter_and_its_energy_is_conserved(triton, model_repository, tmp_path):

@@ -191,3 +191,56 @@ async def test_an_empty_store_is_filled_from_the_providers_past_once(fake_reposi
     async with gateway(fake_repository, url, **source) as second:
         view = await policy(second)
         assert view["store"]["learned_hours"] == 0 and view["history_hours"] >= 24 * 15
+
+
+def test_two_workers_keep_one_account_in_the_default_file_a_sigkill_keeps_it_and_ends_them(triton, model_repository,
+                                                                                tmp_path):
+    """``serve --workers 2`` with the default store (a file under the working directory): what both workers
+    serve is one account; the gateway killed with SIGKILL, its workers stop too, and the next gateway starts
+    from that account."""
+    import signal
+
+    import httpx as sync_http
+    import psutil
+
+    from gateway.testing.processes import GatewayProcess
+    from tests.support.gateway import multiproc_dir_of, pids_that_served
+
+    env = {"CARBON_GATEWAY_POLICY__NAME": "error-target", "CARBON_GATEWAY_STATE__FLUSH_INTERVAL_S": str(FLUSH_S)}
+    env["CARBON_GATEWAY_STATE__URL"] = "file://var/state/policy-state.json"  # the default, which the tests unset
+    args = ("--triton", triton.grpc_url, "--repository", str(model_repository), "--carbon-intensity", "120",
+            "--log-level", "warning")
+    stored = tmp_path / "var" / "state" / "policy-state.json"
+    sent = 0
+    with GatewayProcess(*args, "--workers", "2", cwd=tmp_path, env=env) as first:
+        multiproc_dir = multiproc_dir_of(first.process.pid)
+        while len(pids_that_served(multiproc_dir)) < 2:  # until both workers have served
+            assert sent < 60, "one worker took every connection"
+            with sync_http.Client(base_url=first.url, timeout=60) as client:  # a connection per request
+                response = client.post("/v1/classify", content=IMAGES[0].read_bytes(),
+                                       headers={"content-type": "image/jpeg"})
+            assert response.status_code == 200, response.text
+            sent += 1
+        deadline = time.monotonic() + 30
+        while _served_in(stored) != sent:  # both workers' exchanges reached the file
+            assert time.monotonic() < deadline, (_served_in(stored), sent)
+            time.sleep(FLUSH_S)
+        workers = psutil.Process(first.process.pid).children()
+        first.process.send_signal(signal.SIGKILL)  # no shutdown: only what the exchanges wrote survives
+        first.process.wait(30)
+        _, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive, "workers outlived their parent"  # orphans would go on serving and counting
+    with GatewayProcess(*args, cwd=tmp_path, env=env) as second:
+        view = sync_http.get(f"{second.url}/v1/policy", timeout=10).json()
+    assert view["served_requests"] == sent and view["store"]["status"] == "up"
+
+
+def _served_in(path: Path) -> float:
+    import json
+
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return 0.0
+    accounts = document.get("deployments", {}).get("carbon-gateway", {}).get("accounts", {})
+    return sum(account["served"] for account in accounts.values())

@@ -46,3 +46,11 @@ def pids_that_served(multiproc_dir: Path) -> set[str]:
             if '"carbon_gateway_requests_total"' in key and value > 0:
                 pids.add(path.stem.rsplit("_", 1)[-1])
     return pids
+
+
+def multiproc_dir_of(pid: int) -> Path:
+    """The metrics directory that ``serve --workers N`` (process ``pid``) made for its workers."""
+    import psutil
+
+    workers = psutil.Process(pid).children()
+    return Path(workers[0].environ()["PROMETHEUS_MULTIPROC_DIR"])
