@@ -6,15 +6,7 @@ import subprocess
 import pytest
 
 from tests.support.data import PROJECT
-
-ALERTS = PROJECT / "deploy" / "prometheus" / "alerts.yml"
-
-
-def alert_names() -> list[str]:
-    import yaml
-
-    return [rule["alert"] for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]]
-
+from tests.support.prometheus import ALERTS, alert_names
 
 ALERT_NAMES = alert_names()
 

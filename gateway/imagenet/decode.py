@@ -6,7 +6,6 @@ Runs in a worker thread (Pillow releases the GIL while decoding), never on the e
 from __future__ import annotations
 
 import io
-import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -31,21 +30,22 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise EmptyImage("the request body is empty; send an image (JPEG, PNG or WebP)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            image_format = image.format
-            if image_format not in ALLOWED_FORMATS:
-                raise UnsupportedImage(f"unsupported image format {image_format or 'unknown'}; send JPEG, PNG or WebP")
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
-            if image_format == "JPEG":
-                # A large JPEG decodes at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling), several times cheaper,
-                # while its short side stays 3x the resize target. At 2x, torchvision's top-5 changed on
-                # some photos; at 3x it does not (tests/imagenet/test_decode.py).
-                image.draft("RGB", (DRAFT_SHORT_SIDE, DRAFT_SHORT_SIDE))
-            image.load()
+        # No warnings.catch_warnings() here: this runs on worker threads, and that context manager swaps the
+        # process's warning filters, so another thread's filters could be restored under it (a race CI hit).
+        # Pillow refuses the worst bombs itself; our pixel limit refuses the rest before decoding.
+        image = Image.open(io.BytesIO(data))
+        image_format = image.format
+        if image_format not in ALLOWED_FORMATS:
+            raise UnsupportedImage(f"unsupported image format {image_format or 'unknown'}; send JPEG, PNG or WebP")
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+        if image_format == "JPEG":
+            # A large JPEG decodes at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling), several times cheaper,
+            # while its short side stays 3x the resize target. At 2x, torchvision's top-5 changed on
+            # some photos; at 3x it does not (tests/imagenet/test_decode.py).
+            image.draft("RGB", (DRAFT_SHORT_SIDE, DRAFT_SHORT_SIDE))
+        image.load()
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -1,4 +1,6 @@
 import io
+import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -116,6 +118,26 @@ def test_decompression_bomb_is_refused_before_decoding():
     with pytest.raises(ImageError) as caught:
         decode_image(bomb, LIMIT)
     assert caught.value.status == 413 and "8000x6000" in str(caught.value)
+
+
+def test_decoding_leaves_the_process_warning_filters_alone(jpeg_bytes):
+    """Decoding runs on worker threads: swapping the process's warning filters there (catch_warnings) raced
+    with the event loop's own, and a FastAPI warning it silences escaped as an error in CI."""
+    before = warnings.filters
+    done = threading.Event()
+    swapped = []
+
+    def decode_many() -> None:
+        for _ in range(20):
+            decode_image(jpeg_bytes, LIMIT)
+        done.set()
+
+    worker = threading.Thread(target=decode_many)
+    worker.start()
+    while not done.is_set():
+        swapped.append(warnings.filters is not before)
+    worker.join()
+    assert not any(swapped)
 
 
 def test_the_fused_normalisation_equals_torchvisions_steps_on_every_shared_image():

@@ -15,9 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import dashboard
 from gateway.testing.processes import GatewayProcess
-from tests.support.prometheus import query, running_prometheus, wait_for
+from tests.support.prometheus import ALERTS, alert_names, query, running_prometheus, wait_for
 
-from tests.support.data import IMAGES, PROJECT
+from tests.support.data import IMAGES
 from tests.support.gateway import pids_that_served
 
 CLASSIFY_REQUESTS = 12
@@ -50,7 +50,7 @@ def prometheus(gateway, triton, tmp_path_factory):
     triton_target = triton.metrics_url.removeprefix("http://").removesuffix("/metrics")
     with running_prometheus(tmp_path_factory.mktemp("prometheus"),
                             {"carbon-gateway": [gateway.url.removeprefix("http://")], "triton": [triton_target]},
-                            rule_files=[PROJECT / "deploy" / "prometheus" / "alerts.yml"]) as url:
+                            rule_files=[ALERTS]) as url:
         yield url
 
 
@@ -110,7 +110,8 @@ def test_the_gateways_own_cpu_and_its_energy_estimate_are_exported(gateway):
 def test_the_alerts_are_loaded_and_quiet_on_a_healthy_gateway(prometheus, gateway):
     response = httpx.get(f"{prometheus}/api/v1/rules", timeout=10)
     rules = [rule for group in response.json()["data"]["groups"] for rule in group["rules"]]
-    assert len(rules) == 11 and all(rule["health"] == "ok" for rule in rules), rules
+    assert [rule["name"] for rule in rules] == alert_names(), rules
+    assert all(rule["health"] == "ok" for rule in rules), rules
     firing = httpx.get(f"{prometheus}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
     assert not [a for a in firing if a["state"] == "firing"], firing
 

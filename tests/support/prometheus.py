@@ -14,6 +14,16 @@ import httpx
 import pytest
 
 from gateway.testing.processes import free_port
+from tests.support.data import PROJECT
+
+ALERTS = PROJECT / "deploy" / "prometheus" / "alerts.yml"
+
+
+def alert_names(rules: Path = ALERTS) -> list[str]:
+    """The alerts a rules file defines, in its order."""
+    import yaml
+
+    return [rule["alert"] for group in yaml.safe_load(rules.read_text())["groups"] for rule in group["rules"]]
 
 
 @contextmanager
