@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, ReloadRejected, TritonError
-from ..policy import PolicySettings, make_policy
+from ..policy import PolicySettings, SelectionPolicy, make_policy
 from ..pool import ModelPool, load_pool
 from .metadata import shared_signature
 from .service import GatewayService, Selector
@@ -63,9 +63,9 @@ class PoolReloader:
 
     async def _reload(self) -> ReloadResult:
         try:
-            # Off the event loop: parsing YAML is CPU work that would stall every request meanwhile.
-            pool = await asyncio.to_thread(load_pool, self.pool_file)
-            policy = make_policy(pool, self.policy_settings, pue=self.pue)
+            # Off the event loop: parsing YAML and building a policy over a large pool are CPU work that
+            # would stall every request meanwhile.
+            pool, policy = await asyncio.to_thread(self._read)
         except ConfigError as exc:
             raise ReloadRejected(str(exc)) from exc
         old = self.service.pool
@@ -83,6 +83,10 @@ class PoolReloader:
         unloaded = await self._unload(removed) if self.explicit else []
         return ReloadResult(pool.name, [m.name for m in pool.models], added, removed, loaded, unloaded)
 
+    def _read(self) -> tuple[ModelPool, SelectionPolicy]:
+        pool = load_pool(self.pool_file)
+        return pool, make_policy(pool, self.policy_settings, pue=self.pue)
+
     async def _check_known(self, pool: ModelPool) -> None:
         try:
             index = await self.service.backend.repository_index()
@@ -90,8 +94,8 @@ class PoolReloader:
             raise ReloadRejected(f"cannot check the pool against Triton: {exc}") from exc
         unknown = sorted(m.backend_name for m in pool.models if m.backend_name not in index)
         if unknown:
-            raise ReloadRejected(f"pool file {self.pool_file}: Triton's repository has no model(s) {unknown}; "
-                                 f"it has {sorted(index)}")
+            raise ReloadRejected(f"pool file {self.pool_file}: Triton's repository has no model(s) "
+                                 f"{_some(unknown)}; it has {_some(sorted(index))}")
 
     async def _load(self, names: list[str]) -> list[str]:
         for name in names:
@@ -136,3 +140,9 @@ class PoolReloader:
                 await self.reload("file")
             except ReloadRejected:
                 pass  # logged and counted by reload()
+
+
+def _some(names: list[str], shown: int = 10) -> str:
+    """A list of names for one log line: the first ``shown``, and how many more (a pool file may be huge)."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{names[:shown]}{more}"
