@@ -25,7 +25,8 @@ from gateway.pool import load_pool
 
 CLI = Path(sys.executable).with_name("carbon-gateway")
 GRIDS = {"GB 2020": ("carbon/gb_2020_entsoe.csv", "Time", "Carbon Intensity", "2020-06-01", "2020-07-01"),
-         "CAISO 2022": ("carbon/us_ciso_2022_hourly.csv", "timestamp", "avg_CI", "2022-06-01", "2022-07-01")}
+         "CAISO 2022": ("carbon/us_ciso_2022_hourly.csv", "timestamp", "avg_CI", "2022-06-01", "2022-07-01"),
+         "DE 2020 (15 min)": ("carbon/de_2020_entsoe.csv", "Time", "Carbon Intensity", "2020-06-01", "2020-07-01")}
 WIKI = "requests/wikipedia_en_2016-01_hourly.txt"
 
 

@@ -19,7 +19,10 @@ the paper's carbon-emission efficiency.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import os
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, UTC
 from functools import cached_property
@@ -329,14 +332,14 @@ def run_study(config: ReplayConfig) -> Study:
     if config.hysteresis > 0:
         runs["interpolation+hysteresis"] = replay.static(
             "interpolation+hysteresis", InterpolationOptions(hysteresis=config.hysteresis), window)
-    for forecast in config.forecasts:
-        label = f"error-target ({_forecast_label(forecast, config.forecast_hours)})"
-        runs[label] = replay.causal(label, target, forecast, config.forecast_hours)
+    causal: list[tuple[str, PolicyOptions, Forecast]] = [
+        (f"error-target ({_forecast_label(forecast, config.forecast_hours)})", target, forecast)
+        for forecast in config.forecasts]
     if config.budget_g is not None:
         budget = OnlineBudgetOptions(budget_g=config.budget_g, period_hours=config.budget_period_hours)
-        for forecast in config.forecasts:
-            label = f"online-budget ({_forecast_label(forecast, config.forecast_hours)})"
-            runs[label] = replay.causal(label, budget, forecast, config.forecast_hours)
+        causal += [(f"online-budget ({_forecast_label(forecast, config.forecast_hours)})", budget, forecast)
+                   for forecast in config.forecasts]
+    runs.update(_run_causal(replay, causal, config.forecast_hours))
     heuristic = replay.outcome(runs["interpolation"])
     runs["optimal@target"] = replay.optimum("optimal@target", mean_error=target_error)
     runs["optimal@heuristic's error"] = replay.optimum("optimal@heuristic's error", mean_error=heuristic.mean_error)
@@ -353,6 +356,19 @@ def run_study(config: ReplayConfig) -> Study:
                     headline=_headline(by_label), frontier=np.column_stack([co2, error]).tolist(),
                     months=by_month(replay, runs, config.baseline) if config.by_month else [])
     return Study(report, replay, runs, window)
+
+
+def _run_causal(replay: Replay, jobs: list[tuple[str, PolicyOptions, Forecast]], forecast_hours: float
+                ) -> dict[str, Run]:
+    """The causal runs, each in its own process where there are cores for them: each is one long pass that
+    numpy cannot vectorise (a plan depends on the account the previous ones left), and they are independent."""
+    workers = min(len(jobs), os.cpu_count() or 1)
+    if workers <= 1:
+        return {label: replay.causal(label, settings, forecast, forecast_hours) for label, settings, forecast in jobs}
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as executor:
+        futures = {label: executor.submit(replay.causal, label, settings, forecast, forecast_hours)
+                   for label, settings, forecast in jobs}
+        return {label: future.result() for label, future in futures.items()}
 
 
 def _forecast_label(forecast: Forecast, hours: float) -> str:

@@ -96,7 +96,10 @@ class Allocation:
     """The exact frontier for serving ``counts`` requests at ``intensities`` on the hull models."""
 
     def __init__(self, intensities: npt.ArrayLike, counts: npt.ArrayLike, energies: npt.ArrayLike,
-                 errors: npt.ArrayLike, pue: float = 1.0):
+                 errors: npt.ArrayLike, pue: float = 1.0, *, ascending: bool = False):
+        """``ascending``: the caller vouches that ``intensities`` rise (a planner that binned them), which
+        spares a sort at every plan."""
+        self.ascending = ascending
         self.intensities = np.asarray(intensities, dtype=np.float64).reshape(-1)
         self.counts = np.asarray(counts, dtype=np.float64).reshape(-1)
         if self.intensities.shape != self.counts.shape:
@@ -175,28 +178,29 @@ class Allocation:
             return 0.0
         # Segment by segment, from the dirtiest period: each segment's prices then rise, and a stable sort
         # merges those runs in linear time (the planner calls this at every poll).
-        dirtiest = np.argsort(-self._gpm, kind="stable")
+        dirtiest = slice(None, None, -1) if self.ascending else np.argsort(-self._gpm, kind="stable")
         gpm = self._gpm[dirtiest]
         prices = np.divide(self.slopes[:, np.newaxis], gpm[np.newaxis, :],
                            out=np.full((len(self.slopes), len(gpm)), np.inf), where=gpm[np.newaxis, :] > 0).reshape(-1)
         order = np.argsort(prices, kind="stable")
-        rises = (self._error_step[:, np.newaxis] * self.counts[dirtiest][np.newaxis, :]).reshape(-1)[order]
-        # Steps at equal prices (periods at one intensity) are taken together or not at all: price levels.
         ordered = prices[order]
-        first = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
-        levels = ordered[first]
-        cumulative = np.cumsum(rises)[np.append(first[1:], len(rises)) - 1]
-        # A level that reaches ``mean_error`` to rounding is taken: a target set to a hull model's error at
-        # one intensity serves that model, whatever the float sums of the counts came to.
-        k = int(np.searchsorted(cumulative, allowed_rise * (1 + 1e-9), side="right"))  # first that overshoots
-        if k >= len(levels):
+        cumulative = np.cumsum((self._error_step[:, np.newaxis] * self.counts[dirtiest][np.newaxis, :]
+                                ).reshape(-1)[order])
+        # The first step that overshoots; a level that reaches ``mean_error`` to rounding is taken: a target set
+        # to a hull model's error at one intensity serves that model, whatever the float sums came to.
+        i = int(np.searchsorted(cumulative, allowed_rise * (1 + 1e-9), side="right"))
+        if i >= len(ordered):
             return math.inf
-        before = float(cumulative[k - 1]) if k > 0 else 0.0
+        # Steps at one price (periods at one intensity) are taken together or not at all: the overshooting
+        # level is every step at that step's price; all before it are taken.
+        first = int(np.searchsorted(ordered, ordered[i], side="left"))
+        last = int(np.searchsorted(ordered, ordered[i], side="right")) - 1
+        before = float(cumulative[first - 1]) if first > 0 else 0.0
         # A hair above the last level taken, so rounding in ``choose_on_hull`` cannot undo it; and below
         # the level that overshoots, however much of it would fit.
-        low = float(levels[k - 1]) * (1 + 1e-9) if k > 0 else 0.0
-        fraction = max(allowed_rise - before, 0.0) / (float(cumulative[k]) - before)
-        return low + fraction * max(float(levels[k]) * (1 - 1e-9) - low, 0.0)
+        low = float(ordered[first - 1]) * (1 + 1e-9) if first > 0 else 0.0
+        fraction = max(allowed_rise - before, 0.0) / (float(cumulative[last]) - before)
+        return low + fraction * max(float(ordered[i]) * (1 - 1e-9) - low, 0.0)
 
     def plan(self, *, budget_g: float | None = None, mean_error: float | None = None,
              split: bool = True) -> Plan:

@@ -34,15 +34,17 @@ class CarbonPricePolicy(PolicyBase):
         self._hull = lower_hull(self._energies, self._errors)
         self._slopes = hull_slopes(self._energies[self._hull], self._errors[self._hull])
         self._slope_list = [float(slope) for slope in self._slopes]
+        self._hull_energies, self._hull_errors = self._energies[self._hull], self._errors[self._hull]
 
     @property
     def hull(self) -> tuple[ModelSpec, ...]:
         """The models this policy can choose, by increasing energy."""
         return tuple(self._candidates[i] for i in self._hull)
 
-    def allocation(self, intensities: npt.ArrayLike, counts: npt.ArrayLike) -> Allocation:
+    def allocation(self, intensities: npt.ArrayLike, counts: npt.ArrayLike, *, ascending: bool = False
+                   ) -> Allocation:
         """The exact CO2/error frontier for serving ``counts`` requests at ``intensities`` on the hull."""
-        return Allocation(intensities, counts, self._energies[self._hull], self._errors[self._hull], self.pue)
+        return Allocation(intensities, counts, self._hull_energies, self._hull_errors, self.pue, ascending=ascending)
 
     def choose(self, intensities: FloatArray, window: CarbonWindow) -> IndexArray:
         return self._hull[choose_on_hull(self._slopes, self.price, intensities, self.pue)]

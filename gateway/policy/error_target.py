@@ -43,7 +43,7 @@ from ..state.models import StateDelta, StateSnapshot
 from .base import ForecastPoints, PolicyOptions, SelectionPolicy
 from .budget import grams_per_mj
 from .carbon_price import CarbonPricePolicy
-from .history import BIN, DAY_S, BucketHistory
+from .history import DAY_S, BucketHistory, intensity_bins
 
 
 Period = Literal["day", "week", "month"]
@@ -262,51 +262,73 @@ class ErrorTargetPolicy(CarbonPricePolicy):
                 self._pending.requests[bucket] = self._pending.requests.get(bucket, 0.0) + requests
             self._unplanned = 0.0
         self._last_plan = (now, intensity)
-        intensities, counts = self._predict(now, intensity, forecast_times, forecast_values, rate)
+        intensities, counts, ascending = self._predict(now, intensity, forecast_times, forecast_values, rate)
         expected = float(counts.sum())
         debt = self.ledger.error_sum - self.target_error * self.ledger.served
         settle = max(expected, expected / max(self._period_end - now, 1.0) * self.settle_s)
         allowed = self.target_error - debt / settle
-        self.price = self.allocation(intensities, counts).price_for_error(allowed)
+        self.price = self.allocation(intensities, counts, ascending=ascending).price_for_error(allowed)
         return self.price
 
     def _predict(self, now: float, intensity: float, forecast_times: FloatArray, forecast_values: FloatArray,
-                 rate: float) -> tuple[FloatArray, FloatArray]:
-        """Intensities and expected requests over the rest of the period (first entry: now)."""
+                 rate: float) -> tuple[FloatArray, FloatArray, bool]:
+        """Intensities and expected requests over the rest of the period, per intensity bin of the history
+        (points per bin, not per bucket: the allocation's cost grows with its points), and whether they are in
+        ascending order (they are, unless there is no history yet). Called at every plan,
+        so written for few numpy calls (a replayed year plans 35,000 times)."""
         end = self._period_end
-        long_c, long_s, long_r, long_counted = self.history.histogram()  # the long window: the whole span
-        counted_s, observed_requests = float(long_counted.sum()), float(long_r.sum())
+        history = self.history
+        observed_s, observed_requests, counted_s = history.sums()
         # Requests per second where they were counted; the intensities learned from a provider's past (before
         # this gateway served) are weighted at that rate too.
         rate = observed_requests / counted_s if observed_requests > 0 else rate if rate > 0 else 1.0
-        observed_s = float(long_s.sum())
         inside = forecast_times < end
-        times = np.concatenate([[now], forecast_times[inside]])
-        values = np.concatenate([[intensity], forecast_values[inside]])
-        # The forecast's last point lasts as long as its steps do on average (an hour with no forecast).
-        step = float(times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 3600.0
-        edges = np.minimum(np.append(times, times[-1] + step), end)
-        durations = np.diff(edges)
-        rest = end - edges[-1]
-        if rest <= 0 or observed_s <= 0:  # no history yet: the last known value persists
-            durations[-1] += max(rest, 0.0)
-            return values, durations * rate
-        # Beyond the forecast, day k is the recent window with weight phi**k, the long one with the rest.
+        if inside.any():
+            times = np.concatenate([[now], forecast_times[inside]])
+            values = np.concatenate([[intensity], forecast_values[inside]])
+            # The forecast's last point lasts as long as its steps do on average.
+            step = float(times[-1] - times[0]) / (len(times) - 1)
+            edges = np.minimum(np.append(times, times[-1] + step), end)
+            known, rest = np.diff(edges) * rate, end - float(edges[-1])
+        else:  # the value now, for an hour
+            values, known = np.array([intensity]), np.array([(min(now + 3600.0, end) - now) * rate])
+            rest = end - min(now + 3600.0, end)
+        if rest <= 0 or observed_s <= 1e-6:  # no history yet: the last known value persists
+            known[-1] += max(rest, 0.0) * rate
+            return values, known, False
+        bins = intensity_bins(values)
+        first, stop = history.occupied
+        first, stop = min(first, int(bins.min())), max(stop, int(bins.max()) + 1)
+        bins -= first
+        s, w, r, counted = history.totals(first, stop)
+        # Beyond the forecast, day k is the recent window with weight phi**k, the long one with the rest; each
+        # weighs a bin by its requests where they were counted, else by its time at the counted rate.
+        observed = s > 1e-6  # bins with history (an emptied bin keeps float dust)
+        long = np.where(observed, r + (s - counted) * rate, 0.0)
+        recent = history.binned_window(now, self.recent_hours, rate, first, stop)
+        recent_total = float(recent.sum())
+        recent_share = self._recent_share(now, rest) if recent_total > 0 else 0.0
+        counts = long * ((1.0 - recent_share) * rest * rate / float(long.sum()))
+        if recent_share > 0:
+            counts += recent * (recent_share * rest * rate / recent_total)
+        # Each bin at its observed mean intensity; the forecast's points join the bins they fall in.
+        weighted = counts * np.divide(w, s, out=np.zeros(stop - first), where=observed)
+        if len(values) == 1:
+            counts[bins[0]] += known[0]
+            weighted[bins[0]] += known[0] * values[0]
+        else:
+            counts += np.bincount(bins, weights=known, minlength=stop - first)
+            weighted += np.bincount(bins, weights=known * values, minlength=stop - first)
+        used = np.flatnonzero(counts > 0)
+        return weighted[used] / counts[used], counts[used], True
+
+    def _recent_share(self, now: float, rest: float) -> float:
+        """The recent window's share of the ``rest`` seconds beyond the forecast: phi**k for day k ahead."""
         phi = self.persistence(now)
-        days = np.arange(1, int(np.ceil(rest / DAY_S)) + 1, dtype=np.float64)
-        lengths = np.minimum(DAY_S, rest - (days - 1) * DAY_S)
-        recent_share = float((phi ** days * lengths).sum() / lengths.sum())
-        recent = _binned(*self.history.window(now, self.recent_hours))
-        parts_c, parts_n = [values], [durations * rate]
-        for share, (c, s, r, counted) in ((recent_share, recent), (1.0 - recent_share, (long_c, long_s, long_r,
-                                                                                         long_counted))):
-            if share <= 0 or s.sum() <= 0:
-                continue
-            weights = r + (s - counted) * rate  # requests where counted, else time at the counted rate
-            parts_c.append(c)
-            parts_n.append(weights * (rest * share * rate / float(weights.sum())))
-        # Points per bin of intensity, not per bucket: the allocation's cost grows with its points.
-        return np.concatenate(parts_c), np.concatenate(parts_n)
+        days, partial = divmod(rest, DAY_S)
+        # sum over the whole days k = 1..n of phi**k, then the partial day n + 1
+        whole = phi * (1.0 - phi ** days) / (1.0 - phi) if phi < 1.0 else days
+        return float((DAY_S * whole + partial * phi ** (days + 1)) / rest)
 
     def persistence(self, now: float) -> float:
         """phi: the lag-1 autocorrelation of the last four weeks' daily mean intensity (0.5 with under a week);
@@ -315,21 +337,6 @@ class ErrorTargetPolicy(CarbonPricePolicy):
         if self._persistence is None or self._persistence[0] != day:
             self._persistence = (day, _lag1(self.history.daily_means(now, self.PERSISTENCE_DAYS)))
         return self._persistence[1]
-
-
-def _binned(intensities: FloatArray, seconds: FloatArray, requests: FloatArray, counted: FloatArray
-            ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-    """Buckets summed into the history's ``BIN``-wide bins of intensity, as ``BucketHistory.histogram`` gives
-    the whole span: mean intensity, seconds, requests, counted seconds."""
-    if len(intensities) == 0:
-        return intensities, seconds, requests, counted
-    bins = (intensities / BIN).astype(np.int64)
-    bins -= bins.min()
-    totals = np.bincount(bins, weights=seconds)
-    used = totals > 0
-    summed = [np.bincount(bins, weights=values)[used].astype(np.float64)
-              for values in (seconds * intensities, requests, counted)]
-    return summed[0] / totals[used], totals[used].astype(np.float64), summed[1], summed[2]
 
 
 def _lag1(means: FloatArray) -> float:

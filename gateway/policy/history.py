@@ -6,22 +6,40 @@ of the same intervals. Each bucket holds the seconds observed in it, their inten
 requests served. A policy asks for the distribution over the whole span (``histogram``), over a trailing
 window (``window``), or for the daily mean intensities (``daily_means``).
 
-The whole span's distribution is kept as it changes, summed into ``BIN``-wide bins of intensity: a policy
-plans with it at every poll, and a month of buckets summed afresh each time would cost a replayed year of
-15-minute periods minutes rather than seconds.
+The whole span's distribution is kept as it changes, summed into bins of intensity 1 % wide (``BIN_RATIO``,
+log-spaced): a policy plans with it at every poll, and a month of buckets summed afresh each time would cost a
+replayed year of 15-minute periods minutes rather than seconds. Relative bins make the planned price as
+precise on a 30 g/kWh hydro grid as on a 600 g/kWh coal one, and any grid's distribution a few hundred bins.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
-from ..arrays import FloatArray
+from ..arrays import FloatArray, IndexArray
 from ..state.models import BUCKET_S
 
 DAY_S = 86400.0
-#: g/kWh: the width of the intensity bins of ``histogram``.
-BIN = 1.0
+#: Each intensity bin spans BIN_RATIO times the intensity of its lower edge, from BIN_FLOOR g/kWh (bin 0 holds
+#: everything below) up to the last of BINS (everything above, about 26 kg/kWh).
+BIN_RATIO = 1.01
+BIN_FLOOR = 1.0
+BINS = 1024
+_LOG_RATIO = math.log(BIN_RATIO)
+
+
+def intensity_bins(intensities: npt.ArrayLike) -> IndexArray:
+    """The bin of each intensity (g/kWh)."""
+    c = np.maximum(np.asarray(intensities, dtype=np.float64), BIN_FLOOR)
+    bins: IndexArray = np.minimum((np.log(c / BIN_FLOOR) / _LOG_RATIO).astype(np.intp), BINS - 1)
+    return bins
+
+
+def _bin_of(intensity: float) -> int:
+    return min(int(math.log(max(intensity, BIN_FLOOR) / BIN_FLOOR) / _LOG_RATIO), BINS - 1)
 
 
 class BucketHistory:
@@ -35,7 +53,9 @@ class BucketHistory:
         self._bin = np.full(self.capacity, -1, dtype=np.int64)  # each bucket's intensity bin in the histogram
         self._latest: int | None = None  # bucket number (epoch // BUCKET_S) of the newest bucket kept
         # Per intensity bin: seconds, intensity x seconds, requests, and the seconds of buckets with requests.
-        self._hist = np.zeros((4, 1024))
+        self._hist = np.zeros((4, BINS))
+        self._sums = [0.0, 0.0, 0.0, 0.0]  # the histogram's rows summed
+        self._first, self._stop = BINS, 0  # the bins ever occupied since the last rebuild: [first, stop)
         self._changes = 0
 
     # --- the histogram of the whole span, kept as buckets change ---------------------------------------
@@ -47,18 +67,21 @@ class BucketHistory:
     def _withdraw(self, slot: int) -> None:
         b = self._bin[slot]
         if b >= 0:
-            self._hist[:, b] -= self._row(slot)
+            row = self._row(slot)
+            self._hist[:, b] -= row
+            self._sums = [total - value for total, value in zip(self._sums, row, strict=True)]
             self._bin[slot] = -1
 
     def _deposit(self, slot: int) -> None:
         seconds = self._seconds[slot]
         if seconds <= 0:
             return
-        b = int(self._weighted[slot] / seconds / BIN)
-        if b >= self._hist.shape[1]:
-            self._hist = np.pad(self._hist, ((0, 0), (0, max(b + 1, 2 * self._hist.shape[1]) - self._hist.shape[1])))
+        b = _bin_of(float(self._weighted[slot] / seconds))
         self._bin[slot] = b
-        self._hist[:, b] += self._row(slot)
+        row = self._row(slot)
+        self._hist[:, b] += row
+        self._sums = [total + value for total, value in zip(self._sums, row, strict=True)]
+        self._first, self._stop = min(self._first, b), max(self._stop, b + 1)
         self._changes += 1
         if self._changes >= 4 * self.capacity:  # now and then, sum afresh: no rounding piles up
             self._rebuild()
@@ -69,15 +92,27 @@ class BucketHistory:
         counted = np.where(self._requests > 0, self._seconds, 0.0)
         for row, values in enumerate((self._seconds, self._weighted, self._requests, counted)):
             self._hist[row, :] = np.bincount(self._bin[kept], weights=values[kept], minlength=self._hist.shape[1])
+        self._sums = [float(total) for total in self._hist.sum(axis=1)]
+        self._first = int(self._bin[kept].min()) if kept.any() else BINS
+        self._stop = int(self._bin[kept].max()) + 1 if kept.any() else 0
         self._changes = 0
 
-    def histogram(self) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-        """Over the whole span, per occupied ``BIN`` of intensity: mean intensity, seconds, requests, and the
-        seconds of buckets whose requests were counted (a bucket learned from a provider's past has none)."""
-        seconds = self._hist[0]
-        used = np.flatnonzero(seconds > 1e-6)
-        means: FloatArray = self._hist[1, used] / seconds[used]
-        return means, seconds[used], np.maximum(self._hist[2, used], 0.0), np.maximum(self._hist[3, used], 0.0)
+    def sums(self) -> tuple[float, float, float]:
+        """Over the whole span: seconds observed, requests, and the seconds of buckets whose requests were
+        counted (a bucket learned from a provider's past has none)."""
+        seconds, _, requests, counted = self._sums
+        return seconds, max(requests, 0.0), max(counted, 0.0)
+
+    @property
+    def occupied(self) -> tuple[int, int]:
+        """The bins ``[first, stop)`` that hold the span's observations (perhaps a few more)."""
+        return self._first, self._stop
+
+    def totals(self, first: int, stop: int) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+        """Per intensity bin from ``first`` to ``stop`` (read-only), over the whole span: seconds, intensity x
+        seconds, requests, and the seconds of buckets whose requests were counted."""
+        seconds, weighted, requests, counted = self._hist[:, first:stop]
+        return seconds, weighted, requests, counted
 
     # --- buckets ---------------------------------------------------------------------------------------
 
@@ -158,13 +193,25 @@ class BucketHistory:
 
     def window(self, now: float, hours: float) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
         """Over the trailing ``hours``, per observed bucket: mean intensity, seconds, requests, and the seconds
-        if its requests were counted (else 0), as ``histogram`` gives them per bin."""
+        if its requests were counted (else 0)."""
         slots = self._numbers(now, hours) % self.capacity
         seconds = self._seconds[slots]
         seen = seconds > 0
         slots, seconds = slots[seen], seconds[seen]
         requests = self._requests[slots]
         return self._weighted[slots] / seconds, seconds, requests, np.where(requests > 0, seconds, 0.0)
+
+    def binned_window(self, now: float, hours: float, rate: float, first: int, stop: int) -> FloatArray:
+        """Over the trailing ``hours``, per intensity bin from ``first`` to ``stop`` (which must hold
+        ``occupied``): the requests served, and where none were counted (a bucket learned from a provider's
+        past) its seconds at ``rate``."""
+        slots = self._numbers(now, hours) % self.capacity
+        slots = slots[self._bin[slots] >= 0]
+        requests = self._requests[slots]
+        weights = np.where(requests > 0, requests, self._seconds[slots] * rate)
+        per_bin: FloatArray = np.bincount(self._bin[slots] - first, weights=weights,
+                                          minlength=stop - first).astype(np.float64, copy=False)
+        return per_bin
 
     def daily_means(self, now: float, days: int) -> FloatArray:
         """The mean intensity of each of the last ``days`` whole UTC days before ``now`` that were mostly

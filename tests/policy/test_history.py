@@ -45,3 +45,11 @@ def test_what_the_store_knows_fills_the_gaps_but_not_what_it_saw_itself():
     intensities, seconds, requests, _ = history.window(2 * BUCKET_S, hours=1)
     assert intensities.tolist() == [120.0, 80.0] and requests.tolist() == [50.0, 7.0]
     assert np.all(seconds == BUCKET_S)
+
+
+def test_intensity_bins_are_one_percent_wide_at_any_level():
+    from gateway.policy.history import BIN_RATIO, BINS, intensity_bins
+
+    for low in (30.0, 600.0):  # a hydro grid and a coal one: the same relative precision
+        assert intensity_bins([low * BIN_RATIO ** 1.5])[0] - intensity_bins([low])[0] in (1, 2)
+    assert intensity_bins([0.0, 1e9]).tolist() == [0, BINS - 1]  # below the floor and above the top: the ends

@@ -318,3 +318,15 @@ def test_preview_leaves_the_hysteresis_state_alone():
         assert watched.preview(100.0, window).name == "resnet152"  # a scrape while the grid looks clean
         assert watched.select(intensity, window) == unwatched.select(intensity, window)
     assert unwatched.select(148.0, window).name == "resnet101"
+
+
+def test_price_for_error_on_intensities_known_to_rise_is_the_sorted_answer():
+    from gateway.policy.budget import Allocation
+
+    rng = np.random.default_rng(7)
+    intensities = np.sort(rng.uniform(20, 600, 300))
+    counts = rng.uniform(0, 50, 300)
+    energies, errors = np.array([100.0, 200.0, 350.0, 600.0]), np.array([30.0, 27.0, 24.5, 22.0])
+    for target in (22.5, 24.0, 26.0, 29.0):
+        vouched = Allocation(intensities, counts, energies, errors, ascending=True).price_for_error(target)
+        assert vouched == Allocation(intensities[::-1], counts[::-1], energies, errors).price_for_error(target)
