@@ -141,6 +141,9 @@ class Outcome(BaseModel):
                                   "error (>= 0 up to rounding).")
     regret_pct: float | None = Field(default=None, description="over_optimum_g as a percentage of the optimum's "
                                      "extra CO2 over the baseline at that error; None when that is not positive.")
+    regret_at_target_pct: float | None = Field(default=None, description="CO2 above the hindsight optimum that meets "
+                                               "the target exactly, as a percentage of that optimum's extra CO2 over "
+                                               "the baseline: a policy more accurate than asked pays for it here.")
     parameter: dict[str, float] = {}
 
 
@@ -225,7 +228,7 @@ class Replay:
         co2, error = self.frontier
         return float(np.interp(mean_error, error, co2))
 
-    def outcome(self, run: Run, baseline: Outcome | None = None) -> Outcome:
+    def outcome(self, run: Run, baseline: Outcome | None = None, target_error: float | None = None) -> Outcome:
         energy_mj = float(np.sum(run.shares * self.workload.counts[:, np.newaxis] * self.energies))
         co2 = float(np.sum(run.shares * self.workload.counts[:, np.newaxis] * self._grams_per_request))
         error = float(self.workload.counts @ (run.shares @ self.errors)) / self.workload.total_requests
@@ -237,8 +240,14 @@ class Replay:
         optimal = self.optimal_co2(error)
         optimal_extra = optimal - (baseline.co2_g if baseline else co2)
         meaningful = optimal_extra > 1e-9 * max(co2, 1e-300)  # not the baseline itself, up to rounding
+        at_target: float | None = None
+        if target_error is not None:
+            target_extra = self.optimal_co2(target_error) - (baseline.co2_g if baseline else co2)
+            if target_extra > 1e-9 * max(co2, 1e-300):
+                at_target = (co2 - self.optimal_co2(target_error)) / target_extra * 100
         return result.model_copy(update={"over_optimum_g": co2 - optimal,
-                                         "regret_pct": (co2 - optimal) / optimal_extra * 100 if meaningful else None})
+                                         "regret_pct": (co2 - optimal) / optimal_extra * 100 if meaningful else None,
+                                         "regret_at_target_pct": at_target})
 
     def mean_energy(self, run: Run) -> np.ndarray:
         """Per period, the mean energy per request (mJ) of what the policy served."""
@@ -279,6 +288,9 @@ class MonthResult(BaseModel):
 
     month: str
     days: float
+    partial: bool = Field(default=False, description="The trace covers only part of the month: its account ran "
+                          "on the whole month's expectation, so its error and regret are not comparable with a "
+                          "full month's, and it is left out of the month-by-month criteria.")
     results: list[Outcome]
 
 
@@ -345,7 +357,7 @@ def run_study(config: ReplayConfig) -> Study:
     runs["optimal@heuristic's error"] = replay.optimum("optimal@heuristic's error", mean_error=heuristic.mean_error)
     runs["optimal@heuristic's CO2"] = replay.optimum("optimal@heuristic's CO2", budget_g=heuristic.co2_g)
 
-    results = _score(replay, runs, config.baseline)
+    results = _score(replay, runs, config.baseline, target_error)
     by_label = {r.policy: r for r in results}
     co2, error = replay.frontier
     report = Report(config=config, periods=len(workload.times),
@@ -354,7 +366,7 @@ def run_study(config: ReplayConfig) -> Study:
                     requests=workload.total_requests, target_error=target_error,
                     notes=[requests.description, *workload.notes], results=results,
                     headline=_headline(by_label), frontier=np.column_stack([co2, error]).tolist(),
-                    months=by_month(replay, runs, config.baseline) if config.by_month else [])
+                    months=by_month(replay, runs, config.baseline, target_error) if config.by_month else [])
     return Study(report, replay, runs, window)
 
 
@@ -375,9 +387,9 @@ def _forecast_label(forecast: Forecast, hours: float) -> str:
     return "no forecast" if forecast == "none" else f"{hours:g} h forecast"
 
 
-def _score(replay: Replay, runs: dict[str, Run], baseline: str) -> list[Outcome]:
+def _score(replay: Replay, runs: dict[str, Run], baseline: str, target_error: float) -> list[Outcome]:
     base = replay.outcome(runs[f"fixed:{baseline}"])
-    return [replay.outcome(run, base) for run in runs.values()]
+    return [replay.outcome(run, base, target_error) for run in runs.values()]
 
 
 def _headline(by_label: dict[str, Outcome]) -> Headline:
@@ -390,9 +402,10 @@ def _headline(by_label: dict[str, Outcome]) -> Headline:
                     error_saved_points=heuristic.mean_error - at_co2.mean_error)
 
 
-def by_month(replay: Replay, runs: dict[str, Run], baseline: str) -> list[MonthResult]:
+def by_month(replay: Replay, runs: dict[str, Run], baseline: str, target_error: float) -> list[MonthResult]:
     """Each UTC calendar month of the range scored on its own: the causal policies as they ran (their
-    accounting periods are months), against that month's own baseline and hindsight frontier."""
+    accounting periods are months), against that month's own baseline and hindsight frontier. A month the
+    trace covers less than 90 % of is flagged ``partial``."""
     moments = replay.workload.times.astype("datetime64[s]").astype("datetime64[M]")
     months = []
     for month in np.unique(moments):
@@ -400,5 +413,7 @@ def by_month(replay: Replay, runs: dict[str, Run], baseline: str) -> list[MonthR
         part = replay.select(mask)
         scored = {label: run.select(mask) for label, run in runs.items() if not label.startswith("optimal@")}
         days = float(part.workload.durations.sum()) / (24 * HOUR)
-        months.append(MonthResult(month=str(month), days=days, results=_score(part, scored, baseline)))
+        length = float(((month + 1).astype("datetime64[s]") - month.astype("datetime64[s]")).astype(np.int64))
+        months.append(MonthResult(month=str(month), days=days, partial=days * 24 * HOUR < 0.9 * length,
+                                  results=_score(part, scored, baseline, target_error)))
     return months

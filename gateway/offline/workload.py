@@ -274,7 +274,9 @@ def build_workload(trace: Trace, profile: RequestProfile | FloatArray, total_req
             lead_notes += lead.notes
     workload = periods.select(main, "carbon trace")
     profile_notes = profile.notes if isinstance(profile, RequestProfile) else ()
-    return replace(workload, notes=(*workload.notes, *lead_notes, *profile_notes), lead=lead)
+    skipped = (f"carbon trace: {_plural(trace.skipped_rows, 'row')} skipped (blank or unreadable time or value, "
+               "or a negative value)",) if trace.skipped_rows else ()
+    return replace(workload, notes=(*skipped, *workload.notes, *lead_notes, *profile_notes), lead=lead)
 
 
 @dataclass(frozen=True)

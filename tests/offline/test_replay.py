@@ -14,6 +14,7 @@ from gateway.carbon.trace import load_trace
 from gateway.cli import app
 from gateway.modelzoo.build import PAPER_POOL
 from gateway.offline.replay import Outcome, ReplayConfig, run_study, trailing_window, with_efficiency
+from gateway.offline.report import summary_lines
 from gateway.offline.workload import build_workload
 
 GB = ("carbon/gb_2020_entsoe.csv", "Time", "Carbon Intensity")
@@ -109,12 +110,13 @@ def test_the_planning_policy_does_not_see_the_future(shared_data, tmp_path, fore
 @pytest.mark.parametrize("grid", [GB, CAISO])
 def test_error_target_month_by_month_on_every_shared_trace(shared_data, grid):
     """The issue's bar, on every full month of both traces, with and without a forecast: the target met
-    within 0.03 points; extra CO2 within 20 % of the hindsight optimum at the achieved error every month,
-    and within 5 % in at least 85 % of them; and a better carbon-emission efficiency than fixed ResNet101,
-    fixed ResNet152 and the heuristic."""
+    within 0.03 points; extra CO2 within 20 % of the hindsight optimum at the target every month, and within
+    5 % in at least 85 % of them; and a better carbon-emission efficiency than fixed ResNet101, fixed
+    ResNet152 and the heuristic. (DE 2020 misses the 85 %: docs/replay.md.)"""
     study = run_study(config(shared_data, grid, start=None, end=None, forecasts=("none", "perfect"), by_month=True))
     target = study.report.target_error
-    full = [month for month in study.report.months if month.days >= 28]
+    full = [month for month in study.report.months if not month.partial]
+    assert all(month.days >= 27.9 for month in full)
     assert len(full) >= 11
     for label in ("error-target (no forecast)", "error-target (48 h forecast)"):
         regrets = []
@@ -122,11 +124,29 @@ def test_error_target_month_by_month_on_every_shared_trace(shared_data, grid):
             by = {r.policy: r for r in month.results}
             r = by[label]
             assert abs(r.mean_error - target) <= 0.03, (month.month, label, r.mean_error)
-            assert r.regret_pct is not None and r.regret_pct <= 20.0, (month.month, label, r.regret_pct)
-            regrets.append(r.regret_pct)
+            regret = r.regret_at_target_pct
+            assert regret is not None and regret <= 20.0, (month.month, label, regret)
+            regrets.append(regret)
             for rival in ("fixed:resnet101", "fixed:resnet152", "interpolation"):
                 assert r.efficiency > by[rival].efficiency, (month.month, label, rival)
         assert np.mean([regret <= 5.0 for regret in regrets]) >= 0.85, (label, regrets)
+
+
+def test_a_partial_month_is_flagged_and_skipped_rows_are_counted(shared_data, tmp_path):
+    """DE's trace ends 9 days into January 2021: that month missed its target by 0.24 points unflagged."""
+    rows = (shared_data / "carbon" / "de_2020_entsoe.csv").read_text().splitlines()
+    clipped = tmp_path / "de.csv"
+    blanked = [f"{row.split(',')[0]}," if i in (500, 501) else row for i, row in enumerate(rows)]
+    clipped.write_text("\n".join(blanked[:1 + 96 * 50]) + "\n")  # header, 50 days from 2019-12-20
+    study = run_study(config(shared_data, (clipped, "Time", "Carbon Intensity"), start=None, end=None,
+                             forecasts=("none",), by_month=True))
+    assert [(m.month, m.partial) for m in study.report.months] == [
+        ("2019-12", True), ("2020-01", False), ("2020-02", True)]
+    assert any("2 rows skipped" in note for note in study.report.notes), study.report.notes
+    lines = summary_lines(study)
+    assert any(line.startswith("partial months, scored apart") and "2019-12" in line and "2020-02" in line
+               for line in lines), lines
+    assert lines[0].startswith("error-target (no forecast)") and lines[-1].startswith("Reference, the hindsight")
 
 
 def test_cli_replay_writes_tables_and_plots(shared_data, tmp_path):
