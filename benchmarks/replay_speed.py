@@ -66,7 +66,7 @@ def breakdown(shared: Path) -> None:
     window = timed("trailing 24 h window", lambda: trailing_window(workload, 24))
     timed("interpolation, all periods at once", lambda: replay.static(
         "i", policy_settings(name="interpolation"), window))
-    target = config.target_settings()
+    target = config.target
     timed("error-target, one causal pass (no forecast)", lambda: replay.causal("e", target, "none"))
     timed("error-target, one causal pass (48 h forecast)", lambda: replay.causal("e", target, "perfect"))
     timed("hindsight frontier", lambda: replay.frontier)

@@ -12,13 +12,16 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 
 from .energy.registry import METERS
 from .errors import GatewayError
 from .settings import load_settings
+
+if TYPE_CHECKING:
+    from .policy import ErrorTargetOptions
 
 app = typer.Typer(help="Carbon-intensity-aware inference gateway in front of Triton.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)
@@ -178,7 +181,10 @@ def replay(
     target_error: Annotated[Optional[float], typer.Option(help="error-target: mean error % to meet.")] = None,
     target_model: Annotated[Optional[str], typer.Option(help="error-target: as accurate on average as this "
                                                         "model (default: the pool's second most accurate).")] = None,
-    target_period: Annotated[str, typer.Option(help="error-target: day, week or month.")] = "month",
+    target_period: Annotated[Optional[str], typer.Option(help="error-target: day, week or month.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="The gateway's YAML config file: its error-target `policy` "
+                                                   "settings are replayed, as `serve` would run them (the "
+                                                   "CARBON_GATEWAY_* environment too); the target flags win.")] = None,
     forecast: Annotated[Optional[list[str]], typer.Option(
         help="What the planning policies are told of the future: none, perfect (repeat for both).")] = None,
     forecast_hours: Annotated[float, typer.Option(help="How far a perfect forecast reaches.")] = 48.0,
@@ -195,18 +201,35 @@ def replay(
     from .offline.replay import ReplayConfig
 
     with _errors_fail(ValidationError, ValueError, OSError):
-        config = ReplayConfig(carbon_trace=carbon_trace, requests=requests, pool=pool, start=start, end=end,
-                              time_column=time_column, value_column=value_column,
-                              max_hold_periods=max_hold_periods, request_time_column=request_time_column,
-                              request_count_column=request_count_column or None, total_requests=total_requests,
-                              pue=pue, window_hours=window_hours, baseline=baseline, hysteresis=hysteresis,
-                              target_error=target_error, target_model=target_model, target_period=target_period,
-                              forecasts=tuple(forecast or ("none", "perfect")), forecast_hours=forecast_hours,
-                              budget_g=budget_g, budget_period_hours=budget_period_hours, by_month=by_month)
+        target = _replayed_target(config, target_error, target_model, target_period)
+        study = ReplayConfig(carbon_trace=carbon_trace, requests=requests, pool=pool, start=start, end=end,
+                             time_column=time_column, value_column=value_column,
+                             max_hold_periods=max_hold_periods, request_time_column=request_time_column,
+                             request_count_column=request_count_column or None, total_requests=total_requests,
+                             pue=pue, window_hours=window_hours, baseline=baseline, hysteresis=hysteresis,
+                             target=target, forecasts=tuple(forecast or ("none", "perfect")),
+                             forecast_hours=forecast_hours,
+                             budget_g=budget_g, budget_period_hours=budget_period_hours, by_month=by_month)
         try:
-            replay_and_report(config, out, plots)
+            replay_and_report(study, out, plots)
         except ImportError as exc:
             _fail(f"{exc}; install the plots extra (pip install -e '.[plots]') or pass --no-plots")
+
+
+def _replayed_target(config: Path | None, target_error: float | None, target_model: str | None,
+                     target_period: str | None) -> ErrorTargetOptions:
+    """The gateway's ``error-target`` settings, as ``serve`` would load them, the CLI's target flags over
+    them (a flag naming the target replaces the file's way of naming it)."""
+    from .policy import ErrorTargetOptions
+
+    settings = load_settings(config)
+    base = settings.policy if isinstance(settings.policy, ErrorTargetOptions) else ErrorTargetOptions()
+    given = base.model_dump(exclude_unset=True)
+    if target_error is not None or target_model is not None:
+        given.pop("target_error", None)
+        given.pop("target_model", None)
+    flags = {"target_error": target_error, "target_model": target_model, "target_period": target_period}
+    return ErrorTargetOptions.model_validate({**given, **{k: v for k, v in flags.items() if v is not None}})
 
 
 if __name__ == "__main__":

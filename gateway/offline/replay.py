@@ -37,7 +37,6 @@ from ..carbon.trace import load_trace
 from ..policy import (CarbonPricePolicy, CarbonWindow, ErrorTargetOptions, FixedOptions,
                       InterpolationOptions, OnlineBudgetOptions, PolicyOptions, make_policy)
 from ..policy.budget import Allocation, grams_per_mj
-from ..policy.error_target import Period
 from ..pool import ModelPool, load_pool
 from .workload import HOUR, Workload, build_workload, load_request_trace, weekly_profile
 
@@ -66,19 +65,15 @@ class ReplayConfig(BaseModel):
                                 "as the live monitor keeps it; 0: the whole replayed range.")
     baseline: str = Field(default="resnet50", description="Model the efficiency metric compares against.")
     hysteresis: float = Field(default=0.0, ge=0, description="g/kWh; > 0 adds an interpolation+hysteresis run.")
-    target_error: float | None = Field(default=None, description="error-target: mean error %; default: its own.")
-    target_model: str | None = Field(default=None, description="error-target: as accurate as this model.")
-    target_period: Period = "month"
+    target: ErrorTargetOptions = Field(default_factory=ErrorTargetOptions, description="The error-target policy "
+                                       "replayed: `carbon-gateway replay` takes the gateway's own `policy` settings "
+                                       "(settings file, environment) as `serve` does, its target flags over them.")
     forecasts: tuple[Forecast, ...] = ("none", "perfect")
     forecast_hours: float = Field(default=48.0, gt=0, description="How far a perfect forecast reaches.")
     budget_g: float | None = Field(default=None, gt=0, description="Also run online-budget with this many grams "
                                    "per budget period.")
     budget_period_hours: float = Field(default=24.0, gt=0, description="online-budget: budget period.")
     by_month: bool = Field(default=False, description="Also score every calendar month on its own.")
-
-    def target_settings(self) -> ErrorTargetOptions:
-        return ErrorTargetOptions(target_error=self.target_error, target_model=self.target_model,
-                                  target_period=self.target_period)
 
 
 # --- what the policies see ----------------------------------------------------------------------------
@@ -324,7 +319,7 @@ def run_study(config: ReplayConfig) -> Study:
     pool = load_pool(config.pool)
     if config.baseline not in pool.by_name:
         raise ValueError(f"baseline {config.baseline!r} is not in the pool {sorted(pool.by_name)}")
-    target = config.target_settings()
+    target = config.target
     target_error = target.build(pool).target_error
     trace = load_trace(config.carbon_trace, config.time_column, config.value_column)
     requests = load_request_trace(config.requests, config.request_time_column, config.request_count_column)

@@ -192,3 +192,26 @@ def test_cli_replay_reports_a_bad_baseline(shared_data, tmp_path):
         "--pool", str(PAPER_POOL), "--baseline", "vgg16", "--no-plots", "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "baseline 'vgg16'" in result.output
+
+
+def test_cli_replay_takes_the_gateways_policy_settings(shared_data, tmp_path):
+    """What is replayed is what `serve` would run: the settings file's error-target options, the CLI's target
+    flags over them."""
+    settings = tmp_path / "gateway.yaml"
+    settings.write_text("policy:\n  name: error-target\n  target_model: resnet152\n  settle_hours: 48\n")
+    path, time_column, value_column = GB
+    common = ["replay", "--carbon-trace", str(shared_data / path), "--requests", str(shared_data / WIKI),
+              "--pool", str(PAPER_POOL), "--start", "2020-06-01", "--end", "2020-06-03", "--forecast", "none",
+              "--no-plots", "--config", str(settings)]
+    runner = CliRunner()
+    for extra, expected in (([], {"target_model": "resnet152", "target_error": None}),
+                            (["--target-error", "6.0"], {"target_model": None, "target_error": 6.0})):
+        out = tmp_path / f"out{len(extra)}"
+        result = runner.invoke(app, [*common, *extra, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        target = json.loads((out / "results.json").read_text())["config"]["target"]
+        assert {k: target[k] for k in expected} == expected and target["settle_hours"] == 48
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("policy:\n  name: error-target\n  settle_hours: -1\n")
+    result = runner.invoke(app, [*common[:-1], str(broken), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "settle_hours" in result.output
