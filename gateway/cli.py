@@ -192,6 +192,12 @@ def replay(
                                                       "budget period.")] = None,
     budget_period_hours: Annotated[float, typer.Option(help="online-budget: budget period.")] = 24.0,
     by_month: Annotated[bool, typer.Option(help="Also score every calendar month on its own.")] = False,
+    replicas: Annotated[int, typer.Option(help="Also replay error-target as this many processes sharing the "
+                                          "requests.")] = 1,
+    restart_every: Annotated[Optional[float], typer.Option(help="Also replay error-target with each process "
+                                                           "restarted every this many hours (staggered).")] = None,
+    state_store: Annotated[str, typer.Option(help="The simulated fleet's state: memory (one shared store, as "
+                                             "state.url gives the gateway) or none.")] = "memory",
     plots: Annotated[bool, typer.Option(help="Draw timeline.png and pareto.png.")] = True,
 ) -> None:
     """Replay a carbon trace and a request trace through every policy; print and write the results."""
@@ -209,7 +215,8 @@ def replay(
                              pue=pue, window_hours=window_hours, baseline=baseline, hysteresis=hysteresis,
                              target=target, forecasts=tuple(forecast or ("none", "perfect")),
                              forecast_hours=forecast_hours,
-                             budget_g=budget_g, budget_period_hours=budget_period_hours, by_month=by_month)
+                             budget_g=budget_g, budget_period_hours=budget_period_hours, by_month=by_month,
+                             replicas=replicas, restart_every_hours=restart_every, state_store=state_store)
         try:
             replay_and_report(study, out, plots)
         except ImportError as exc:

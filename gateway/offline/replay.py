@@ -19,13 +19,14 @@ the paper's carbon-emission efficiency.
 from __future__ import annotations
 
 import dataclasses
+import math
 import multiprocessing
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, UTC
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +38,8 @@ from ..carbon.trace import load_trace
 from ..policy import (CarbonPricePolicy, CarbonWindow, ErrorTargetOptions, FixedOptions,
                       InterpolationOptions, OnlineBudgetOptions, PolicyOptions, make_policy)
 from ..policy.budget import Allocation, grams_per_mj
+from ..policy.error_target import ErrorTargetPolicy
+from ..state.memory import MemoryStore
 from ..pool import ModelPool, load_pool
 from .workload import HOUR, Workload, build_workload, load_request_trace, weekly_profile
 
@@ -74,6 +77,12 @@ class ReplayConfig(BaseModel):
                                    "per budget period.")
     budget_period_hours: float = Field(default=24.0, gt=0, description="online-budget: budget period.")
     by_month: bool = Field(default=False, description="Also score every calendar month on its own.")
+    replicas: int = Field(default=1, ge=1, le=64, description="Also replay error-target as this many processes "
+                          "sharing the requests (with restart_every_hours or alone).")
+    restart_every_hours: float | None = Field(default=None, gt=0, description="Also replay error-target with each "
+                                              "process restarted this often (staggered across replicas).")
+    state_store: Literal["memory", "none"] = Field(default="memory", description="Whether the simulated fleet "
+                                                   "shares its account and history through a store.")
 
 
 # --- what the policies see ----------------------------------------------------------------------------
@@ -197,6 +206,60 @@ class Replay:
             columns[t] = self._column[spec.name]
             rate = float(counts[t] / durations[t]) if durations[t] > 0 else 0.0
         return Run(label, self._one_hot(columns[len(times) - len(w.times):]), _parameters(settings))
+
+    def fleet(self, label: str, settings: ErrorTargetOptions, forecast: Forecast = "none",
+              forecast_hours: float = 48.0, *, replicas: int = 1, restart_every_hours: float | None = None,
+              shared_state: bool = True) -> Run:
+        """``causal`` for a fleet: ``replicas`` processes share each period's requests equally, each restarts
+        every ``restart_every_hours`` (staggered, replica i at i/replicas of the interval). With
+        ``shared_state`` they exchange their account and history through one store after every period, and a
+        restarted one loads them back, as the live gateway does through ``state.url`` (``PolicySync``);
+        without, a restarted one starts with an empty account and only the grid's past intensity (a
+        provider's history)."""
+        w = self.workload
+        parts = [part for part in (w.lead, w) if part is not None]
+        times, intensities, counts, durations = (np.concatenate([getattr(part, field) for part in parts])
+                                                 for field in ("times", "intensities", "counts", "durations"))
+        rows, ahead_from, ahead_to = forecast_rows(w, times, forecast_hours if forecast == "perfect" else 0.0)
+        clock = [float(times[0])]
+        store = MemoryStore(clock=lambda: clock[0]) if shared_state else None
+        span_s = settings.history_hours * HOUR
+
+        def started(now: float) -> ErrorTargetPolicy:
+            policy = settings.build(self.pool, pue=self.pue)
+            policy.advance(now)
+            if store is not None:
+                policy.restore(store.load_now("replay", policy.period_start, now - span_s))
+            else:  # the provider's past: intensities, no requests
+                past = (times < now) & (times >= now - span_s)
+                for start, seconds, value in zip(times[past], durations[past], intensities[past], strict=True):
+                    policy.learn(float(start), float(seconds), float(value))
+            return policy
+
+        fleet = [started(float(times[0])) for _ in range(replicas)]
+        interval = (restart_every_hours or math.inf) * HOUR
+        restarts = [float(times[0]) + interval * (i + 1) / replicas for i in range(replicas)]
+        window = CarbonWindow(0.0, 0.0)
+        shares = np.zeros((len(times), len(self.models)))
+        rate = 0.0
+        for t in range(len(times)):
+            now, intensity = float(times[t]), float(intensities[t])
+            clock[0] = now
+            for i in range(replicas):
+                if now >= restarts[i]:
+                    fleet[i] = started(now)
+                    restarts[i] += interval * math.ceil((now - restarts[i] + 1e-9) / interval)
+                policy = fleet[i]
+                policy.advance(now)
+                policy.replan(now, intensity, rows[ahead_from[t]:ahead_to[t]], rate / replicas)
+                spec = policy.select(intensity, window)
+                policy.observe(intensity, spec, float(counts[t]) / replicas)
+                shares[t, self._column[spec.name]] += 1.0 / replicas
+            if store is not None:
+                for policy in fleet:
+                    policy.apply(store.exchange_now(policy.take_delta("replay")))
+            rate = float(counts[t] / durations[t]) if durations[t] > 0 else 0.0
+        return Run(label, shares[len(times) - len(w.times):], _parameters(settings))
 
     def optimum(self, label: str, *, budget_g: float | None = None, mean_error: float | None = None) -> Run:
         """The offline optimum over the whole range (requests of one period may be split)."""
@@ -339,14 +402,25 @@ def run_study(config: ReplayConfig) -> Study:
     if config.hysteresis > 0:
         runs["interpolation+hysteresis"] = replay.static(
             "interpolation+hysteresis", InterpolationOptions(hysteresis=config.hysteresis), window)
-    causal: list[tuple[str, PolicyOptions, Forecast]] = [
-        (f"error-target ({_forecast_label(forecast, config.forecast_hours)})", target, forecast)
-        for forecast in config.forecasts]
+    causal: dict[str, Callable[[str], Run]] = {
+        f"error-target ({_forecast_label(forecast, config.forecast_hours)})":
+            partial(replay.causal, settings=target, forecast=forecast, forecast_hours=config.forecast_hours)
+        for forecast in config.forecasts}
+    if config.replicas > 1 or config.restart_every_hours is not None:
+        fleet = (f"{config.replicas} replica{'s' if config.replicas > 1 else ''}"
+                 + (f", restarted every {config.restart_every_hours:g} h" if config.restart_every_hours else "")
+                 + (", shared state" if config.state_store == "memory" else ", no shared state"))
+        causal |= {f"error-target ({_forecast_label(forecast, config.forecast_hours)}; {fleet})":
+                   partial(replay.fleet, settings=target, forecast=forecast, forecast_hours=config.forecast_hours,
+                           replicas=config.replicas, restart_every_hours=config.restart_every_hours,
+                           shared_state=config.state_store == "memory")
+                   for forecast in config.forecasts}
     if config.budget_g is not None:
         budget = OnlineBudgetOptions(budget_g=config.budget_g, period_hours=config.budget_period_hours)
-        causal += [(f"online-budget ({_forecast_label(forecast, config.forecast_hours)})", budget, forecast)
-                   for forecast in config.forecasts]
-    runs.update(_run_causal(replay, causal, config.forecast_hours))
+        causal |= {f"online-budget ({_forecast_label(forecast, config.forecast_hours)})":
+                   partial(replay.causal, settings=budget, forecast=forecast, forecast_hours=config.forecast_hours)
+                   for forecast in config.forecasts}
+    runs.update(_run_causal(causal))
     heuristic = replay.outcome(runs["interpolation"])
     runs["optimal@target"] = replay.optimum("optimal@target", mean_error=target_error)
     runs["optimal@heuristic's error"] = replay.optimum("optimal@heuristic's error", mean_error=heuristic.mean_error)
@@ -365,16 +439,14 @@ def run_study(config: ReplayConfig) -> Study:
     return Study(report, replay, runs, window)
 
 
-def _run_causal(replay: Replay, jobs: list[tuple[str, PolicyOptions, Forecast]], forecast_hours: float
-                ) -> dict[str, Run]:
+def _run_causal(jobs: dict[str, Callable[[str], Run]]) -> dict[str, Run]:
     """The causal runs, each in its own process where there are cores for them: each is one long pass that
     numpy cannot vectorise (a plan depends on the account the previous ones left), and they are independent."""
     workers = min(len(jobs), os.cpu_count() or 1)
     if workers <= 1:
-        return {label: replay.causal(label, settings, forecast, forecast_hours) for label, settings, forecast in jobs}
+        return {label: job(label) for label, job in jobs.items()}
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as executor:
-        futures = {label: executor.submit(replay.causal, label, settings, forecast, forecast_hours)
-                   for label, settings, forecast in jobs}
+        futures = {label: executor.submit(job, label) for label, job in jobs.items()}
         return {label: future.result() for label, future in futures.items()}
 
 

@@ -11,6 +11,7 @@ history back when it starts (``load``).
 - ``file``: a JSON file under ``flock``, for the workers of one host (the default);
 - ``redis``: Redis, one MULTI/EXEC per exchange, for every replica of a deployment;
 - ``null``: nothing kept (``state.url: none``);
+- ``memory``: the file store's document in memory, for a replay that simulates a fleet;
 - ``registry`` (URL scheme -> store class) and ``settings`` (the ``state`` section, ``make_store``).
 
 Every failure of a store is a ``gateway.errors.StateStoreError``.
@@ -24,7 +25,8 @@ from .models import BUCKET_S, RETENTION_S, StateDelta, StateSnapshot, bucket_of,
 #: The rest, imported on first use: a policy needs the data contract only, and a gateway that keeps its state
 #: in a file never loads the Redis client.
 _LAZY = {"PolicyStore": "base", "StateStoreError": "base", "redacted": "base", "FileStore": "file",
-         "NullStore": "null", "RedisStore": "redis", "DEFAULT_URL": "registry", "STORES": "registry",
+         "NullStore": "null", "MemoryStore": "memory", "RedisStore": "redis", "DEFAULT_URL": "registry",
+         "STORES": "registry",
          "scheme_of": "registry", "StateSettings": "settings", "make_store": "settings"}
 
 
@@ -42,6 +44,7 @@ __all__ = [
     "RETENTION_S",
     "STORES",
     "FileStore",
+    "MemoryStore",
     "NullStore",
     "PolicyStore",
     "RedisStore",

@@ -74,8 +74,8 @@ class _Deployment(BaseModel):
                              requests={b: self.requests[b] for b in chosen if b in self.requests})
 
 
-class _Document(BaseModel):
-    """The file: every deployment that shares it, by key."""
+class StateDocument(BaseModel):
+    """The file: every deployment that shares it, by key (``MemoryStore`` holds one in memory)."""
 
     version: Literal[1] = 1
     deployments: dict[str, _Deployment] = {}
@@ -98,6 +98,12 @@ class _Document(BaseModel):
         for bucket, count in delta.requests.items():
             deployment.requests[bucket] = deployment.requests.get(bucket, 0.0) + count
         return deployment.snapshot(delta.period_start, buckets)
+
+    def load(self, key: str, period_start: float, since: float) -> StateSnapshot:
+        """The account of ``period_start`` and the history from ``since`` on, for a process starting."""
+        deployment = self.deployments.get(key, _Deployment())
+        buckets = sorted(b for b in {*deployment.intensity, *deployment.requests} if b >= since)
+        return deployment.snapshot(period_start, buckets)
 
     def prune(self, now: float) -> None:
         """Forget buckets, ended accounts and silent writers older than the retention."""
@@ -168,9 +174,7 @@ class FileStore:
 
     def _load(self, key: str, period_start: float, since: float) -> StateSnapshot:
         with self._failures("cannot read"):
-            deployment = self._read().deployments.get(key, _Deployment())
-        buckets = sorted(b for b in {*deployment.intensity, *deployment.requests} if b >= since)
-        return deployment.snapshot(period_start, buckets)
+            return self._read().load(key, period_start, since)
 
     @contextlib.contextmanager
     def _failures(self, doing: str) -> Iterator[None]:
@@ -200,20 +204,20 @@ class FileStore:
         finally:
             os.close(descriptor)  # closing the descriptor releases the lock
 
-    def _read(self) -> _Document:
+    def _read(self) -> StateDocument:
         try:
             text = self.path.read_bytes()
         except FileNotFoundError:
-            return _Document()
+            return StateDocument()
         try:
-            return _Document.model_validate_json(text)
+            return StateDocument.model_validate_json(text)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"]) or "document"
             raise StateStoreError(f"file store {self.path}: not a policy-state file ({where}: {first['msg']}); "
                                   "move it away to start afresh") from exc
 
-    def _write(self, document: _Document) -> None:
+    def _write(self, document: StateDocument) -> None:
         descriptor, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         try:
             with os.fdopen(descriptor, "wb") as file:

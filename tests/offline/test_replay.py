@@ -199,7 +199,7 @@ def test_cli_replay_takes_the_gateways_policy_settings(shared_data, tmp_path):
     flags over them."""
     settings = tmp_path / "gateway.yaml"
     settings.write_text("policy:\n  name: error-target\n  target_model: resnet152\n  settle_hours: 48\n")
-    path, time_column, value_column = GB
+    path = GB[0]
     common = ["replay", "--carbon-trace", str(shared_data / path), "--requests", str(shared_data / WIKI),
               "--pool", str(PAPER_POOL), "--start", "2020-06-01", "--end", "2020-06-03", "--forecast", "none",
               "--no-plots", "--config", str(settings)]
@@ -215,3 +215,22 @@ def test_cli_replay_takes_the_gateways_policy_settings(shared_data, tmp_path):
     broken.write_text("policy:\n  name: error-target\n  settle_hours: -1\n")
     result = runner.invoke(app, [*common[:-1], str(broken), "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "settle_hours" in result.output
+
+
+@pytest.mark.parametrize("store", ["memory", "none"])
+def test_a_fleet_restarted_daily_keeps_the_target_only_with_a_shared_store(shared_data, store):
+    """Two replicas, each restarted every 24 h: sharing account and history through a store they meet the
+    month's target as one process does; without, each restart forgets the account (GB June 2020: +0.15)."""
+    study = run_study(config(shared_data, start="2020-06-01", end="2020-07-01", replicas=2, restart_every_hours=24,
+                             state_store=store))
+    by = {r.policy: r for r in study.report.results}
+    alone = by["error-target (no forecast)"]
+    shared = "shared state" if store == "memory" else "no shared state"
+    fleet = by[f"error-target (no forecast; 2 replicas, restarted every 24 h, {shared})"]
+    target = study.report.target_error
+    assert abs(alone.mean_error - target) <= 0.03
+    if store == "memory":
+        assert abs(fleet.mean_error - target) <= 0.03
+        assert fleet.regret_at_target_pct is not None and fleet.regret_at_target_pct <= alone.regret_at_target_pct + 2
+    else:
+        assert abs(fleet.mean_error - target) > 0.05

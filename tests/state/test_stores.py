@@ -167,3 +167,15 @@ async def test_the_null_store_keeps_nothing():
     assert await store.load("carbon-gateway", MONTH_START, 0) == StateSnapshot(period_start=MONTH_START)
     await store.close()
     assert (store.name, store.url) == ("none", "none")
+
+
+async def test_the_memory_store_keeps_the_file_stores_promises():
+    """The replay's fleet shares one ``MemoryStore``: the file store's document, so the same rules."""
+    from gateway.state import MemoryStore
+
+    for promise in (test_an_exchange_adds_increments_sets_intensities_and_answers_the_fleets_totals,
+                    test_an_exchange_answers_exactly_the_buckets_it_names,
+                    test_accounts_of_other_periods_and_keys_are_apart,
+                    test_load_reads_the_account_and_every_bucket_since,
+                    test_a_writers_delta_counts_once_however_often_it_arrives):
+        await promise(MemoryStore())
