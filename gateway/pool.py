@@ -65,8 +65,11 @@ class ModelPool(BaseModel):
         return self.by_name.get(name)
 
 
-#: A pool file lists a handful of models: a larger file is a mistake (or an attack), refused unread.
-MAX_POOL_FILE_BYTES = 1 << 20
+#: A pool file lists a handful of models (about 100 bytes each): a larger file than hundreds would make is a
+#: mistake (or an attack), refused unread. YAML parses at about 1 MB in
+#: 10 s of pure Python; in a reload thread that still takes the interpreter from the event loop in 5 ms slices,
+#: which a busy machine stretches into a second's stall (measured beside stress-ng at a 1 MiB cap).
+MAX_POOL_FILE_BYTES = 64 << 10
 
 
 def _load_mapping(path: Path, what: str, error: type[Exception]) -> dict[str, Any]:

@@ -218,44 +218,34 @@ async def test_a_reload_keeps_the_budget_spent_and_counts_requests_that_straddle
         assert old_policy.spent_g == spent
 
 
-async def _longest_stall_during(work) -> float:
-    """The longest the event loop went without running a 5 ms ticker while ``work`` ran."""
-    loop = asyncio.get_running_loop()
-    gaps, last, done = [], loop.time(), asyncio.Event()
+async def test_a_large_pool_file_is_parsed_off_the_event_loop_and_an_absurd_one_refused(fake_repository, tmp_path,
+                                                                                       monkeypatch):
+    """A 10 MB pool file stalled every route for 20 s: now the file is capped, and it is parsed and its policy
+    built on a worker thread. (Which thread, not how long the loop waited: a timing flaked on a busy machine.)"""
+    import threading
 
-    async def ticker() -> None:
-        nonlocal last
-        while not done.is_set():
-            await asyncio.sleep(0.005)
-            gaps.append(loop.time() - last)
-            last = loop.time()
-
-    task = asyncio.create_task(ticker())
-    try:
-        await work
-    finally:
-        done.set()
-        await task
-    return max(gaps)
-
-
-async def test_a_large_pool_file_is_parsed_off_the_event_loop_and_an_absurd_one_refused(fake_repository, tmp_path):
-    """A 10 MB pool file stalled every route for 20 s: now the file is capped, and parsed in a thread."""
     from gateway.errors import ReloadRejected
     from gateway.pool import MAX_POOL_FILE_BYTES
+    from gateway.serving import reload
     from gateway.serving.runtime import running
     from tests.support.backend import FakeBackend
 
+    threads = []
+    for name in ("load_pool", "make_policy"):
+        def spy(*args, _real=getattr(reload, name), **kwargs):
+            threads.append(threading.current_thread() is threading.main_thread())
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(reload, name, spy)
     pool_file = write_pool(tmp_path / "pool.yaml", "resnet18", "resnet34", name="small")
     settings = settings_for(fake_repository, pool_file=str(pool_file), watch_pool=False)
     async with running(settings, FakeBackend(("resnet18", "resnet34"))) as runtime:
         entries = "".join(f"  - {{name: m{i}, energy_mj: {i + 1}, error_rate: 5, energy_source: padding-padding}}\n"
                           for i in range(12_000))
         pool_file.write_text(("models:\n" + entries)[:MAX_POOL_FILE_BYTES - 100].rpartition("\n")[0] + "\n")
-        # Valid YAML that takes seconds to parse, of a pool this backend cannot serve: refused, the loop running.
-        stall = await _longest_stall_during(_rejected(runtime.reloader.reload("test")))
-        assert stall < 0.5, f"the event loop stalled {stall:.2f} s"
-        pool_file.write_text("models:\n" + "  - {name: m, energy_mj: 1, error_rate: 5}\n" * 40_000)
+        # Valid YAML at the cap, of a pool this backend cannot serve: refused, parsed and built off the loop.
+        await _rejected(runtime.reloader.reload("test"))
+        assert threads == [False, False]
+        pool_file.write_text("models:\n" + "  - {name: m, energy_mj: 1, error_rate: 5}\n" * 4_000)
         with pytest.raises(ReloadRejected, match=f"over {MAX_POOL_FILE_BYTES} bytes"):
             await runtime.reloader.reload("test")
         assert runtime.service.pool.name == "small"
@@ -267,4 +257,4 @@ async def _rejected(reload) -> None:
     with pytest.raises(ReloadRejected) as rejected:
         await reload
     # One readable log line, however many models the file names.
-    assert "and 11990 more" in str(rejected.value) and len(str(rejected.value)) < 1000
+    assert " more; it has" in str(rejected.value) and len(str(rejected.value)) < 1000
