@@ -118,15 +118,16 @@ async def test_writers_silent_past_the_retention_are_forgotten(store_url: str):
         await now.close()
 
 
-def _exchange_many(url: str, worker: int, count: int, barrier) -> None:
-    """One process of the fleet: ``count`` exchanges as fast as the store allows."""
+def _exchange_many(url: str, worker: int, count: int, barrier, month_start: float, bucket: int) -> None:
+    """One process of the fleet: ``count`` exchanges as fast as the store allows. The period and bucket come
+    from the parent: this process imports the module afresh, maybe in another 15-minute bucket."""
     store = make_store(StateSettings(url=url))
 
     async def run() -> None:
         for i in range(count):
             snapshot = await store.exchange(delta(served=1, error_sum=0.5, co2_g=0.25, by_model={f"m{worker % 2}": 1},
-                                                  intensity={BUCKET: float(worker)}, requests={BUCKET: 1},
-                                                  writer=f"w{worker}", sequence=i + 1))
+                                                  intensity={bucket: float(worker)}, requests={bucket: 1},
+                                                  writer=f"w{worker}", sequence=i + 1, period_start=month_start))
             assert snapshot.served >= i + 1  # its own exchanges at least, and any of the others'
         await store.close()
 
@@ -138,7 +139,8 @@ async def test_four_processes_exchanging_at_once_lose_nothing(store_url: str):
     context = multiprocessing.get_context("spawn")
     workers, count = 4, 200
     barrier = context.Barrier(workers)
-    processes = [context.Process(target=_exchange_many, args=(store_url, w, count, barrier)) for w in range(workers)]
+    processes = [context.Process(target=_exchange_many, args=(store_url, w, count, barrier, MONTH_START, BUCKET))
+                 for w in range(workers)]
     for process in processes:
         process.start()
     for process in processes:
