@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from gateway.testing.processes import running_triton
 from tests.support.backend import FakeBackend
 from tests.support.data import IMAGES, LABELS_FILE, POOL_MODELS, SHARED_DATA
 from tests.support.gateway import gateway_client, settings_for
+from tests.support.redis import MISSING, RedisServer, redis_binary
 
 #: The serving tests pin the paper's heuristic, whose choice is a pure function of the intensity and
 #: the window, so a test can say which model a request gets. The default policy (``error-target``)
@@ -107,3 +108,12 @@ def make_fake_gateway(fake_repository: Path, fake_backend: FakeBackend) -> Calla
         return gateway_client(settings_for(fake_repository, **overrides), fake_backend)
 
     return factory
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server of its own for the test (the stores' and the fleet's tests)."""
+    if redis_binary() is None:
+        pytest.skip(MISSING)
+    with RedisServer(tmp_path / "redis") as server:
+        yield server

@@ -3,8 +3,9 @@
 ``BucketHistory`` keeps the last ``span_hours`` as a ring of buckets aligned to the epoch (the store's
 buckets: ``gateway.state.models.BUCKET_S``), so a fleet's processes, a restarted one and the store all speak
 of the same intervals. Each bucket holds the seconds observed in it, their intensity-weighted sum and the
-requests served. A policy asks for the distribution over the whole span (``histogram``), over a trailing
-window (``window``), or for the daily mean intensities (``daily_means``).
+requests served. A policy asks for the distribution over the whole span (``sums``, ``totals``), over a
+trailing window (``binned_window``; ``window`` gives it bucket by bucket), or for the daily mean intensities
+(``daily_means``).
 
 The whole span's distribution is kept as it changes, summed into bins of intensity 1 % wide (``BIN_RATIO``,
 log-spaced): a policy plans with it at every poll, and a month of buckets summed afresh each time would cost a

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,18 +22,9 @@ from gateway.state import StateSettings, make_store
 from tests.support.backend import FakeBackend
 from tests.support.data import IMAGES, POOL_MODELS, SHARED_DATA
 from tests.support.gateway import settings_for
-from tests.support.redis import MISSING, RedisServer, redis_binary
 
 FLUSH_S = 0.05
 KEY = "test-fleet"
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    if redis_binary() is None:
-        pytest.skip(MISSING)
-    with RedisServer(tmp_path / "redis") as server:
-        yield server
 
 
 @asynccontextmanager

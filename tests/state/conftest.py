@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from gateway.state import PolicyStore, StateSettings, make_store
-from tests.support.redis import MISSING, RedisServer, redis_binary
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    if redis_binary() is None:
-        pytest.skip(MISSING)
-    with RedisServer(tmp_path / "redis") as server:
-        yield server
 
 
 @pytest.fixture(params=["file", "redis"])
